@@ -1,0 +1,315 @@
+"""Typed settings of a DreamSweep run, and the checks that run before anything is loaded.
+
+Hydra composes `conf/`; `load_config` turns the result into these dataclasses. OmegaConf
+rejects unknown keys and wrong types against the schema; `validate` then checks what a schema
+cannot express (ranges, combinations, what this machine can do). Every error names the key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # tiny | sd15 | sd21 | any label for a local/hub model
+    path: str | None = None  # local folder, single .safetensors/.ckpt file, or hub id
+    revision: str | None = None
+    variant: str | None = None  # e.g. fp16 weights on the hub
+    seed: int = 0  # tiny only: the random init of the embedded model
+    sample_size: int = 64  # tiny only: native image size
+
+
+@dataclass
+class DataConfig:
+    name: str = "toy"  # toy (bundled subject) | folder
+    instance_dir: str | None = None
+    token: str = "sks"
+    class_name: str = "toy"
+    prompt: str = "a photo of {token} {class}"
+    captions: bool = True  # use <image>.txt sidecars when present
+    resolution: int = 64
+    center_crop: bool = True
+    random_flip: bool = True
+    min_image_size: int | None = None  # default: half the resolution
+    skip_bad: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = "dreambooth"
+
+
+@dataclass
+class PriorConfig:
+    enabled: bool = False
+    weight: float = 1.0
+    num_images: int = 100
+    class_dir: str | None = None
+    class_prompt: str = "a photo of {class}"
+    sample_steps: int = 50
+    guidance_scale: float = 7.5
+    seed: int = 0
+    batch_size: int = 4
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | adamw8bit
+    lr: float = 5e-6
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+    min_decay: float = 0.0
+    update_after_step: int = 0
+    warmup: bool = True
+    inv_gamma: float = 1.0
+    power: float = 2 / 3
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 400
+    batch_size: int = 1
+    grad_accum: int = 1
+    seed: int = 42
+    text_encoder: bool = False
+    text_encoder_lr: float | None = None  # default: optim.lr
+    gradient_checkpointing: bool = False
+    attention: str = "sdpa"  # sdpa | eager | xformers
+    noise_offset: float = 0.0
+    snr_gamma: float | None = None  # min-SNR-gamma weighting; 5.0 is the paper's choice
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 1
+
+
+@dataclass
+class EvalConfig:
+    at_steps: list[int] = field(default_factory=list)
+    every_n_steps: int | None = None
+    schedulers: list[str] = field(default_factory=lambda: ["pndm"])
+    num_inference_steps: list[int] = field(default_factory=lambda: [50])
+    guidance_scale: list[float] = field(default_factory=lambda: [7.5])
+    weights: list[str] = field(default_factory=lambda: ["ema", "raw"])
+    negative_prompt: str = ""
+    prompts: str = "dreambench"
+    num_prompts: int = 4
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+
+
+@dataclass
+class MetricsConfig:
+    scorers: list[str] = field(default_factory=lambda: ["clip_i", "clip_t", "dino"])
+    objective: str = "balanced"
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "wandb"  # wandb | disk
+    project: str = "dreamsweep"
+    entity: str | None = None
+    mode: str = "offline"  # offline | online | disabled; WANDB_MODE wins
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"  # local | multigpu
+    num_processes: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gpu_ids: str | None = None  # "0,1" or "all"; None: CPU when no CUDA, else all GPUs
+    main_process_port: int | None = None
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    run_name: str | None = None
+    sweep_name: str | None = None
+    cache_dir: str = "~/.cache/dreamsweep"
+
+
+MODELS_WITH_PATH = ("sd15", "sd21")
+METHODS = ("dreambooth",)
+OPTIMIZERS = ("adamw", "adamw8bit")
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+ATTENTION = ("sdpa", "eager", "xformers")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TRACKERS = ("wandb", "disk")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True) -> RunConfig:
+    """Merge composed config onto the schema, then validate; raise ConfigError naming the key."""
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain_omegaconf_error(err)) from None
+    validate(cfg, check_machine=check_machine)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A plain, resolved dict (for config.yaml, W&B and safetensors metadata)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def save_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _explain_omegaconf_error(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(err).splitlines()[0]
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        known = _known_keys(section)
+        return f"unknown config key '{key}'. Known keys{f' of {section}' if section else ''}: {known}"
+    return f"bad value for config key '{key}': {msg}"
+
+
+def _known_keys(section: str) -> str:
+    node: Any = RunConfig()
+    for part in filter(None, section.split(".")):
+        node = getattr(node, part, None)
+        if node is None:
+            return "(see conf/)"
+    return ", ".join(sorted(vars(node)))
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: RunConfig, *, check_machine: bool = True) -> None:
+    """Check ranges and combinations; with check_machine, also what this machine can run."""
+    _validate_model_and_data(cfg)
+    _validate_training(cfg)
+    _validate_eval_and_tracking(cfg)
+    if check_machine:
+        validate_machine(cfg)
+
+
+def _validate_model_and_data(cfg: RunConfig) -> None:
+    m, d, p = cfg.model, cfg.data, cfg.prior
+    _require(
+        m.name == "tiny" or bool(m.path),
+        "model.path",
+        f"model={m.name} needs model.path: a local folder, a .safetensors/.ckpt file or a hub id",
+    )
+    _require(m.sample_size % 8 == 0, "model.sample_size", "must be a multiple of 8")
+    _require(d.name in ("toy", "folder"), "data", f"'{d.name}' is not one of: toy, folder")
+    _require(
+        d.name == "toy" or bool(d.instance_dir),
+        "data.instance_dir",
+        "data=folder needs data.instance_dir: the folder of your subject's photos",
+    )
+    _require(d.resolution > 0 and d.resolution % 8 == 0, "data.resolution",
+             f"{d.resolution} is not a positive multiple of 8 (try 512 or 768)")
+    _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
+    _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
+    _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
+    if p.enabled:
+        _require(bool(d.class_name.strip()), "data.class_name",
+                 "prior preservation (prior=on) needs a class name, e.g. data.class_name=dog")
+        _require(p.weight > 0, "prior.weight", f"must be > 0, got {p.weight}")
+        _require(p.num_images > 0, "prior.num_images", f"must be > 0, got {p.num_images}")
+        _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
+        _require(p.batch_size > 0, "prior.batch_size", "must be > 0")
+
+
+def _validate_training(cfg: RunConfig) -> None:
+    o, t, e = cfg.optim, cfg.train, cfg.ema
+    _require(o.name in OPTIMIZERS, "optim.name", f"'{o.name}' is not one of: {OPTIMIZERS}")
+    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _require(o.lr_scheduler in LR_SCHEDULERS, "optim.lr_scheduler",
+             f"'{o.lr_scheduler}' is not one of: {LR_SCHEDULERS}")
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)")
+    _require(o.max_grad_norm > 0, "optim.max_grad_norm", "must be > 0")
+    _require(t.max_steps > 0, "train.max_steps", f"must be > 0, got {t.max_steps}")
+    _require(t.batch_size > 0, "train.batch_size", "must be > 0")
+    _require(t.grad_accum > 0, "train.grad_accum", "must be > 0")
+    _require(t.text_encoder_lr is None or t.text_encoder_lr > 0, "train.text_encoder_lr",
+             f"must be > 0, got {t.text_encoder_lr}")
+    _require(t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}")
+    _require(t.noise_offset >= 0, "train.noise_offset", "must be >= 0")
+    _require(t.snr_gamma is None or t.snr_gamma > 0, "train.snr_gamma", "must be > 0 or null")
+    _require(t.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+    _require(t.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
+    _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
+
+
+def _validate_eval_and_tracking(cfg: RunConfig) -> None:
+    ev, tr, la = cfg.eval, cfg.tracker, cfg.launcher
+    _require(all(s >= 0 for s in ev.at_steps), "eval.at_steps", "steps must be >= 0")
+    _require(all(n > 0 for n in ev.num_inference_steps), "eval.num_inference_steps", "must be > 0")
+    _require(set(ev.weights) <= {"ema", "raw"}, "eval.weights", "allowed values: ema, raw")
+    _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
+    _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
+    _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
+    _require(la.mixed_precision in MIXED_PRECISION, "launcher.mixed_precision",
+             f"'{la.mixed_precision}' is not one of: {MIXED_PRECISION}")
+
+
+def validate_machine(cfg: RunConfig) -> None:
+    """Options that need CUDA or an optional package fail here, before any model is loaded."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    cuda_only = {
+        "optim.name=adamw8bit": cfg.optim.name == "adamw8bit",
+        "train.attention=xformers": cfg.train.attention == "xformers",
+        "launcher.mixed_precision=fp16": cfg.launcher.mixed_precision == "fp16",
+        f"launcher.gpu_ids={cfg.launcher.gpu_ids}": cfg.launcher.gpu_ids is not None,
+    }
+    for option, asked in cuda_only.items():
+        _require(not asked or has_cuda, option.split("=")[0],
+                 f"{option} needs a CUDA GPU and none is visible; remove it to train on CPU"
+                 " (bf16 mixed precision works on CPU)")
+    if cfg.optim.name == "adamw8bit":
+        _require(importlib.util.find_spec("bitsandbytes") is not None, "optim.name",
+                 "adamw8bit needs bitsandbytes: pip install 'dreamsweep[gpu]'")
+    if cfg.train.attention == "xformers":
+        _require(importlib.util.find_spec("xformers") is not None, "train.attention",
+                 "xformers is not installed: pip install 'dreamsweep[gpu]', or use sdpa")

@@ -1,0 +1,1 @@
+"""Loading and checking training images, and the bundled toy subject."""

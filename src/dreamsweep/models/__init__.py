@@ -1,0 +1,1 @@
+"""Stable Diffusion model building blocks: the embedded tiny model and pipeline assembly."""
