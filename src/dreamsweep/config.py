@@ -203,7 +203,9 @@ def _explain_omegaconf_error(err: OmegaConfBaseException) -> str:
     if "not in" in msg or "Key '" in msg and "not" in msg:
         section = key.rsplit(".", 1)[0] if "." in key else ""
         known = _known_keys(section)
-        return f"unknown config key '{key}'. Known keys{f' of {section}' if section else ''}: {known}"
+        return (
+            f"unknown config key '{key}'. Known keys{f' of {section}' if section else ''}: {known}"
+        )
     return f"bad value for config key '{key}': {msg}"
 
 
@@ -244,14 +246,20 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
         "data.instance_dir",
         "data=folder needs data.instance_dir: the folder of your subject's photos",
     )
-    _require(d.resolution > 0 and d.resolution % 8 == 0, "data.resolution",
-             f"{d.resolution} is not a positive multiple of 8 (try 512 or 768)")
+    _require(
+        d.resolution > 0 and d.resolution % 8 == 0,
+        "data.resolution",
+        f"{d.resolution} is not a positive multiple of 8 (try 512 or 768)",
+    )
     _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
     _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
     _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
     if p.enabled:
-        _require(bool(d.class_name.strip()), "data.class_name",
-                 "prior preservation (prior=on) needs a class name, e.g. data.class_name=dog")
+        _require(
+            bool(d.class_name.strip()),
+            "data.class_name",
+            "prior preservation (prior=on) needs a class name, e.g. data.class_name=dog",
+        )
         _require(p.weight > 0, "prior.weight", f"must be > 0, got {p.weight}")
         _require(p.num_images > 0, "prior.num_images", f"must be > 0, got {p.num_images}")
         _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
@@ -262,17 +270,25 @@ def _validate_training(cfg: RunConfig) -> None:
     o, t, e = cfg.optim, cfg.train, cfg.ema
     _require(o.name in OPTIMIZERS, "optim.name", f"'{o.name}' is not one of: {OPTIMIZERS}")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
-    _require(o.lr_scheduler in LR_SCHEDULERS, "optim.lr_scheduler",
-             f"'{o.lr_scheduler}' is not one of: {LR_SCHEDULERS}")
+    _require(
+        o.lr_scheduler in LR_SCHEDULERS,
+        "optim.lr_scheduler",
+        f"'{o.lr_scheduler}' is not one of: {LR_SCHEDULERS}",
+    )
     _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)")
     _require(o.max_grad_norm > 0, "optim.max_grad_norm", "must be > 0")
     _require(t.max_steps > 0, "train.max_steps", f"must be > 0, got {t.max_steps}")
     _require(t.batch_size > 0, "train.batch_size", "must be > 0")
     _require(t.grad_accum > 0, "train.grad_accum", "must be > 0")
-    _require(t.text_encoder_lr is None or t.text_encoder_lr > 0, "train.text_encoder_lr",
-             f"must be > 0, got {t.text_encoder_lr}")
-    _require(t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}")
+    _require(
+        t.text_encoder_lr is None or t.text_encoder_lr > 0,
+        "train.text_encoder_lr",
+        f"must be > 0, got {t.text_encoder_lr}",
+    )
+    _require(
+        t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}"
+    )
     _require(t.noise_offset >= 0, "train.noise_offset", "must be >= 0")
     _require(t.snr_gamma is None or t.snr_gamma > 0, "train.snr_gamma", "must be > 0 or null")
     _require(t.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
@@ -288,8 +304,11 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
     _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
     _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
-    _require(la.mixed_precision in MIXED_PRECISION, "launcher.mixed_precision",
-             f"'{la.mixed_precision}' is not one of: {MIXED_PRECISION}")
+    _require(
+        la.mixed_precision in MIXED_PRECISION,
+        "launcher.mixed_precision",
+        f"'{la.mixed_precision}' is not one of: {MIXED_PRECISION}",
+    )
 
 
 def validate_machine(cfg: RunConfig) -> None:
@@ -304,12 +323,21 @@ def validate_machine(cfg: RunConfig) -> None:
         f"launcher.gpu_ids={cfg.launcher.gpu_ids}": cfg.launcher.gpu_ids is not None,
     }
     for option, asked in cuda_only.items():
-        _require(not asked or has_cuda, option.split("=")[0],
-                 f"{option} needs a CUDA GPU and none is visible; remove it to train on CPU"
-                 " (bf16 mixed precision works on CPU)")
+        _require(
+            not asked or has_cuda,
+            option.split("=")[0],
+            f"{option} needs a CUDA GPU and none is visible; remove it to train on CPU"
+            " (bf16 mixed precision works on CPU)",
+        )
     if cfg.optim.name == "adamw8bit":
-        _require(importlib.util.find_spec("bitsandbytes") is not None, "optim.name",
-                 "adamw8bit needs bitsandbytes: pip install 'dreamsweep[gpu]'")
+        _require(
+            importlib.util.find_spec("bitsandbytes") is not None,
+            "optim.name",
+            "adamw8bit needs bitsandbytes: pip install 'dreamsweep[gpu]'",
+        )
     if cfg.train.attention == "xformers":
-        _require(importlib.util.find_spec("xformers") is not None, "train.attention",
-                 "xformers is not installed: pip install 'dreamsweep[gpu]', or use sdpa")
+        _require(
+            importlib.util.find_spec("xformers") is not None,
+            "train.attention",
+            "xformers is not installed: pip install 'dreamsweep[gpu]', or use sdpa",
+        )

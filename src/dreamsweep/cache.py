@@ -1,0 +1,52 @@
+"""The shared, content-addressed cache: work done once and reused by every run of a sweep.
+
+An entry is a folder `<root>/<kind>/<key>` where key is a hash of what the content was made
+from (`spec.json` beside it says what). Writers hold the entry's file lock, so concurrent
+runs serialise on one entry; files are written to a temp name and renamed, so a reader never
+sees a half-written file. Used for generated class images and VAE latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+
+def cache_key(kind: str, spec: dict[str, Any]) -> str:
+    canonical = json.dumps({"kind": kind, **spec}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def entry_dir(root: Path, kind: str, spec: dict[str, Any]) -> Path:
+    return Path(root) / kind / cache_key(kind, spec)
+
+
+@contextmanager
+def locked(entry: Path) -> Iterator[Path]:
+    """Hold the entry's lock (the folder is created); other entries stay independent."""
+    entry.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry) + ".lock"):
+        yield entry
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_spec(entry: Path, spec: dict[str, Any]) -> None:
+    atomic_write_bytes(entry / "spec.json", json.dumps(spec, indent=2, sort_keys=True).encode())

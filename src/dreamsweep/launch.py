@@ -1,0 +1,100 @@
+"""Start the worker of one run as a subprocess: plain Python, or `accelerate launch`.
+
+One subprocess per run (notes/sweeps.md): Accelerate's state is per process, GPU memory is
+freed between runs, and a Hydra sweep is never run under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dreamsweep.config import ConfigError, RunConfig, load_config, save_yaml
+from dreamsweep.data.dataset import check_data
+from dreamsweep.runs import COMPLETE, FAILED, RunPaths, read_json, write_result
+
+log = logging.getLogger("dreamsweep")
+
+WORKER_MODULE = "dreamsweep.worker"
+
+
+class RunFailed(RuntimeError):
+    """The worker ended without completing; result.json says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_command(cfg: RunConfig, config_file: Path, has_cuda: bool) -> list[str]:
+    """The command line that runs the worker with the launcher group's settings."""
+    la = cfg.launcher
+    if la.num_processes == 1:
+        return [sys.executable, "-m", WORKER_MODULE, str(config_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(la.num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        la.mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(la.main_process_port or free_port()),
+    ]
+    # torchrun-style launch; without CUDA each rank is a CPU process on the gloo backend.
+    cmd += ["--multi_gpu"]
+    if has_cuda and la.gpu_ids:
+        cmd += ["--gpu_ids", la.gpu_ids]
+    return cmd + ["-m", WORKER_MODULE, str(config_file)]
+
+
+def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
+    """config.yaml of the run; an existing folder must hold the same settings (resume)."""
+    paths = RunPaths(run_dir)
+    if paths.config.exists():
+        previous = load_config(OmegaConf.load(paths.config), check_machine=False)
+        previous.cache_dir = cfg.cache_dir  # where the cache lives is not a training setting
+        if save_yaml(previous) != save_yaml(cfg):
+            raise ConfigError(
+                f"{run_dir} already holds a run with other settings ({paths.config}); resume it "
+                "with the same command, or choose a new hydra.run.dir"
+            )
+        return paths.config
+    from dreamsweep.runs import atomic_write_text
+
+    atomic_write_text(paths.config, save_yaml(cfg))
+    return paths.config
+
+
+def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
+    """Write the run's config, run (or resume) the worker, return the objective."""
+    import torch
+
+    paths = RunPaths(run_dir)
+    check_data(cfg)  # every bad image listed now, not after the model has loaded
+    config_file = write_run_config(cfg, run_dir)
+    previous = read_json(paths.result) or {}
+    if previous.get("state") == COMPLETE:
+        log.info("%s is already complete; nothing to do", run_dir)
+        return previous.get("objective")
+    cmd = worker_command(cfg, config_file, torch.cuda.is_available())
+    log.info("run folder: %s", run_dir)
+    code = subprocess.call(cmd)
+    result = read_json(paths.result) or {}
+    if code != 0 or result.get("state") != COMPLETE:
+        if result.get("state") != FAILED:  # killed, or a rank died before writing
+            result = write_result(paths, FAILED, error=f"worker exited with code {code}")
+        raise RunFailed(f"run failed: {result.get('error')} (see {paths.result})")
+    return result.get("objective")

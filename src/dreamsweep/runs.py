@@ -1,0 +1,100 @@
+"""The run folder contract: where each file of a run lives, and the one place that writes them.
+
+A run folder holds `config.yaml` (resolved settings), `metrics.jsonl` (one JSON object per
+line: training losses, later evaluation cells), `result.json` (state, final step, error,
+objective), `checkpoints/`, `model/` (final diffusers pipeline) and `wandb/`.
+Every file is written atomically (temp file + rename), so a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUNNING, COMPLETE, FAILED, PRUNED = "running", "complete", "failed", "pruned"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def write_result(paths: RunPaths, state: str, **fields: Any) -> dict[str, Any]:
+    """Update result.json, keeping fields written earlier (e.g. the objective)."""
+    result = read_json(paths.result) or {}
+    result.update(fields, state=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    write_json(paths.result, result)
+    return result
+
+
+def append_metrics(paths: RunPaths, record: dict[str, Any]) -> None:
+    """Append one JSON line; a line is small, so one write() call keeps it whole."""
+    with paths.metrics.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
+    """All complete records (a torn last line from a killed process is ignored)."""
+    if not paths.metrics.exists():
+        return []
+    records = []
+    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics_after(paths: RunPaths, step: int) -> None:
+    """On resume, drop training records logged after the checkpoint we restart from."""
+    records = [r for r in read_metrics(paths) if r.get("step", 0) <= step]
+    atomic_write_text(paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

@@ -1,0 +1,28 @@
+"""Where a run's numbers go: always the run folder, optionally W&B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from dreamsweep.config import RunConfig
+
+
+class Tracker(Protocol):
+    def log(self, metrics: dict[str, Any], step: int) -> None: ...
+
+    def summary(self, values: dict[str, Any]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+def open_trackers(cfg: RunConfig, run_dir: Path, *, resume_step: int = 0) -> list[Tracker]:
+    """metrics.jsonl always; W&B too unless tracker=disk. Call on the main process only."""
+    from dreamsweep.tracking.disk import DiskTracker
+
+    trackers: list[Tracker] = [DiskTracker(run_dir, resume_step=resume_step)]
+    if cfg.tracker.name == "wandb":
+        from dreamsweep.tracking.wandb import WandbTracker
+
+        trackers.append(WandbTracker(cfg, run_dir))
+    return trackers

@@ -1,0 +1,30 @@
+"""metrics.jsonl: the run's own record of every logged number, readable without W&B."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from dreamsweep.runs import RunPaths, append_metrics, truncate_metrics_after, write_result
+
+
+class DiskTracker:
+    def __init__(self, run_dir: Path, *, resume_step: int = 0) -> None:
+        self.paths = RunPaths(run_dir)
+        if resume_step > 0:
+            truncate_metrics_after(self.paths, resume_step)
+        elif self.paths.metrics.exists():
+            self.paths.metrics.unlink()  # a fresh start must not mix with a previous attempt
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        append_metrics(self.paths, {"step": step, "time": round(time.time(), 3), **metrics})
+
+    def summary(self, values: dict[str, Any]) -> None:
+        from dreamsweep.runs import read_json
+
+        state = (read_json(self.paths.result) or {}).get("state", "running")
+        write_result(self.paths, state, summary=values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass

@@ -1,0 +1,63 @@
+"""W&B, offline by default, with every W&B folder inside the run folder (notes/sweeps.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dreamsweep.config import RunConfig, to_dict
+
+
+def _point_wandb_dirs_at(run_dir: Path) -> None:
+    # Without these, offline runs stage files under ~/.local/share/wandb and ~/.config/wandb.
+    for var, sub in [
+        ("WANDB_DIR", ""),
+        ("WANDB_DATA_DIR", "wandb/data"),
+        ("WANDB_CACHE_DIR", "wandb/cache"),
+        ("WANDB_CONFIG_DIR", "wandb/config"),
+    ]:
+        path = run_dir / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+
+
+class WandbTracker:
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        import wandb
+
+        _point_wandb_dirs_at(run_dir)
+        name = cfg.run_name or run_dir.name
+        self.run = wandb.init(
+            project=cfg.tracker.project,
+            entity=cfg.tracker.entity,
+            mode=os.environ.get("WANDB_MODE", cfg.tracker.mode),  # the environment wins
+            dir=str(run_dir),
+            name=name,
+            group=cfg.sweep_name or name,
+            job_type="train",
+            tags=list(cfg.tracker.tags),
+            config=to_dict(cfg),
+            resume="allow",
+            id=_stable_run_id(run_dir),
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        self.run.define_metric("train/step")
+        self.run.define_metric("train/*", step_metric="train/step")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.run.log({"train/step": step, **metrics})
+
+    def summary(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+def _stable_run_id(run_dir: Path) -> str:
+    """One W&B run per run folder, so a resumed run continues the same W&B run."""
+    import hashlib
+
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The DreamBooth training step and what it needs: loss, optimiser, EMA, checkpoints."""

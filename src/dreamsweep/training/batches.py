@@ -1,0 +1,107 @@
+"""What one training step consumes: latents and prompts, drawn with a per-step generator.
+
+Every random choice of a step (which images, which augmentation, timesteps, noise) comes from
+a generator seeded by (train.seed, step, micro-batch, rank) instead of a global RNG stream.
+So a resumed run draws exactly what the uninterrupted run would have drawn, and two runs with
+the same seed produce the same losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dreamsweep.data.dataset import Example
+from dreamsweep.training.latents import LatentBank
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    mixed = (seed * 1_000_003 + step) * 1_009 + micro
+    return torch.Generator().manual_seed((mixed * 65_537 + rank) % (2**63))
+
+
+@dataclass
+class PromptTable:
+    """Unique prompts, their token ids, and their embeddings when the text encoder is frozen."""
+
+    prompts: list[str]
+    ids: torch.Tensor  # [P, max_length]
+    embeddings: torch.Tensor | None = None
+
+    def index(self, prompt: str) -> int:
+        return self.prompts.index(prompt)
+
+
+def build_prompt_table(prompts: list[str], tokenizer) -> PromptTable:
+    unique = sorted(set(prompts))
+    ids = tokenizer(
+        unique,
+        padding="max_length",
+        truncation=True,
+        max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids
+    return PromptTable(prompts=unique, ids=ids)
+
+
+@torch.no_grad()
+def cache_embeddings(table: PromptTable, text_encoder, device, dtype) -> None:
+    """Encode every prompt once (frozen text encoder: the embeddings never change)."""
+    table.embeddings = text_encoder(table.ids.to(device))[0].to(dtype)
+
+
+@dataclass
+class TrainingData:
+    instance: LatentBank
+    instance_prompts: torch.Tensor  # prompt-table index per instance image
+    prior: LatentBank | None
+    prior_prompts: torch.Tensor | None
+    table: PromptTable
+
+
+def training_data(
+    instances: list[Example],
+    instance_bank: LatentBank,
+    classes: list[Example] | None,
+    class_bank: LatentBank | None,
+    tokenizer,
+) -> TrainingData:
+    prompts = [e.prompt for e in instances] + [e.prompt for e in classes or []]
+    table = build_prompt_table(prompts, tokenizer)
+    prior_prompts = None
+    if classes:
+        prior_prompts = torch.tensor([table.index(e.prompt) for e in classes])
+    return TrainingData(
+        instance=instance_bank,
+        instance_prompts=torch.tensor([table.index(e.prompt) for e in instances]),
+        prior=class_bank,
+        prior_prompts=prior_prompts,
+        table=table,
+    )
+
+
+@dataclass
+class Batch:
+    latents: torch.Tensor  # unscaled VAE latents, instance rows first
+    prompt_idx: torch.Tensor
+    n_instance: int
+
+
+def _draw(bank: LatentBank, prompts: torch.Tensor, n: int, g: torch.Generator):
+    idx = torch.randint(bank.mean.shape[0], (n,), generator=g)
+    variant = torch.randint(bank.num_variants, (n,), generator=g)
+    latents = torch.stack(
+        [bank.sample(int(i), int(v), g) for i, v in zip(idx, variant, strict=False)]
+    )
+    return latents, prompts[idx]
+
+
+def draw_batch(data: TrainingData, batch_size: int, g: torch.Generator) -> Batch:
+    """batch_size instance images, plus batch_size class images under prior preservation."""
+    latents, prompt_idx = _draw(data.instance, data.instance_prompts, batch_size, g)
+    if data.prior is not None:
+        class_latents, class_idx = _draw(data.prior, data.prior_prompts, batch_size, g)
+        latents = torch.cat([latents, class_latents])
+        prompt_idx = torch.cat([prompt_idx, class_idx])
+    return Batch(latents=latents, prompt_idx=prompt_idx, n_instance=batch_size)

@@ -1,0 +1,107 @@
+"""VAE latents of the training images, computed once per run and kept in the shared cache.
+
+Each image is stored as the VAE posterior (mean, std) of every augmentation the run can ask
+for: the crop (centre, or `RANDOM_CROPS` seeded random crops) times the flip (none, mirrored).
+A training step then draws `mean + std * noise` with its own seeded generator — the same
+distribution as encoding the image every step, without running the VAE encoder again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dreamsweep import cache
+from dreamsweep.data.images import Transform, hflip, open_rgb, to_tensor
+
+RANDOM_CROPS = 4
+
+
+@dataclass
+class LatentBank:
+    """mean/std of shape [images, variants, C, H, W] (variants = crops x flips)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def sample(self, index: int, variant: int, generator: torch.Generator) -> torch.Tensor:
+        mean, std = self.mean[index, variant], self.std[index, variant]
+        return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+
+    @property
+    def num_variants(self) -> int:
+        return self.mean.shape[1]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _augmented_pixels(
+    path: Path, resolution: int, center_crop: bool, flip: bool, seed: int
+) -> torch.Tensor:
+    image = open_rgb(path)
+    transform = Transform(resolution, center_crop)
+    rng = random.Random(f"{seed}:{path.name}")
+    crops = [transform(image, rng) for _ in range(1 if center_crop else RANDOM_CROPS)]
+    tensors = [to_tensor(c) for c in crops]
+    if flip:
+        tensors += [hflip(t) for t in tensors]
+    return torch.stack(tensors)
+
+
+@torch.no_grad()
+def _encode(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    dist = vae.encode(pixels.to(device, dtype)).latent_dist
+    return dist.mean.float().cpu(), dist.std.float().cpu()
+
+
+def build_latent_bank(
+    images: list[Path],
+    vae,
+    model_fingerprint: str,
+    cache_root: Path,
+    *,
+    resolution: int,
+    center_crop: bool,
+    flip: bool,
+    seed: int,
+) -> LatentBank:
+    """Encode once per (model, images, augmentation) and reuse it across runs of a sweep."""
+    spec = {
+        "model": model_fingerprint,
+        "images": [_file_digest(p) for p in images],
+        "resolution": resolution,
+        "center_crop": center_crop,
+        "random_crops": 1 if center_crop else RANDOM_CROPS,
+        "crop_seed": None if center_crop else seed,
+        "flip": flip,
+    }
+    entry = cache.entry_dir(cache_root, "latents", spec)
+    file = entry / "latents.safetensors"
+    with cache.locked(entry):
+        if not file.exists():
+            means, stds = zip(
+                *(
+                    _encode(vae, _augmented_pixels(p, resolution, center_crop, flip, seed))
+                    for p in images
+                ),
+                strict=False,
+            )
+            tensors = {
+                "mean": torch.stack(means).contiguous(),
+                "std": torch.stack(stds).contiguous(),
+            }
+            cache.write_spec(entry, spec)
+            tmp = entry / ".latents.safetensors.tmp"
+            save_file(tensors, str(tmp))
+            tmp.replace(file)
+    tensors = load_file(str(file))
+    return LatentBank(mean=tensors["mean"], std=tensors["std"])

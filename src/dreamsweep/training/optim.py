@@ -1,0 +1,41 @@
+"""Optimiser and learning-rate schedule from `optim.*` and `train.text_encoder_lr`."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.optimization import get_scheduler
+
+from dreamsweep.config import RunConfig
+
+
+def param_groups(
+    cfg: RunConfig, unet: torch.nn.Module, text_encoder: torch.nn.Module | None
+) -> list[dict]:
+    """The UNet at optim.lr; the text encoder (when trained) at its own LR."""
+    groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
+    if text_encoder is not None:
+        te_lr = cfg.train.text_encoder_lr or cfg.optim.lr
+        groups.append(
+            {"params": [p for p in text_encoder.parameters() if p.requires_grad], "lr": te_lr}
+        )
+    return groups
+
+
+def build_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    kwargs = dict(betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
+    if o.name == "adamw8bit":
+        import bitsandbytes as bnb  # checked by config.validate_machine
+
+        return bnb.optim.AdamW8bit(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def build_lr_schedule(cfg: RunConfig, optimizer: torch.optim.Optimizer, num_processes: int):
+    """diffusers' get_scheduler; Accelerate steps a prepared scheduler once per process."""
+    return get_scheduler(
+        cfg.optim.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=cfg.optim.warmup_steps * num_processes,
+        num_training_steps=cfg.train.max_steps * num_processes,
+    )

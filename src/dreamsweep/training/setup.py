@@ -1,0 +1,134 @@
+"""Everything a run needs before its first step, built in the order the step uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.models.attention_processor import AttnProcessor
+from diffusers.training_utils import EMAModel
+
+from dreamsweep import prior
+from dreamsweep.config import RunConfig
+from dreamsweep.data.dataset import class_examples, instance_examples
+from dreamsweep.models.components import SDComponents
+from dreamsweep.models.loading import fingerprint
+from dreamsweep.training.batches import TrainingData, cache_embeddings, training_data
+from dreamsweep.training.ema import build_ema
+from dreamsweep.training.latents import build_latent_bank
+from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
+
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainState:
+    cfg: RunConfig
+    accelerator: Accelerator
+    components: SDComponents  # unwrapped modules (what gets exported)
+    unet: torch.nn.Module  # prepared (DDP-wrapped when multi-process)
+    text_encoder: torch.nn.Module | None  # prepared when trained, else None
+    optimizer: torch.optim.Optimizer
+    lr_schedule: object
+    ema: EMAModel | None
+    data: TrainingData
+
+
+def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) -> None:
+    """Freeze what is not trained; cast frozen parts to the mixed-precision dtype."""
+    dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
+    c.vae.requires_grad_(False).eval().to(accelerator.device)
+    if dtype != torch.float32:
+        c.vae.to(dtype)
+    c.unet.requires_grad_(True).train().to(accelerator.device)
+    if cfg.train.text_encoder:
+        c.text_encoder.requires_grad_(True).train().to(accelerator.device)
+    else:
+        c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
+    if cfg.train.gradient_checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        if cfg.train.text_encoder:
+            c.text_encoder.gradient_checkpointing_enable()
+    if cfg.train.attention == "eager":
+        c.unet.set_attn_processor(AttnProcessor())
+    elif cfg.train.attention == "xformers":
+        c.unet.enable_xformers_memory_efficient_attention()
+    # "sdpa" is diffusers' default processor (torch scaled_dot_product_attention).
+
+
+def prepare_data(
+    cfg: RunConfig, c: SDComponents, accelerator: Accelerator, cache_root: Path, log
+) -> TrainingData:
+    """Class images (generated once into the shared cache), then latents of every image."""
+    model_fp = fingerprint(c)
+    instances = instance_examples(cfg)
+    classes = None
+    if cfg.prior.enabled:
+        with accelerator.main_process_first():  # main generates; the others then find them
+            images = prior.class_images(cfg, c, model_fp, cache_root, log=log)
+        classes = class_examples(cfg, images)
+    bank_args = dict(
+        resolution=cfg.data.resolution,
+        center_crop=cfg.data.center_crop,
+        flip=cfg.data.random_flip,
+        seed=cfg.train.seed,
+    )
+    with accelerator.main_process_first():
+        instance_bank = build_latent_bank(
+            [e.image for e in instances], c.vae, model_fp, cache_root, **bank_args
+        )
+        class_bank = None
+        if classes:
+            class_bank = build_latent_bank(
+                [e.image for e in classes],
+                c.vae,
+                model_fp,
+                cache_root,
+                **{**bank_args, "flip": False},
+            )
+    data = training_data(instances, instance_bank, classes, class_bank, c.tokenizer)
+    if not cfg.train.text_encoder:
+        cache_embeddings(
+            data.table,
+            c.text_encoder,
+            accelerator.device,
+            WEIGHT_DTYPES[accelerator.mixed_precision],
+        )
+    log(
+        f"{len(instances)} instance images, {len(classes or [])} class images, "
+        f"{len(data.table.prompts)} prompts"
+    )
+    return data
+
+
+def build_state(
+    cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
+) -> TrainState:
+    """Optimiser, schedule and EMA, then Accelerate's prepare (DDP, device, autocast)."""
+    groups = param_groups(cfg, c.unet, c.text_encoder if cfg.train.text_encoder else None)
+    optimizer = build_optimizer(cfg, groups)
+    lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
+    ema = None
+    if cfg.ema.enabled:
+        ema = build_ema(cfg.ema, c.unet)
+        accelerator.register_for_checkpointing(ema)
+    if cfg.train.text_encoder:
+        unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
+            c.unet, c.text_encoder, optimizer, lr_schedule
+        )
+    else:
+        unet, optimizer, lr_schedule = accelerator.prepare(c.unet, optimizer, lr_schedule)
+        text_encoder = None
+    return TrainState(cfg, accelerator, c, unet, text_encoder, optimizer, lr_schedule, ema, data)
+
+
+def unwrapped(state: TrainState) -> SDComponents:
+    """The trained modules without DDP/autocast wrappers, in fp32, for sampling or export."""
+    a, c = state.accelerator, state.components
+    return replace(
+        c,
+        unet=a.unwrap_model(state.unet),
+        text_encoder=a.unwrap_model(state.text_encoder or c.text_encoder),
+    )

@@ -1,0 +1,104 @@
+"""The composed config and the errors a user gets for bad settings, before anything loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dreamsweep.config import ConfigError, to_dict
+from tests.conftest import ROOT, compose_config, train_cli
+
+
+def test_default_is_the_cpu_demo():
+    cfg = compose_config()
+    assert cfg.model.name == "tiny" and cfg.data.name == "toy"
+    assert cfg.prior.enabled and cfg.ema.enabled and cfg.train.text_encoder
+    assert cfg.tracker.name == "wandb" and cfg.tracker.mode == "offline"
+    assert cfg.launcher.num_processes == 1
+    assert to_dict(cfg)["optim"]["lr"] == cfg.optim.lr
+
+
+def test_groups_switch_settings():
+    cfg = compose_config(
+        "prior=off",
+        "ema=off",
+        "tracker=disk",
+        "launcher=multigpu",
+        "optim.lr=1e-6",
+        "train.text_encoder=false",
+    )
+    assert not cfg.prior.enabled and not cfg.ema.enabled
+    assert cfg.tracker.name == "disk" and cfg.launcher.num_processes == 2
+    assert cfg.optim.lr == 1e-6 and not cfg.train.text_encoder
+
+
+def test_real_model_presets_need_a_path():
+    with pytest.raises(ConfigError, match="model.path"):
+        compose_config("model=sd15", "model.path=null")
+    cfg = compose_config(
+        "model=sd21",
+        "model.path=/models/sd21",
+        "data=folder",
+        "data.instance_dir=/photos/dog",
+        "data.class_name=dog",
+    )
+    assert cfg.model.path == "/models/sd21" and cfg.data.resolution == 512
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "hint"),
+    [
+        (["+train.learning_rate=1e-6"], "train.learning_rate", "Known keys of train"),
+        (["train.max_steps=many"], "train.max_steps", "bad value"),
+        (["optim.lr=0"], "optim.lr", "must be > 0"),
+        (["optim.lr=-1e-6"], "optim.lr", "must be > 0"),
+        (["data.resolution=500"], "data.resolution", "multiple of 8"),
+        (["data.class_name=''"], "data.class_name", "needs a class name"),
+        (["train.attention=xformers"], "train.attention", "needs a CUDA GPU"),
+        (["launcher.mixed_precision=fp16"], "launcher.mixed_precision", "needs a CUDA GPU"),
+        (["optim.lr_scheduler=warp"], "optim.lr_scheduler", "constant_with_warmup"),
+        (["data=folder", "data.class_name=dog"], "data.instance_dir", "your subject's photos"),
+    ],
+)
+def test_bad_settings_name_the_key(overrides, key, hint):
+    if torch.cuda.is_available() and "CUDA" in hint:
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError) as err:
+        compose_config(*overrides)
+    assert key in str(err.value) and hint in str(err.value)
+
+
+def test_8bit_adam_without_bitsandbytes(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError, match="bitsandbytes"):
+        compose_config("optim=adamw8bit")
+
+
+def test_cli_prints_the_composed_config():
+    out = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job", "optim.lr=2e-6"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "lr: 2.0e-06" in out and "class_name: toy" in out
+
+
+def test_cli_rejects_bad_input_before_loading_anything(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train_cli(run_dir, "optim.lr=-1")
+    assert proc.returncode == 1
+    assert "optim.lr: must be > 0" in proc.stderr
+    assert not (run_dir / "config.yaml").exists()

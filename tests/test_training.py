@@ -1,0 +1,157 @@
+"""End-to-end runs of `python train.py` on the tiny model, as a user starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from dreamsweep.runs import RunPaths, read_metrics
+from dreamsweep.training.checkpoint import read_settings
+from tests.conftest import FAST, ROOT, train_cli
+
+pytestmark = pytest.mark.slow
+
+
+def train_losses(run_dir):
+    return [r["train/loss"] for r in read_metrics(RunPaths(run_dir)) if "train/loss" in r]
+
+
+def unet_weights(run_dir, sub="unet"):
+    return load_file(str(run_dir / "model" / sub / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The demo's settings (prior, text encoder, EMA, W&B offline), just fewer steps."""
+    run_dir = tmp_path_factory.mktemp("runs") / "default"
+    proc = train_cli(run_dir, *FAST, "tracker=wandb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_run_folder_is_complete(default_run):
+    paths = RunPaths(default_run)
+    result = json.loads(paths.result.read_text())
+    assert result["state"] == "complete" and result["final_step"] == 6
+    assert result["objective"] is None  # until evaluation exists
+    assert paths.config.exists()
+    assert [p.name for p in paths.checkpoints.iterdir()] == ["step_000003"]
+    assert (paths.model / "unet_raw").is_dir()  # EMA on: raw weights kept beside EMA ones
+    assert list((default_run / "wandb").glob("offline-run-*"))
+
+
+def test_instance_and_prior_losses_are_logged_with_their_sum(default_run):
+    records = [r for r in read_metrics(RunPaths(default_run)) if "train/loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for r in records:
+        assert r["train/loss"] == pytest.approx(r["train/instance_loss"] + r["train/prior_loss"])
+
+
+def test_final_weights_load_with_diffusers_and_sample(default_run):
+    pipe = StableDiffusionPipeline.from_pretrained(default_run / "model", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "a photo of sks toy",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    assert image.size == (64, 64)
+    settings = read_settings(default_run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert settings["train"]["max_steps"] == 6 and settings["prior"]["enabled"]
+
+
+def test_ema_and_raw_weights_differ(default_run):
+    ema, raw = unet_weights(default_run), unet_weights(default_run, "unet_raw")
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+
+def test_same_seed_gives_same_losses(default_run, tmp_path):
+    again = tmp_path / "again"
+    proc = train_cli(again, *FAST, "tracker=wandb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert train_losses(again) == train_losses(default_run)
+    other_seed = tmp_path / "other"
+    assert train_cli(other_seed, *FAST, "train.seed=7").returncode == 0
+    assert train_losses(other_seed) != train_losses(default_run)
+
+
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
+    settings = (
+        "train.max_steps=30",
+        "train.checkpoint_every=5",
+        "prior.num_images=2",
+        "prior.sample_steps=2",
+        "tracker=disk",
+        "ema=off",
+    )
+    reference = tmp_path / "reference"
+    assert train_cli(reference, *settings).returncode == 0
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "train.py", f"hydra.run.dir={killed}", *settings]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_000010").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()
+
+    resumed = train_cli(killed, *settings)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step" in resumed.stdout
+    final, expected = unet_weights(killed), unet_weights(reference)
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    steps = [r["step"] for r in read_metrics(RunPaths(killed))]
+    assert steps == list(range(1, 31))  # records after the checkpoint were replaced, not doubled
+
+
+def test_two_cpu_processes_train_in_sync(tmp_path):
+    run_dir = tmp_path / "ddp"
+    proc = train_cli(run_dir, *FAST, "launcher=multigpu", "launcher.num_processes=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["num_processes"] == 2 and result["weights_in_sync"] is True
+    assert len(train_losses(run_dir)) == 6  # one writer: no duplicated lines
+
+
+def test_diverging_run_fails_with_a_hint_on_every_process(tmp_path):
+    run_dir = tmp_path / "nan"
+    proc = train_cli(
+        run_dir,
+        *FAST,
+        "train.noise_offset=1e38",
+        "launcher=multigpu",
+        "launcher.num_processes=2",
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["state"] == "failed" and "at step 1" in result["error"]
+    assert "lower learning rate" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "model").exists()
+
+
+def test_a_completed_run_folder_is_not_trained_again(default_run):
+    before = (default_run / "result.json").read_text()
+    proc = train_cli(default_run, *FAST, "tracker=wandb")
+    assert proc.returncode == 0 and (default_run / "result.json").read_text() == before
+
+
+def test_a_run_folder_with_other_settings_is_refused(default_run):
+    proc = train_cli(default_run, *FAST, "optim.lr=1e-4")
+    assert proc.returncode == 1 and "other settings" in proc.stderr

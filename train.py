@@ -1,0 +1,34 @@
+"""Train one DreamBooth run: `python train.py [overrides]`; a sweep: `python train.py -m ...`.
+
+Composes and validates the config (nothing is loaded before it is valid), writes it into the
+run folder and runs the worker in a subprocess. Returns the objective for Hydra sweepers.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dreamsweep.config import ConfigError, load_config
+from dreamsweep.data.images import ImageFolderError
+from dreamsweep.launch import RunFailed, run_training
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(raw: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        cfg = load_config(raw)
+        return run_training(cfg, Path(hydra_cfg.runtime.output_dir))
+    except (ConfigError, ImageFolderError, FileNotFoundError, RunFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
