@@ -1,0 +1,55 @@
+"""Prompts from captions, bad photo folders reported before training, and where W&B writes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dreamsweep.data.dataset import class_prompt, instance_examples
+from dreamsweep.data.toy import TOY_SUBJECT_DIR
+from tests.conftest import FAST, compose_config, train_cli
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "dog"
+    folder.mkdir()
+    for image in sorted(TOY_SUBJECT_DIR.glob("*.png"))[:3]:
+        shutil.copy(image, folder / image.name)
+    return folder
+
+
+def test_prompts_come_from_the_template_or_a_sidecar_caption(photos):
+    (photos / "toy_01.txt").write_text("{token} {class} on a beach at sunset\n")
+    cfg = compose_config("data=folder", f"data.instance_dir={photos}", "data.class_name=dog")
+    prompts = [e.prompt for e in instance_examples(cfg)]
+    assert prompts == ["a photo of sks dog", "sks dog on a beach at sunset", "a photo of sks dog"]
+    assert class_prompt(cfg) == "a photo of dog"
+
+
+def test_bad_photos_are_all_listed_before_any_model_loads(photos, tmp_path):
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    run_dir = tmp_path / "run"
+    proc = train_cli(run_dir, "data=folder", f"data.instance_dir={photos}", "data.resolution=64")
+    assert proc.returncode == 1
+    assert "empty.jpg" in proc.stderr and "broken.png" in proc.stderr
+    assert "data.skip_bad=true" in proc.stderr
+    assert not (run_dir / "config.yaml").exists()
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    proc = train_cli(tmp_path / "run", "data=folder", f"data.instance_dir={tmp_path / 'nothing'}")
+    assert proc.returncode == 1 and "no images in" in proc.stderr
+
+
+@pytest.mark.slow
+def test_wandb_mode_from_the_environment_wins(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train_cli(run_dir, *FAST, "tracker=wandb", "train.max_steps=2",
+                     env={"WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(run_dir.glob("wandb/offline-run-*"))
+    assert (run_dir / "metrics.jsonl").exists()  # the run folder always gets the numbers

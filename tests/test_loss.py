@@ -1,0 +1,58 @@
+"""The DreamBooth loss, min-SNR weighting and the regression target, on hand-made tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from dreamsweep.models.tiny import SD_SCHEDULER_CONFIG
+from dreamsweep.training.loss import (
+    dreambooth_loss,
+    min_snr_weights,
+    offset_noise,
+    regression_target,
+)
+
+
+def scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    return DDPMScheduler.from_config({**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type})
+
+
+def test_instance_and_prior_parts_are_separate_means():
+    target = torch.zeros(4, 4, 2, 2)
+    pred = torch.cat([torch.full((2, 4, 2, 2), 1.0), torch.full((2, 4, 2, 2), 2.0)])
+    losses = dreambooth_loss(pred, target, n_instance=2, prior_weight=0.5)
+    assert losses.instance.item() == pytest.approx(1.0)
+    assert losses.prior.item() == pytest.approx(4.0)
+    assert losses.total.item() == pytest.approx(1.0 + 0.5 * 4.0)
+
+
+def test_without_class_images_the_loss_is_the_instance_loss():
+    pred, target = torch.ones(2, 4, 2, 2), torch.zeros(2, 4, 2, 2)
+    losses = dreambooth_loss(pred, target, n_instance=2, prior_weight=1.0)
+    assert losses.prior is None and losses.total.item() == pytest.approx(1.0)
+
+
+def test_min_snr_weights_cap_easy_timesteps_only():
+    s = scheduler()
+    t = torch.tensor([1, 500, 999])
+    w = min_snr_weights(s, t, gamma=5.0)
+    assert w[0] < 1.0  # tiny noise: huge SNR, capped at gamma -> weight gamma/SNR
+    assert w[2] == pytest.approx(1.0)  # noisy: SNR < gamma -> weight 1
+
+
+def test_v_prediction_target_is_the_velocity():
+    s = scheduler("v_prediction")
+    latents, noise, t = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2), torch.tensor([10, 900])
+    assert torch.allclose(regression_target(s, latents, noise, t), s.get_velocity(latents, noise, t))
+    assert regression_target(scheduler(), latents, noise, t) is noise
+
+
+def test_noise_offset_shifts_each_channel_by_a_constant():
+    latents = torch.zeros(1, 4, 8, 8)
+    plain = offset_noise(latents, 0.0, torch.Generator().manual_seed(0))
+    shifted = offset_noise(latents, 0.1, torch.Generator().manual_seed(0))
+    delta = shifted - plain
+    assert torch.allclose(delta, delta[:, :, :1, :1].expand_as(delta), atol=1e-6)
+    assert delta.abs().sum() > 0
