@@ -48,8 +48,9 @@ def test_an_empty_folder_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_wandb_mode_from_the_environment_wins(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train_cli(run_dir, *FAST, "tracker=wandb", "train.max_steps=2",
-                     env={"WANDB_MODE": "disabled"})
+    proc = train_cli(
+        run_dir, *FAST, "tracker=wandb", "train.max_steps=2", env={"WANDB_MODE": "disabled"}
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not list(run_dir.glob("wandb/offline-run-*"))
     assert (run_dir / "metrics.jsonl").exists()  # the run folder always gets the numbers

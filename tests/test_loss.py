@@ -45,7 +45,9 @@ def test_min_snr_weights_cap_easy_timesteps_only():
 def test_v_prediction_target_is_the_velocity():
     s = scheduler("v_prediction")
     latents, noise, t = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2), torch.tensor([10, 900])
-    assert torch.allclose(regression_target(s, latents, noise, t), s.get_velocity(latents, noise, t))
+    assert torch.allclose(
+        regression_target(s, latents, noise, t), s.get_velocity(latents, noise, t)
+    )
     assert regression_target(scheduler(), latents, noise, t) is noise
 
 

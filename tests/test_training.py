@@ -155,3 +155,34 @@ def test_a_completed_run_folder_is_not_trained_again(default_run):
 def test_a_run_folder_with_other_settings_is_refused(default_run):
     proc = train_cli(default_run, *FAST, "optim.lr=1e-4")
     assert proc.returncode == 1 and "other settings" in proc.stderr
+
+
+def test_training_options_work_together(tmp_path):
+    run_dir = tmp_path / "options"
+    proc = train_cli(
+        run_dir,
+        *FAST,
+        "train.gradient_checkpointing=true",
+        "train.attention=eager",
+        "train.snr_gamma=5.0",
+        "train.noise_offset=0.05",
+        "train.grad_accum=2",
+        "train.text_encoder_lr=1e-5",
+        "optim.lr_scheduler=linear",
+        "optim.warmup_steps=2",
+        "launcher.mixed_precision=bf16",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lrs = [r["train/lr"] for r in read_metrics(RunPaths(run_dir))]
+    assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]  # linear warm-up, then linear decay
+
+
+def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
+    run_dir = tmp_path / "frozen"
+    proc = train_cli(run_dir, *FAST, "train.text_encoder=false", "prior=off", "ema=off")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_metrics(RunPaths(run_dir))
+    assert "train/prior_loss" not in records[0]
+    assert not (run_dir / "model" / "unet_raw").exists()
+    base = StableDiffusionPipeline.from_pretrained(run_dir / "model", local_files_only=True)
+    assert base.text_encoder is not None

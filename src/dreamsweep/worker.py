@@ -29,8 +29,8 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     paths, main = RunPaths(run_dir), accelerator.is_main_process
     log = _logger(main)
     components = load_components(cfg.model)
-    configure_models(cfg, components, accelerator)
     data = prepare_data(cfg, components, accelerator, Path(cfg.cache_dir).expanduser(), log)
+    configure_models(cfg, components, accelerator)
     state = build_state(cfg, components, accelerator, data)
     start = ckpt.resume_latest(accelerator, paths.checkpoints)
     if start:

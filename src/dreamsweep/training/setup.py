@@ -37,7 +37,10 @@ class TrainState:
 
 
 def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) -> None:
-    """Freeze what is not trained; cast frozen parts to the mixed-precision dtype."""
+    """Freeze what is not trained; cast frozen parts to the mixed-precision dtype.
+
+    Called after prepare_data, which samples class images and encodes latents in float32.
+    """
     dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
     c.vae.requires_grad_(False).eval().to(accelerator.device)
     if dtype != torch.float32:
@@ -62,6 +65,8 @@ def prepare_data(
     cfg: RunConfig, c: SDComponents, accelerator: Accelerator, cache_root: Path, log
 ) -> TrainingData:
     """Class images (generated once into the shared cache), then latents of every image."""
+    for module in (c.unet, c.vae, c.text_encoder):
+        module.to(accelerator.device)
     model_fp = fingerprint(c)
     instances = instance_examples(cfg)
     classes = None
@@ -107,6 +112,9 @@ def build_state(
     cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
 ) -> TrainState:
     """Optimiser, schedule and EMA, then Accelerate's prepare (DDP, device, autocast)."""
+    if not cfg.train.text_encoder:
+        cache_embeddings(data.table, c.text_encoder, accelerator.device,
+                         WEIGHT_DTYPES[accelerator.mixed_precision])
     groups = param_groups(cfg, c.unet, c.text_encoder if cfg.train.text_encoder else None)
     optimizer = build_optimizer(cfg, groups)
     lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
