@@ -1,0 +1,133 @@
+"""Loading base models, their fingerprint, and class images in the shared cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+from diffusers import DDPMScheduler
+
+from dreamsweep import cache
+from dreamsweep.config import ModelConfig, RunConfig
+from dreamsweep.models.loading import ModelLoadError, fingerprint, load_components
+from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.models.tiny import build_tiny
+from dreamsweep.prior import class_images
+
+TINY = build_tiny(seed=0, sample_size=32)
+
+
+def test_fingerprint_is_stable_and_follows_the_weights():
+    assert fingerprint(build_tiny(seed=0, sample_size=32)) == fingerprint(TINY)
+    assert fingerprint(build_tiny(seed=1, sample_size=32)) != fingerprint(TINY)
+
+
+def test_a_saved_model_loads_from_a_local_folder(tmp_path):
+    assemble_pipeline(TINY).save_pretrained(tmp_path / "sd")
+    loaded = load_components(ModelConfig(name="sd15", path=str(tmp_path / "sd")))
+    assert isinstance(loaded.noise_scheduler, DDPMScheduler)
+    assert fingerprint(loaded) == fingerprint(TINY)
+
+
+def test_a_missing_path_is_one_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"model.path=.*does not exist"):
+        load_components(ModelConfig(name="sd15", path=str(tmp_path / "nope")))
+
+
+def test_a_folder_that_is_not_a_diffusers_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="model_index.json"):
+        load_components(ModelConfig(name="sd15", path=str(tmp_path)))
+
+
+def test_hub_ids_come_only_from_the_local_cache_when_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
+        load_components(ModelConfig(name="sd15", path="some-org/some-model"))
+
+
+def prior_config(num_images: int, **prior) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.resolution = 32
+    cfg.prior.enabled = True
+    cfg.prior.num_images = num_images
+    cfg.prior.sample_steps = 2
+    cfg.prior.batch_size = 2
+    for key, value in prior.items():
+        setattr(cfg.prior, key, value)
+    return cfg
+
+
+def digests(paths):
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
+def test_more_class_images_later_reuses_the_first_ones(tmp_path):
+    fp = fingerprint(TINY)
+    first = class_images(prior_config(2), TINY, fp, tmp_path, log=lambda m: None)
+    mtimes = [p.stat().st_mtime_ns for p in first]
+    more = class_images(prior_config(3), TINY, fp, tmp_path, log=lambda m: None)
+    assert more[:2] == first and [p.stat().st_mtime_ns for p in first] == mtimes
+    assert len(more) == 3 and more[2].exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_class_images_are_deterministic_and_keyed_by_what_made_them(tmp_path):
+    fp = fingerprint(TINY)
+    a = class_images(prior_config(1), TINY, fp, tmp_path / "a", log=lambda m: None)
+    b = class_images(prior_config(1), TINY, fp, tmp_path / "b", log=lambda m: None)
+    assert digests(a) == digests(b)
+    other = class_images(prior_config(1, seed=5), TINY, fp, tmp_path / "a", log=lambda m: None)
+    assert other[0].parent != a[0].parent
+
+
+def test_a_class_dir_with_enough_images_is_used_as_is(tmp_path):
+    from dreamsweep.data.toy import TOY_SUBJECT_DIR
+
+    cfg = prior_config(3, class_dir=str(TOY_SUBJECT_DIR))
+    paths = class_images(cfg, TINY, "unused", tmp_path, log=lambda m: None)
+    assert all(p.parent == TOY_SUBJECT_DIR for p in paths) and not list(tmp_path.iterdir())
+
+
+RACER = """
+import sys
+from dreamsweep.models.loading import fingerprint
+from dreamsweep.models.tiny import build_tiny
+from dreamsweep.prior import class_images
+from tests.test_models_and_cache import prior_config
+m = build_tiny(seed=0, sample_size=32)
+print(len(class_images(prior_config(4), m, fingerprint(m), sys.argv[1], log=print)))
+"""
+
+
+def test_concurrent_runs_share_one_cache_entry(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [r.communicate(timeout=300)[0] for r in racers]
+    assert [out.splitlines()[-1] for out in outputs] == ["4", "4"]
+    assert sum("generating 4 class images" in out for out in outputs) == 1  # the other waited
+    entry = next(p for p in (tmp_path / "class_images").iterdir() if p.is_dir())
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "class_00000.png",
+        "class_00001.png",
+        "class_00002.png",
+        "class_00003.png",
+        "spec.json",
+    ]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path):
+    target = tmp_path / "latents.bin"
+    cache.atomic_write_bytes(target, b"complete")
+    with pytest.raises(TypeError):
+        cache.atomic_write_bytes(target, "not bytes")  # fails inside the write
+    assert target.read_bytes() == b"complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["latents.bin"]
