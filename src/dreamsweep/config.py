@@ -8,6 +8,7 @@ cannot express (ranges, combinations, what this machine can do). Every error nam
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,22 +106,40 @@ class TrainLoopConfig:
 
 @dataclass
 class EvalConfig:
-    at_steps: list[int] = field(default_factory=list)
+    """Evaluation axes: each cell is (step, scheduler, inference steps, guidance, weights)."""
+
+    enabled: bool = True
+    at_steps: list[int] = field(default_factory=list)  # step 0 and the final step always added
     every_n_steps: int | None = None
     schedulers: list[str] = field(default_factory=lambda: ["pndm"])
     num_inference_steps: list[int] = field(default_factory=lambda: [50])
     guidance_scale: list[float] = field(default_factory=lambda: [7.5])
     weights: list[str] = field(default_factory=lambda: ["ema", "raw"])
     negative_prompt: str = ""
-    prompts: str = "dreambench"
+    prompts: str = "auto"  # auto | objects | live (DreamBench templates)
+    prompt_list: list[str] = field(default_factory=list)  # your own templates instead
     num_prompts: int = 4
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    batch_size: int = 8
+    resolution: int | None = None  # default: data.resolution
 
 
 @dataclass
 class MetricsConfig:
-    scorers: list[str] = field(default_factory=lambda: ["clip_i", "clip_t", "dino"])
-    objective: str = "balanced"
+    scorers: list[str] = field(
+        default_factory=lambda: [
+            "clip_i",
+            "clip_t",
+            "dino",
+            "diversity",
+            "prior_drift",
+            "memorization",
+        ]
+    )
+    clip_model: str = "auto"  # auto: tiny for model=tiny, else openai/clip-vit-large-patch14
+    dino_model: str = "auto"  # auto: tiny for model=tiny, else facebook/dino-vits16
+    objective: str = "balanced"  # balanced | subject | prompt | identity
+    drift_penalty: float = 0.5
 
 
 @dataclass
@@ -296,8 +315,62 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
 
 
+SCORERS = ("clip_i", "clip_t", "dino", "diversity", "prior_drift", "memorization", "identity")
+
+
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:
-    ev, tr, la = cfg.eval, cfg.tracker, cfg.launcher
+    from dreamsweep.metrics.objective import OBJECTIVES
+    from dreamsweep.prompts import SUITES
+    from dreamsweep.sampling import SCHEDULERS
+
+    ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
+    unknown = [s for s in ev.schedulers if s not in SCHEDULERS]
+    _require(
+        not unknown, "eval.schedulers", f"unknown {unknown}; known: {', '.join(sorted(SCHEDULERS))}"
+    )
+    _require(
+        ev.prompts == "auto" or ev.prompts in SUITES,
+        "eval.prompts",
+        f"'{ev.prompts}' is not one of: auto, {', '.join(SUITES)} (or set eval.prompt_list)",
+    )
+    _require(
+        ev.num_prompts > 0 and len(ev.seeds) > 0,
+        "eval.num_prompts/eval.seeds",
+        "need at least one prompt and one seed",
+    )
+    _require(ev.every_n_steps is None or ev.every_n_steps > 0, "eval.every_n_steps", "must be > 0")
+    _require(
+        bool(ev.schedulers) and bool(ev.guidance_scale),
+        "eval.schedulers/guidance_scale",
+        "must not be empty",
+    )
+    _require(
+        ev.resolution is None or ev.resolution % 8 == 0,
+        "eval.resolution",
+        "must be a multiple of 8",
+    )
+    for key, source in (
+        ("metrics.clip_model", me.clip_model),
+        ("metrics.dino_model", me.dino_model),
+    ):
+        looks_local = source.startswith(("/", "./", "../", "~"))
+        _require(
+            not looks_local or Path(source).expanduser().exists(),
+            key,
+            f"{source} does not exist: give a local model folder, a hub id, tiny or auto",
+        )
+    bad = [s for s in me.scorers if s not in SCORERS]
+    _require(not bad, "metrics.scorers", f"unknown {bad}; known: {', '.join(SCORERS)}")
+    _require(
+        me.objective in OBJECTIVES,
+        "metrics.objective",
+        f"'{me.objective}' is not one of: {', '.join(OBJECTIVES)}",
+    )
+    _require(
+        me.objective != "identity" or "identity" in me.scorers,
+        "metrics.objective",
+        "objective=identity needs the identity scorer (metrics=faces)",
+    )
     _require(all(s >= 0 for s in ev.at_steps), "eval.at_steps", "steps must be >= 0")
     _require(all(n > 0 for n in ev.num_inference_steps), "eval.num_inference_steps", "must be > 0")
     _require(set(ev.weights) <= {"ema", "raw"}, "eval.weights", "allowed values: ema, raw")

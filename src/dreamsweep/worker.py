@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,25 +20,35 @@ EXIT_RECORDED_FAILURE = 0  # result.json says "failed" and why; no launcher trac
 
 
 def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
-    """Train (resuming from the last checkpoint), then export; returns fields for result.json."""
-    from dreamsweep.models.loading import load_components
+    """Evaluate the base model, train (resuming from the last checkpoint) with evaluations
+    along the way, then export; returns the fields for result.json."""
+    from dreamsweep.models.loading import fingerprint, load_components
     from dreamsweep.tracking import open_trackers
     from dreamsweep.training import checkpoint as ckpt
     from dreamsweep.training.loop import train
     from dreamsweep.training.setup import build_state, configure_models, prepare_data, unwrapped
 
-    paths, main = RunPaths(run_dir), accelerator.is_main_process
-    log = _logger(main)
+    paths, main, log = RunPaths(run_dir), accelerator.is_main_process, _logger(accelerator)
+    cache_root = Path(cfg.cache_dir).expanduser()
+    evaluator = _evaluator(cfg, accelerator, run_dir, cache_root, log)  # metric models first
     components = load_components(cfg.model)
-    data = prepare_data(cfg, components, accelerator, Path(cfg.cache_dir).expanduser(), log)
-    configure_models(cfg, components, accelerator)
-    state = build_state(cfg, components, accelerator, data)
-    start = ckpt.resume_latest(accelerator, paths.checkpoints)
-    if start:
-        log(f"resuming from the checkpoint at step {start}")
-    trackers = open_trackers(cfg, run_dir, resume_step=start) if main else []
+    model_fp = fingerprint(components)
+    data = prepare_data(cfg, components, accelerator, model_fp, cache_root, log)
+    resume_step = ckpt.latest_step(paths.checkpoints)
+    trackers = open_trackers(cfg, run_dir, resume_step=resume_step) if main else []
     exit_code = 1
     try:
+        evaluate = _eval_hook(evaluator, trackers, run_dir)
+        if evaluator is not None and resume_step == 0:
+            evaluator.prepare_baselines(components, model_fp)
+            evaluate(0, {"base": lambda: nullcontext(components)})
+        configure_models(cfg, components, accelerator)
+        state = build_state(cfg, components, accelerator, data)
+        start = ckpt.resume_latest(accelerator, paths.checkpoints)
+        if start:
+            log(f"resuming from the checkpoint at step {start}")
+        if evaluator is not None and start:
+            evaluator.prepare_baselines(components, model_fp)  # from the cache
         step = train(
             state,
             start,
@@ -45,21 +56,87 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             save=lambda step: ckpt.save_checkpoint(
                 accelerator, paths.checkpoints, step, cfg.train.keep_checkpoints
             ),
+            evaluate=lambda step: evaluate(step, _trained_weights(cfg, state)),
         )
         accelerator.wait_for_everyone()
         in_sync = weights_in_sync(accelerator, state.unet)
+        fields = {
+            "final_step": step,
+            "num_processes": accelerator.num_processes,
+            "weights_in_sync": in_sync,
+        }
         if main:
             ckpt.export_pipeline(unwrapped(state), paths.model, to_dict(cfg), ema=state.ema)
             log(f"final weights: {paths.model}")
+            fields.update(_best_of_run(paths, trackers))
         exit_code = 0
     finally:
         for tracker in trackers:
             tracker.finish(exit_code)
-    return {
-        "final_step": step,
-        "num_processes": accelerator.num_processes,
-        "weights_in_sync": in_sync,
+    return fields
+
+
+def _evaluator(cfg: RunConfig, accelerator, run_dir: Path, cache_root: Path, log):
+    from dreamsweep.evaluation import Evaluator, build_scorer
+
+    if not cfg.eval.enabled:
+        return None
+    with accelerator.main_process_first():
+        scorer = build_scorer(cfg, cache_root) if cfg.metrics.scorers else None
+    return Evaluator(cfg, accelerator, run_dir, cache_root, scorer, log)
+
+
+def _eval_hook(evaluator, trackers, run_dir: Path):
+    """evaluate(step, weights): score the cells of an eval step and log them."""
+    from dreamsweep.eval_outputs import cell_dir
+
+    def evaluate(step: int, weights: dict) -> None:
+        if evaluator is None or step not in evaluator.steps:
+            return
+        records = evaluator.evaluate(step, weights)
+        grids = {r["cell"]: cell_dir(run_dir, step, r["cell"]) / "grid.png" for r in records}
+        for tracker in trackers:
+            tracker.log_eval(records, grids)
+
+    return evaluate
+
+
+def _trained_weights(cfg: RunConfig, state) -> dict:
+    """The weights to evaluate: raw, and EMA when it is on (eval.weights chooses)."""
+    from dreamsweep.training.ema import ema_weights
+    from dreamsweep.training.setup import unwrapped
+
+    @contextmanager
+    def ema():
+        components = unwrapped(state)
+        with ema_weights(state.ema, components.unet):
+            yield components
+
+    available = {"raw": lambda: nullcontext(unwrapped(state))}
+    if state.ema is not None:
+        available["ema"] = ema
+    return {name: available[name] for name in cfg.eval.weights if name in available} or {
+        "raw": available["raw"]
     }
+
+
+def _best_of_run(paths: RunPaths, trackers) -> dict:
+    """The run's objective is its best cell's (the best checkpoint and sampling setting)."""
+    from dreamsweep.metrics.objective import best_cell
+    from dreamsweep.runs import read_metrics
+
+    best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
+    if best is None:
+        return {"objective": None, "best": None}
+    for tracker in trackers:
+        tracker.summary(
+            {
+                "best/objective": best["objective"],
+                "best/cell": best["cell"],
+                "best/step": best["step"],
+            }
+        )
+    return {"objective": best["objective"], "best": best}
 
 
 def weights_in_sync(accelerator, model) -> bool:
@@ -72,9 +149,9 @@ def weights_in_sync(accelerator, model) -> bool:
     return bool((gathered == gathered[0]).all())
 
 
-def _logger(main: bool):
+def _logger(accelerator):
     def log(message: str) -> None:
-        if main:
+        if accelerator.is_main_process:
             print(f"[dreamsweep] {message}", flush=True)
 
     return log

@@ -57,7 +57,9 @@ def load_components(model: ModelConfig) -> SDComponents:
             + (" (HF_HUB_OFFLINE is set, so nothing is downloaded)" if _hub_offline() else "")
         ) from None
     for module in (components.unet, components.vae, components.text_encoder):
-        module.to(torch.float32).train().requires_grad_(True)
+        if module.dtype != torch.float32:
+            module.to(torch.float32)
+        module.train().requires_grad_(True)
     return components
 
 

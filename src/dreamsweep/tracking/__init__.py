@@ -11,12 +11,16 @@ from dreamsweep.config import RunConfig
 class Tracker(Protocol):
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
 
+    def log_eval(self, records: list[dict[str, Any]], grids: dict[str, Path]) -> None: ...
+
     def summary(self, values: dict[str, Any]) -> None: ...
 
     def finish(self, exit_code: int = 0) -> None: ...
 
 
-def open_trackers(cfg: RunConfig, run_dir: Path, *, resume_step: int = 0) -> list[Tracker]:
+def open_trackers(
+    cfg: RunConfig, run_dir: Path, *, resume_step: int | None = 0, job_type: str = "train"
+) -> list[Tracker]:
     """metrics.jsonl always; W&B too unless tracker=disk. Call on the main process only."""
     from dreamsweep.tracking.disk import DiskTracker
 
@@ -24,5 +28,5 @@ def open_trackers(cfg: RunConfig, run_dir: Path, *, resume_step: int = 0) -> lis
     if cfg.tracker.name == "wandb":
         from dreamsweep.tracking.wandb import WandbTracker
 
-        trackers.append(WandbTracker(cfg, run_dir))
+        trackers.append(WandbTracker(cfg, run_dir, job_type=job_type))
     return trackers

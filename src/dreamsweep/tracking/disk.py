@@ -10,15 +10,22 @@ from dreamsweep.runs import RunPaths, append_metrics, truncate_metrics_after, wr
 
 
 class DiskTracker:
-    def __init__(self, run_dir: Path, *, resume_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, *, resume_step: int | None = 0) -> None:
+        """resume_step 0: a fresh run; N: resuming after step N; None: append (re-scoring)."""
         self.paths = RunPaths(run_dir)
-        if resume_step > 0:
+        if resume_step:
             truncate_metrics_after(self.paths, resume_step)
-        elif self.paths.metrics.exists():
+        elif resume_step == 0 and self.paths.metrics.exists():
             self.paths.metrics.unlink()  # a fresh start must not mix with a previous attempt
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        append_metrics(self.paths, {"step": step, "time": round(time.time(), 3), **metrics})
+        append_metrics(
+            self.paths, {"kind": "train", "step": step, "time": round(time.time(), 3), **metrics}
+        )
+
+    def log_eval(self, records: list[dict[str, Any]], grids: dict[str, Path]) -> None:
+        for record in records:
+            append_metrics(self.paths, {"kind": "eval", "time": round(time.time(), 3), **record})
 
     def summary(self, values: dict[str, Any]) -> None:
         from dreamsweep.runs import read_json

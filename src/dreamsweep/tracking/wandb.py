@@ -23,7 +23,7 @@ def _point_wandb_dirs_at(run_dir: Path) -> None:
 
 
 class WandbTracker:
-    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, job_type: str = "train") -> None:
         import wandb
 
         _point_wandb_dirs_at(run_dir)
@@ -35,29 +35,58 @@ class WandbTracker:
             dir=str(run_dir),
             name=name,
             group=cfg.sweep_name or name,
-            job_type="train",
+            job_type=job_type,
             tags=list(cfg.tracker.tags),
             config=to_dict(cfg),
             resume="allow",
-            id=_stable_run_id(run_dir),
+            id=_stable_run_id(run_dir, job_type),
             settings=wandb.Settings(console="off", silent=True),
         )
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
+        self.run.define_metric("eval/*", step_metric="train/step")
+        self.run.define_metric("samples/*", step_metric="train/step")
+        self.cells: list[dict[str, Any]] = []
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log({"train/step": step, **metrics})
+
+    def log_eval(self, records: list[dict[str, Any]], grids: dict[str, Path]) -> None:
+        """Scores per cell against the training step, the cell's grid as an image."""
+        import wandb
+
+        for r in records:
+            values = {
+                f"eval/{r['cell']}/{k[5:]}": v
+                for k, v in r.items()
+                if k.startswith("eval/") and v is not None
+            }
+            values[f"eval/{r['cell']}/objective"] = r.get("objective")
+            if r["cell"] in grids:
+                values[f"samples/{r['cell']}"] = wandb.Image(
+                    str(grids[r["cell"]]), caption=f"step {r['step']}"
+                )
+            self.run.log({"train/step": r["step"], **values})
+        self.cells += records
 
     def summary(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
             self.run.summary[key] = value
 
     def finish(self, exit_code: int = 0) -> None:
+        if self.cells:
+            import wandb
+
+            columns = sorted({k for c in self.cells for k in c})
+            table = wandb.Table(
+                columns=columns, data=[[c.get(k) for k in columns] for c in self.cells]
+            )
+            self.run.log({"eval/cells": table})
         self.run.finish(exit_code=exit_code)
 
 
-def _stable_run_id(run_dir: Path) -> str:
-    """One W&B run per run folder, so a resumed run continues the same W&B run."""
+def _stable_run_id(run_dir: Path, job_type: str) -> str:
+    """One W&B run per run folder and job, so a resumed run continues the same W&B run."""
     import hashlib
 
-    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{run_dir.resolve()}:{job_type}".encode()).hexdigest()[:16]

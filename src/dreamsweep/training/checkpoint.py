@@ -34,6 +34,12 @@ def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def latest_step(root: Path) -> int:
+    """The step of the newest complete checkpoint, 0 if there is none."""
+    found = checkpoint_dirs(root)
+    return found[-1][0] if found else 0
+
+
 def save_checkpoint(accelerator: Accelerator, root: Path, step: int, keep: int) -> Path:
     """All ranks call this (Accelerate saves per-rank state); the main rank publishes it."""
     final = root / f"step_{step:06d}"

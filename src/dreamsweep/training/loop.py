@@ -93,8 +93,10 @@ def train(
     start_step: int,
     log: Callable[[dict[str, float], int], None],
     save: Callable[[int], None],
+    evaluate: Callable[[int], None] = lambda step: None,
 ) -> int:
-    """Steps start_step+1 .. train.max_steps; `save(step)` every train.checkpoint_every."""
+    """Steps start_step+1 .. train.max_steps; after a step, `evaluate(step)` (it knows which
+    steps are eval steps), then `save(step)` every train.checkpoint_every."""
     t = s.cfg.train
     bar = tqdm(
         total=t.max_steps,
@@ -111,6 +113,7 @@ def train(
         bar.set_postfix(loss=f"{logged['train/loss']:.4f}", lr=f"{logged['train/lr']:.2e}")
         if step % t.log_every == 0 or step == t.max_steps:
             log(logged, step)
+        evaluate(step)
         if step % t.checkpoint_every == 0 and step < t.max_steps:
             save(step)
     bar.close()

@@ -14,7 +14,6 @@ from dreamsweep import prior
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import class_examples, instance_examples
 from dreamsweep.models.components import SDComponents
-from dreamsweep.models.loading import fingerprint
 from dreamsweep.training.batches import TrainingData, cache_embeddings, training_data
 from dreamsweep.training.ema import build_ema
 from dreamsweep.training.latents import build_latent_bank
@@ -62,12 +61,16 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
 
 
 def prepare_data(
-    cfg: RunConfig, c: SDComponents, accelerator: Accelerator, cache_root: Path, log
+    cfg: RunConfig,
+    c: SDComponents,
+    accelerator: Accelerator,
+    model_fp: str,
+    cache_root: Path,
+    log,
 ) -> TrainingData:
     """Class images (generated once into the shared cache), then latents of every image."""
     for module in (c.unet, c.vae, c.text_encoder):
         module.to(accelerator.device)
-    model_fp = fingerprint(c)
     instances = instance_examples(cfg)
     classes = None
     if cfg.prior.enabled:
@@ -113,8 +116,12 @@ def build_state(
 ) -> TrainState:
     """Optimiser, schedule and EMA, then Accelerate's prepare (DDP, device, autocast)."""
     if not cfg.train.text_encoder:
-        cache_embeddings(data.table, c.text_encoder, accelerator.device,
-                         WEIGHT_DTYPES[accelerator.mixed_precision])
+        cache_embeddings(
+            data.table,
+            c.text_encoder,
+            accelerator.device,
+            WEIGHT_DTYPES[accelerator.mixed_precision],
+        )
     groups = param_groups(cfg, c.unet, c.text_encoder if cfg.train.text_encoder else None)
     optimizer = build_optimizer(cfg, groups)
     lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)

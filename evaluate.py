@@ -1,0 +1,25 @@
+"""Score saved weights under any sampling settings: `python evaluate.py run=<run folder> ...`,
+or a base model (the baseline): `python evaluate.py model=sd15 model.path=...`."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dreamsweep.config import ConfigError
+from dreamsweep.rescore import rescore
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(raw: DictConfig) -> float | None:
+    try:
+        return rescore(raw, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

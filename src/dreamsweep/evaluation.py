@@ -1,0 +1,238 @@
+"""Evaluation along the run: at each eval step, sample every cell, score it, write it.
+
+A cell is (step, scheduler, inference steps, guidance, weights). Sampling is split across
+processes and gathered; the main process scores and writes `<run>/eval/step_<n>/<cell>/`
+(PNGs, grid.png, scores.json) and one metrics.jsonl line per cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from dreamsweep import cache, prompts
+from dreamsweep.config import RunConfig
+from dreamsweep.data.dataset import instance_examples
+from dreamsweep.metrics.objective import objective
+from dreamsweep.metrics.scoring import Scorer, cached_embeddings
+from dreamsweep.models.components import SDComponents
+from dreamsweep.sampling import Job, SampleSpec, generate
+
+BASE = "base"  # the weights name of step 0
+
+
+@dataclass(frozen=True)
+class Cell:
+    step: int
+    spec: SampleSpec
+    weights: str
+
+    @property
+    def name(self) -> str:
+        s = self.spec
+        return f"{s.scheduler}-n{s.num_inference_steps}-g{s.guidance_scale:g}-{self.weights}"
+
+    def fields(self) -> dict:
+        s = self.spec
+        return {
+            "step": self.step,
+            "cell": self.name,
+            "scheduler": s.scheduler,
+            "num_inference_steps": s.num_inference_steps,
+            "guidance_scale": s.guidance_scale,
+            "weights": self.weights,
+        }
+
+
+def eval_steps(cfg: RunConfig) -> list[int]:
+    """Step 0 (the base model), the listed steps, every n steps, and the final step."""
+    ev, last = cfg.eval, cfg.train.max_steps
+    steps = {0, last, *(s for s in ev.at_steps if s <= last)}
+    if ev.every_n_steps:
+        steps |= set(range(ev.every_n_steps, last + 1, ev.every_n_steps))
+    return sorted(steps)
+
+
+def sample_specs(cfg: RunConfig) -> list[SampleSpec]:
+    ev = cfg.eval
+    resolution = ev.resolution or cfg.data.resolution
+    return [
+        SampleSpec(s, n, g, resolution, ev.negative_prompt, ev.batch_size)
+        for s, n, g in itertools.product(ev.schedulers, ev.num_inference_steps, ev.guidance_scale)
+    ]
+
+
+@dataclass
+class EvalSet:
+    """The prompt suite of a run: prompts x seeds, plus the class prompt for drift."""
+
+    templates: list[str]
+    jobs: list[Job]
+    job_prompt: list[int]  # index into templates
+    clip_texts: list[str]  # per template, the token removed (what CLIP-T scores against)
+    class_jobs: list[Job]
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> EvalSet:
+        d, ev = cfg.data, cfg.eval
+        templates = prompts.select_templates(
+            ev.prompts, d.class_name, ev.num_prompts, ev.prompt_list
+        )
+        pairs = list(itertools.product(range(len(templates)), ev.seeds))
+        class_prompt = prompts.fill(prompts.CLASS_PROMPT, d.token, d.class_name)
+        return cls(
+            templates=templates,
+            jobs=[Job(prompts.fill(templates[p], d.token, d.class_name), s) for p, s in pairs],
+            job_prompt=[p for p, _ in pairs],
+            clip_texts=[prompts.without_token(t, d.class_name) for t in templates],
+            class_jobs=[Job(class_prompt, s) for s in ev.seeds],
+        )
+
+
+class Evaluator:
+    """Built once per run, before training (it needs the base weights for the baselines)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        accelerator,
+        run_dir: Path,
+        cache_root: Path,
+        scorer: Scorer | None,
+        log: Callable[[str], None],
+    ) -> None:
+        self.cfg, self.acc, self.run_dir, self.cache_root = cfg, accelerator, run_dir, cache_root
+        self.scorer, self.log = scorer, log
+        self.eval_set = EvalSet.from_config(cfg)
+        self.specs = sample_specs(cfg)
+        self.steps = set(eval_steps(cfg))
+        self.base_class = {}  # spec -> DINO embeddings of the base model's class samples
+
+    def sample(self, components: SDComponents, spec: SampleSpec, jobs: list[Job]) -> list:
+        """Each process samples its share of the jobs; every process gets all images back."""
+        from accelerate.utils import gather_object
+
+        rank, world = self.acc.process_index, self.acc.num_processes
+        mine = list(range(rank, len(jobs), world))
+        with self.acc.autocast():
+            images = generate(components, spec, [jobs[i] for i in mine], self.acc.device)
+        if world == 1:
+            return images
+        gathered = gather_object(list(zip(mine, images, strict=True)))
+        return [image for _, image in sorted(gathered, key=lambda pair: pair[0])]
+
+    def prepare_baselines(self, base: SDComponents, model_fingerprint: str) -> None:
+        """The base model's class-prompt samples per sampling spec, made once (shared cache)."""
+        if self.scorer is None or "prior_drift" not in self.cfg.metrics.scorers:
+            return
+        for spec in self.specs:
+            key = {
+                "model": model_fingerprint,
+                "spec": spec.__dict__,
+                "jobs": [j.__dict__ for j in self.eval_set.class_jobs],
+            }
+            entry = cache.entry_dir(self.cache_root, "base_samples", key)
+            paths = [entry / f"class_s{j.seed}.png" for j in self.eval_set.class_jobs]
+            if not all(p.exists() for p in paths):
+                images = self.sample(base, spec, self.eval_set.class_jobs)
+                if self.acc.is_main_process:
+                    with cache.locked(entry):
+                        cache.write_spec(entry, key)
+                        for path, image in zip(paths, images, strict=True):
+                            cache.atomic_write_bytes(path, _png(image))
+            self.acc.wait_for_everyone()
+            if self.scorer.dino is not None:
+                self.base_class[spec] = cached_embeddings(self.scorer.dino, paths, self.cache_root)
+
+    def evaluate(self, step: int, weights: dict[str, Callable]) -> list[dict]:
+        """Sample and score every cell at `step`; weights maps a name to a context manager
+        that yields the components holding those weights."""
+        records = []
+        for spec, (name, use) in itertools.product(self.specs, weights.items()):
+            cell = Cell(step, spec, name)
+            with use() as components:
+                samples = self.sample(components, spec, self.eval_set.jobs)
+                class_samples = self.sample(components, spec, self.eval_set.class_jobs)
+            if self.acc.is_main_process:
+                records.append(self._score_and_write(cell, samples, class_samples))
+        return records
+
+    def _score_and_write(self, cell: Cell, samples: list, class_samples: list) -> dict:
+        from dreamsweep.eval_outputs import write_cell
+
+        es, m = self.eval_set, self.cfg.metrics
+        result = {"scores": {}, "per_prompt": {}}
+        if self.scorer is not None:
+            result = self.scorer.score(
+                samples, es.job_prompt, es.clip_texts, class_samples, self.base_class.get(cell.spec)
+            )
+        scores = result["scores"]
+        record = {
+            **cell.fields(),
+            **{f"eval/{k}": v for k, v in scores.items()},
+            "objective": objective(scores, m.objective, m.drift_penalty),
+        }
+        write_cell(
+            self.run_dir,
+            cell.name,
+            cell.step,
+            samples,
+            class_samples,
+            es,
+            {
+                **record,
+                "scores": scores,
+                "per_prompt": result["per_prompt"],
+                "prompts": [j.prompt for j in es.jobs],
+                "seeds": [j.seed for j in es.jobs],
+                "metric_models": self.scorer.describe() if self.scorer else {},
+            },
+        )
+        self.log(f"step {cell.step} {cell.name}: objective {record['objective']}")
+        return record
+
+
+def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
+    """Load the feature models (a missing one fails here, before training) and references."""
+    from dreamsweep.metrics.features import REAL_DEFAULTS, load_clip, load_dino
+
+    def source(value: str, kind: str) -> str:
+        if value != "auto":
+            return value
+        return "tiny" if cfg.model.name == "tiny" else REAL_DEFAULTS[kind]
+
+    wanted = set(cfg.metrics.scorers)
+    clip = (
+        load_clip(source(cfg.metrics.clip_model, "clip")) if wanted & {"clip_i", "clip_t"} else None
+    )
+    dino = (
+        load_dino(source(cfg.metrics.dino_model, "dino"))
+        if wanted & {"dino", "diversity", "memorization", "prior_drift"}
+        else None
+    )
+    references = [e.image for e in instance_examples(cfg)]
+    scorer = Scorer(list(cfg.metrics.scorers), clip, dino)
+    if clip is not None:
+        scorer.reference_clip = cached_embeddings(clip, references, cache_root)
+    if dino is not None:
+        scorer.reference_dino = cached_embeddings(dino, references, cache_root)
+    if "identity" in wanted:
+        from dreamsweep.metrics.identity import DlibFaceEmbedder, reference_faces
+
+        scorer.faces = DlibFaceEmbedder()
+        scorer.reference_faces = reference_faces(
+            scorer.faces, [Image.open(p).convert("RGB") for p in references]
+        )
+    return scorer
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

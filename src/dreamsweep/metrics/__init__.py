@@ -1,0 +1,1 @@
+"""Scores of generated samples: pure functions over embeddings, feature models passed in."""

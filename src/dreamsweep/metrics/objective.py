@@ -1,0 +1,44 @@
+"""The run's objective from a cell's scores, and the best cell of a run.
+
+`balanced` (default): geometric mean of subject fidelity (DINO, else CLIP-I, or face identity
+with `objective=identity`) and prompt fidelity (CLIP-T), minus `drift_penalty` x prior drift.
+A geometric mean rewards cells that are good at both, which is the overfitting trade-off.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+OBJECTIVES = ("balanced", "subject", "prompt", "identity")
+
+
+def subject_fidelity(scores: dict[str, Any]) -> float | None:
+    for key in ("dino", "clip_i"):
+        if scores.get(key) is not None:
+            return scores[key]
+    return None
+
+
+def objective(
+    scores: dict[str, Any], name: str = "balanced", drift_penalty: float = 0.5
+) -> float | None:
+    subject, prompt = subject_fidelity(scores), scores.get("clip_t")
+    if name == "subject":
+        return subject
+    if name == "prompt":
+        return prompt
+    if name == "identity":
+        subject = scores.get("identity")
+    if subject is None or prompt is None:
+        return None
+    value = math.sqrt(max(subject, 0.0) * max(prompt, 0.0))
+    if scores.get("prior_drift") is not None:
+        value -= drift_penalty * scores["prior_drift"]
+    return value
+
+
+def best_cell(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cell with the highest objective among the trained steps (step 0 is the baseline)."""
+    scored = [c for c in cells if c.get("objective") is not None and c["step"] > 0]
+    return max(scored, key=lambda c: c["objective"]) if scored else None

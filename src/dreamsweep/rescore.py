@@ -1,0 +1,100 @@
+"""evaluate.py's work: score a finished run's saved weights, or a base model, without training."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dreamsweep.config import ConfigError, ModelConfig, RunConfig, load_config
+from dreamsweep.runs import COMPLETE, RunPaths, read_json, read_metrics, write_result
+
+
+def rescore_config(raw: DictConfig) -> tuple[RunConfig, Path | None]:
+    """The run's own settings with this command's eval/metrics/tracker; or the composed ones."""
+    raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=True))
+    run = raw.pop("run", None)
+    command = load_config(raw, check_machine=False)
+    if run is None:
+        return load_config(raw), None
+    run_dir = Path(str(run)).expanduser().resolve()
+    paths = RunPaths(run_dir)
+    result = read_json(paths.result) or {}
+    if not paths.config.exists() or result.get("state") != COMPLETE or not paths.model.exists():
+        raise ConfigError(
+            f"run={run_dir}: not a finished run folder (needs config.yaml, "
+            "model/ and result.json with state complete)"
+        )
+    cfg = load_config(OmegaConf.load(paths.config))
+    cfg = dataclasses.replace(
+        cfg, eval=command.eval, metrics=command.metrics, tracker=command.tracker
+    )
+    load_config(OmegaConf.structured(cfg))  # re-validate the combination
+    return cfg, run_dir
+
+
+def rescore(raw: DictConfig, out_dir: Path) -> float | None:
+    import torch
+    from accelerate import Accelerator
+
+    from dreamsweep.evaluation import Evaluator, build_scorer
+    from dreamsweep.metrics.objective import best_cell
+    from dreamsweep.models.loading import fingerprint, load_components
+    from dreamsweep.tracking import open_trackers
+
+    cfg, run_dir = rescore_config(raw)
+    target = run_dir or out_dir
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    cache_root = Path(cfg.cache_dir).expanduser()
+    evaluator = Evaluator(
+        cfg,
+        accelerator,
+        target,
+        cache_root,
+        build_scorer(cfg, cache_root),
+        lambda message: print(f"[dreamsweep] {message}", flush=True),
+    )
+    base = load_components(cfg.model)
+    for module in (base.unet, base.vae, base.text_encoder):
+        module.to(accelerator.device)
+    evaluator.prepare_baselines(base, fingerprint(base))
+    step, weights = 0, {"base": lambda: nullcontext(base)}
+    if run_dir is not None:
+        step = read_json(RunPaths(run_dir).result)["final_step"]
+        weights = _saved_weights(cfg, run_dir, accelerator.device)
+    records = evaluator.evaluate(step, weights)
+    from dreamsweep.eval_outputs import cell_dir
+
+    trackers = open_trackers(cfg, target, resume_step=None, job_type="evaluate")
+    grids = {r["cell"]: cell_dir(target, step, r["cell"]) / "grid.png" for r in records}
+    for tracker in trackers:
+        tracker.log_eval(records, grids)
+        tracker.finish()
+    best = best_cell([r for r in read_metrics(RunPaths(target)) if r.get("kind") == "eval"])
+    if run_dir is not None and best is not None:
+        write_result(RunPaths(run_dir), COMPLETE, objective=best["objective"], best=best)
+    return (
+        best["objective"]
+        if best
+        else max((r["objective"] for r in records if r["objective"] is not None), default=None)
+    )
+
+
+def _saved_weights(cfg: RunConfig, run_dir: Path, device) -> dict:
+    """The exported pipeline (EMA weights when EMA was on) and the raw UNet beside it."""
+    from diffusers import UNet2DConditionModel
+
+    from dreamsweep.models.loading import load_components
+
+    model_dir = RunPaths(run_dir).model
+    final = load_components(ModelConfig(name="run", path=str(model_dir)))
+    for module in (final.unet, final.vae, final.text_encoder):
+        module.to(device)
+    available = {"ema" if cfg.ema.enabled else "raw": final}
+    if (model_dir / "unet_raw").exists():
+        raw_unet = UNet2DConditionModel.from_pretrained(model_dir / "unet_raw").to(device)
+        available["raw"] = dataclasses.replace(final, unet=raw_unet)
+    chosen = {n: c for n, c in available.items() if n in cfg.eval.weights} or available
+    return {name: (lambda c=c: nullcontext(c)) for name, c in chosen.items()}
