@@ -59,4 +59,6 @@ FAST = (
     "prior.num_images=2",
     "prior.sample_steps=2",
     "tracker=disk",
+    "eval.num_inference_steps=[2]",
+    "eval.num_prompts=2",
 )

@@ -42,7 +42,7 @@ def test_run_folder_is_complete(default_run):
     paths = RunPaths(default_run)
     result = json.loads(paths.result.read_text())
     assert result["state"] == "complete" and result["final_step"] == 6
-    assert result["objective"] is None  # until evaluation exists
+    assert result["objective"] == result["best"]["objective"]  # the best evaluated cell
     assert paths.config.exists()
     assert [p.name for p in paths.checkpoints.iterdir()] == ["step_000003"]
     assert (paths.model / "unet_raw").is_dir()  # EMA on: raw weights kept beside EMA ones
@@ -52,6 +52,7 @@ def test_run_folder_is_complete(default_run):
 def test_instance_and_prior_losses_are_logged_with_their_sum(default_run):
     records = [r for r in read_metrics(RunPaths(default_run)) if "train/loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(r["kind"] == "train" for r in records)
     for r in records:
         assert r["train/loss"] == pytest.approx(r["train/instance_loss"] + r["train/prior_loss"])
 
@@ -94,6 +95,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
         "prior.sample_steps=2",
         "tracker=disk",
         "ema=off",
+        "eval.enabled=false",
     )
     reference = tmp_path / "reference"
     assert train_cli(reference, *settings).returncode == 0
@@ -116,7 +118,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
     assert "resuming from the checkpoint at step" in resumed.stdout
     final, expected = unet_weights(killed), unet_weights(reference)
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    steps = [r["step"] for r in read_metrics(RunPaths(killed))]
+    steps = [r["step"] for r in read_metrics(RunPaths(killed)) if r["kind"] == "train"]
     assert steps == list(range(1, 31))  # records after the checkpoint were replaced, not doubled
 
 
@@ -173,7 +175,7 @@ def test_training_options_work_together(tmp_path):
         "launcher.mixed_precision=bf16",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lrs = [r["train/lr"] for r in read_metrics(RunPaths(run_dir))]
+    lrs = [r["train/lr"] for r in read_metrics(RunPaths(run_dir)) if r["kind"] == "train"]
     assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]  # linear warm-up, then linear decay
 
 
@@ -181,7 +183,7 @@ def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
     run_dir = tmp_path / "frozen"
     proc = train_cli(run_dir, *FAST, "train.text_encoder=false", "prior=off", "ema=off")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = read_metrics(RunPaths(run_dir))
+    records = [r for r in read_metrics(RunPaths(run_dir)) if r["kind"] == "train"]
     assert "train/prior_loss" not in records[0]
     assert not (run_dir / "model" / "unet_raw").exists()
     base = StableDiffusionPipeline.from_pretrained(run_dir / "model", local_files_only=True)

@@ -8,8 +8,8 @@ cannot express (ranges, combinations, what this machine can do). Every error nam
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf

@@ -1,0 +1,71 @@
+"""Scorers as pure functions of embeddings, on hand-made vectors with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dreamsweep.metrics.clip import clip_i, clip_t
+from dreamsweep.metrics.dino import dino
+from dreamsweep.metrics.diversity import diversity
+from dreamsweep.metrics.drift import pres, prior_drift
+from dreamsweep.metrics.memorization import memorization
+from dreamsweep.metrics.objective import best_cell, objective
+
+E1, E2, E3 = torch.eye(3)
+
+
+def rows(*vectors):
+    return torch.stack(vectors)
+
+
+def test_identical_images_score_one_and_orthogonal_zero():
+    assert clip_i(rows(E1, E1), rows(E1)) == pytest.approx(1.0)
+    assert dino(rows(E1), rows(E2, E3)) == pytest.approx(0.0)
+    assert dino(rows(E1), rows(E1, E2)) == pytest.approx(0.5)  # mean over all pairs
+
+
+def test_clip_t_pairs_each_sample_with_its_own_prompt():
+    assert clip_t(rows(E1, E2), rows(E1, E2)) == pytest.approx(1.0)
+    assert clip_t(rows(E1, E2), rows(E2, E1)) == pytest.approx(0.0)
+
+
+def test_diversity_is_zero_for_copies_and_one_for_orthogonal_samples():
+    assert diversity([rows(E1, E1)]) == pytest.approx(0.0)
+    assert diversity([rows(E1, E2), rows(E3, E3)]) == pytest.approx(0.5)
+    assert diversity([rows(E1)]) is None  # one sample has no pairs
+
+
+def test_prior_drift_compares_matched_seeds():
+    assert prior_drift(rows(E1, E2), rows(E1, E2)) == pytest.approx(0.0)
+    assert prior_drift(rows(E1, E2), rows(E2, E1)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="matched"):
+        prior_drift(rows(E1), rows(E1, E2))
+    assert pres(rows(E1), rows(E1, E2)) == pytest.approx(0.5)
+
+
+def test_memorization_finds_the_nearest_training_image():
+    half = torch.nn.functional.normalize(E1 + E2, dim=0)
+    scores = memorization(rows(E1, half), rows(E1, E3))
+    assert scores["memorization_max"] == pytest.approx(1.0)
+    assert scores["memorization"] == pytest.approx((1.0 + math.sqrt(0.5)) / 2)
+
+
+def test_balanced_objective_is_a_geometric_mean_with_a_drift_penalty():
+    assert objective({"dino": 0.64, "clip_t": 0.25}) == pytest.approx(0.4)
+    assert objective({"dino": 0.64, "clip_t": 0.25, "prior_drift": 0.2}) == pytest.approx(0.3)
+    assert objective({"clip_i": 0.81, "clip_t": 0.25}) == pytest.approx(0.45)  # no DINO
+    assert objective({"dino": 0.5}) is None  # no prompt fidelity: no balanced objective
+    assert objective({"dino": 0.5, "clip_t": 0.1}, "subject") == 0.5
+
+
+def test_best_cell_ignores_the_step_zero_baseline():
+    cells = [
+        {"step": 0, "objective": 0.9},
+        {"step": 10, "objective": 0.4},
+        {"step": 20, "objective": 0.5},
+        {"step": 30, "objective": None},
+    ]
+    assert best_cell(cells)["step"] == 20
