@@ -8,6 +8,7 @@ processes and gathered; the main process scores and writes `<run>/eval/step_<n>/
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,12 +154,13 @@ class Evaluator:
         that yields the components holding those weights."""
         records = []
         for spec, (name, use) in itertools.product(self.specs, weights.items()):
-            cell = Cell(step, spec, name)
+            cell, started = Cell(step, spec, name), time.perf_counter()
             with use() as components:
                 samples = self.sample(components, spec, self.eval_set.jobs)
                 class_samples = self.sample(components, spec, self.eval_set.class_jobs)
             if self.acc.is_main_process:
-                records.append(self._score_and_write(cell, samples, class_samples))
+                record = self._score_and_write(cell, samples, class_samples)
+                records.append({**record, "seconds": round(time.perf_counter() - started, 3)})
         return records
 
     def _score_and_write(self, cell: Cell, samples: list, class_samples: list) -> dict:

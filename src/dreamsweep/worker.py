@@ -7,6 +7,7 @@ it reads the resolved config.yaml of its run folder. Only the main process write
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -49,6 +50,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             log(f"resuming from the checkpoint at step {start}")
         if evaluator is not None and start:
             evaluator.prepare_baselines(components, model_fp)  # from the cache
+        started, eval_before = time.perf_counter(), evaluate.timing["eval"]
         step = train(
             state,
             start,
@@ -59,11 +61,18 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             evaluate=lambda step: evaluate(step, _trained_weights(cfg, state)),
         )
         accelerator.wait_for_everyone()
+        loop_seconds = time.perf_counter() - started
         in_sync = weights_in_sync(accelerator, state.unet)
+        eval_in_loop = evaluate.timing["eval"] - eval_before
         fields = {
             "final_step": step,
             "num_processes": accelerator.num_processes,
             "weights_in_sync": in_sync,
+            # wall time of this attempt: training (with checkpoints) vs all evaluation
+            "seconds": {
+                "train": round(loop_seconds - eval_in_loop, 2),
+                "eval": round(evaluate.timing["eval"], 2),
+            },
         }
         if main:
             ckpt.export_pipeline(unwrapped(state), paths.model, to_dict(cfg), ema=state.ema)
@@ -90,14 +99,19 @@ def _eval_hook(evaluator, trackers, run_dir: Path):
     """evaluate(step, weights): score the cells of an eval step and log them."""
     from dreamsweep.eval_outputs import cell_dir
 
+    timing = {"eval": 0.0}
+
     def evaluate(step: int, weights: dict) -> None:
         if evaluator is None or step not in evaluator.steps:
             return
+        started = time.perf_counter()
         records = evaluator.evaluate(step, weights)
+        timing["eval"] += time.perf_counter() - started
         grids = {r["cell"]: cell_dir(run_dir, step, r["cell"]) / "grid.png" for r in records}
         for tracker in trackers:
             tracker.log_eval(records, grids)
 
+    evaluate.timing = timing
     return evaluate
 
 
