@@ -122,8 +122,8 @@ def test_evaluate_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
 
 def test_a_missing_metric_model_fails_before_training(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train_cli(run_dir, *EVAL, "metrics.clip_model=/models/no-such-clip")
-    assert proc.returncode == 1 and "metrics.clip_model" in proc.stderr
+    proc = train_cli(run_dir, *EVAL, "metrics.clip.model=/models/no-such-clip")
+    assert proc.returncode == 1 and "metrics.clip.model" in proc.stderr
     assert not (run_dir / "checkpoints").exists()
 
 

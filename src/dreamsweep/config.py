@@ -125,6 +125,13 @@ class EvalConfig:
 
 
 @dataclass
+class FeatureModelConfig:
+    # auto: a tiny random model for model=tiny, else the paper's model (CLIP ViT-L/14,
+    # DINO ViT-S/16) from the Hugging Face cache; or a local folder / hub id / tiny.
+    model: str = "auto"
+
+
+@dataclass
 class MetricsConfig:
     scorers: list[str] = field(
         default_factory=lambda: [
@@ -136,8 +143,8 @@ class MetricsConfig:
             "memorization",
         ]
     )
-    clip_model: str = "auto"  # auto: tiny for model=tiny, else openai/clip-vit-large-patch14
-    dino_model: str = "auto"  # auto: tiny for model=tiny, else facebook/dino-vits16
+    clip: FeatureModelConfig = field(default_factory=FeatureModelConfig)
+    dino: FeatureModelConfig = field(default_factory=FeatureModelConfig)
     objective: str = "balanced"  # balanced | subject | prompt | identity
     drift_penalty: float = 0.5
 
@@ -350,8 +357,8 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
         "must be a multiple of 8",
     )
     for key, source in (
-        ("metrics.clip_model", me.clip_model),
-        ("metrics.dino_model", me.dino_model),
+        ("metrics.clip.model", me.clip.model),
+        ("metrics.dino.model", me.dino.model),
     ):
         looks_local = source.startswith(("/", "./", "../", "~"))
         _require(

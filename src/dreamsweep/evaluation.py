@@ -209,10 +209,10 @@ def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
 
     wanted = set(cfg.metrics.scorers)
     clip = (
-        load_clip(source(cfg.metrics.clip_model, "clip")) if wanted & {"clip_i", "clip_t"} else None
+        load_clip(source(cfg.metrics.clip.model, "clip")) if wanted & {"clip_i", "clip_t"} else None
     )
     dino = (
-        load_dino(source(cfg.metrics.dino_model, "dino"))
+        load_dino(source(cfg.metrics.dino.model, "dino"))
         if wanted & {"dino", "diversity", "memorization", "prior_drift"}
         else None
     )

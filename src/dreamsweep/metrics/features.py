@@ -142,8 +142,8 @@ def load_clip(source: str, *, seed: int = 0) -> ClipFeatures:
             torch.manual_seed(seed)
             model = CLIPModel(config)
     else:
-        model = _load(CLIPModel.from_pretrained, source, "metrics.clip_model")
-        tokenizer = _load(CLIPTokenizer.from_pretrained, source, "metrics.clip_model")
+        model = _load(CLIPModel.from_pretrained, source, "metrics.clip.model")
+        tokenizer = _load(CLIPTokenizer.from_pretrained, source, "metrics.clip.model")
     size = model.config.vision_config.image_size
     return ClipFeatures(model.eval(), tokenizer, Preprocessing(size, CLIP_MEAN, CLIP_STD), source)
 
@@ -164,6 +164,6 @@ def load_dino(source: str, *, seed: int = 0) -> DinoFeatures:
             torch.manual_seed(seed)
             model = ViTModel(config, add_pooling_layer=False)
     else:
-        model = _load(AutoModel.from_pretrained, source, "metrics.dino_model")
+        model = _load(AutoModel.from_pretrained, source, "metrics.dino.model")
     size = model.config.image_size
     return DinoFeatures(model.eval(), Preprocessing(size, IMAGENET_MEAN, IMAGENET_STD), source)
