@@ -26,7 +26,7 @@ def main(raw: DictConfig) -> float | None:
     except (ConfigError, ImageFolderError, FileNotFoundError, RunFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise
+            return None  # result.json says why; a sweep goes on with the other runs
         sys.exit(1)
 
 

@@ -168,6 +168,17 @@ class LauncherConfig:
 
 
 @dataclass
+class TrialLink:
+    """Set by the Optuna sweeper for each job: which trial this run is, and how to prune it."""
+
+    storage: str | None = None
+    study_name: str | None = None
+    trial_id: int | None = None  # the storage's id (not trial.number)
+    pruner: str = "none"
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -180,6 +191,7 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    optuna: TrialLink = field(default_factory=TrialLink)
     run_name: str | None = None
     sweep_name: str | None = None
     cache_dir: str = "~/.cache/dreamsweep"

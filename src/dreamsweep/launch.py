@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dreamsweep.config import ConfigError, RunConfig, load_config, save_yaml
 from dreamsweep.data.dataset import check_data
-from dreamsweep.runs import COMPLETE, FAILED, RunPaths, read_json, write_result
+from dreamsweep.runs import COMPLETE, FAILED, PRUNED, RunPaths, read_json, write_result
 
 log = logging.getLogger("dreamsweep")
 
@@ -93,6 +93,9 @@ def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     log.info("run folder: %s", run_dir)
     code = subprocess.call(cmd)
     result = read_json(paths.result) or {}
+    if code == 0 and result.get("state") == PRUNED:
+        log.info("run pruned: %s", result.get("pruned"))
+        return result.get("objective")
     if code != 0 or result.get("state") != COMPLETE:
         if result.get("state") != FAILED:  # killed, or a rank died before writing
             result = write_result(paths, FAILED, error=f"worker exited with code {code}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from dreamsweep.config import RunConfig, load_config, to_dict
-from dreamsweep.runs import COMPLETE, FAILED, RUNNING, RunPaths, write_result
+from dreamsweep.runs import COMPLETE, FAILED, PRUNED, RUNNING, RunPaths, write_result
 
 EXIT_RECORDED_FAILURE = 0  # result.json says "failed" and why; no launcher trace on top
 
@@ -24,6 +24,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     """Evaluate the base model, train (resuming from the last checkpoint) with evaluations
     along the way, then export; returns the fields for result.json."""
     from dreamsweep.models.loading import fingerprint, load_components
+    from dreamsweep.sweeps.pruning import PruningHook
     from dreamsweep.tracking import open_trackers
     from dreamsweep.training import checkpoint as ckpt
     from dreamsweep.training.loop import train
@@ -39,7 +40,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     trackers = open_trackers(cfg, run_dir, resume_step=resume_step) if main else []
     exit_code = 1
     try:
-        evaluate = _eval_hook(evaluator, trackers, run_dir)
+        evaluate = _eval_hook(evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator))
         if evaluator is not None and resume_step == 0:
             evaluator.prepare_baselines(components, model_fp)
             evaluate(0, {"base": lambda: nullcontext(components)})
@@ -95,8 +96,9 @@ def _evaluator(cfg: RunConfig, accelerator, run_dir: Path, cache_root: Path, log
     return Evaluator(cfg, accelerator, run_dir, cache_root, scorer, log)
 
 
-def _eval_hook(evaluator, trackers, run_dir: Path):
-    """evaluate(step, weights): score the cells of an eval step and log them."""
+def _eval_hook(evaluator, trackers, run_dir: Path, pruning):
+    """evaluate(step, weights): score the cells of an eval step, log them, and let an Optuna
+    pruner stop the run (the step's best cell is the value reported)."""
     from dreamsweep.eval_outputs import cell_dir
 
     timing = {"eval": 0.0}
@@ -110,6 +112,8 @@ def _eval_hook(evaluator, trackers, run_dir: Path):
         grids = {r["cell"]: cell_dir(run_dir, step, r["cell"]) / "grid.png" for r in records}
         for tracker in trackers:
             tracker.log_eval(records, grids)
+        values = [r["objective"] for r in records if r["objective"] is not None]
+        pruning.report(step, max(values) if values else None)
 
     evaluate.timing = timing
     return evaluate
@@ -177,6 +181,7 @@ def main(config_file: str) -> int:
     import torch
     from accelerate import Accelerator
 
+    from dreamsweep.sweeps.pruning import TrialPruned
     from dreamsweep.training.loop import TrainingDiverged
 
     run_dir = Path(config_file).resolve().parent
@@ -192,6 +197,18 @@ def main(config_file: str) -> int:
         write_result(paths, RUNNING, final_step=None, error=None, objective=None)
     try:
         fields = run(cfg, run_dir, accelerator)
+    except TrialPruned as err:
+        if main_process:
+            write_result(
+                paths,
+                PRUNED,
+                error=None,
+                pruned=str(err),
+                final_step=err.step,
+                **_best_of_run(paths, []),
+            )
+            print(f"[dreamsweep] {err}", flush=True)
+        return EXIT_RECORDED_FAILURE
     except TrainingDiverged as err:
         if main_process:
             write_result(paths, FAILED, error=str(err))

@@ -1,0 +1,1 @@
+"""Sweeps: Optuna studies (storage, samplers, pruners) and the worker's pruning hook."""

@@ -1,0 +1,180 @@
+"""The Optuna sweep loop: ask trials, launch one run per trial, tell Optuna how each ended.
+
+The search space comes from Hydra's override grammar (`a,b,c` / `choice(...)`, `range(...)`,
+`interval(...)`, `tag(log, interval(...))`) on the command line and in
+`hydra.sweeper.params`. Each job gets its trial's id (`optuna.*` keys), reports its objective
+at every evaluation and stops when the pruner says so. A run's result.json says how it ended;
+failed runs are told FAIL and the sweep goes on until `max_failure_rate` is exceeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+
+from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, write_result
+from dreamsweep.sweeps.search_space import split_overrides
+from dreamsweep.sweeps.study import (
+    default_storage,
+    fail_stale_trials,
+    make_pruner,
+    make_sampler,
+    storage_object,
+)
+
+log = logging.getLogger("dreamsweep.sweep")
+TrialState = optuna.trial.TrialState
+
+
+def run_sweep(sweeper, arguments: list[str]) -> list:
+    cfg = sweeper.config
+    s = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in sweeper.settings.items()
+    }
+    params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()] + list(arguments)
+    distributions, fixed, grid = split_overrides(params, sweeper.hydra_context.config_loader)
+    study_name = s.get("study_name") or cfg.get("sweep_name") or "dreamsweep"
+    storage = s.get("storage") or default_storage(
+        Path(cfg.hydra.runtime.cwd) / "outputs", study_name
+    )
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage_object(storage),
+        load_if_exists=True,
+        sampler=make_sampler(s["sampler"], s.get("seed"), grid, s.get("sampler_kwargs")),
+        pruner=make_pruner(s["pruner"], s.get("pruner_kwargs")),
+        directions=list(s["directions"]),
+    )
+    if stale := fail_stale_trials(study):
+        log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", stale)
+    n_trials = s["n_trials"] if grid is None else min(s["n_trials"], _grid_size(grid))
+    link = [
+        f"optuna.storage={storage}",
+        f"optuna.study_name={study_name}",
+        f"optuna.pruner={s['pruner']}",
+        f"++optuna.pruner_kwargs={_override_value(s.get('pruner_kwargs') or {})}",
+    ]
+    log.info(
+        "study '%s' in %s: %d of %d trials done", study_name, storage, _finished(study), n_trials
+    )
+    returns, job_idx = [], len(study.trials)
+    while (todo := n_trials - _finished(study)) > 0:
+        trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
+        batch = [
+            fixed
+            + [f"{k}={t.params[k]}" for k in distributions]
+            + link
+            + [f"optuna.trial_id={t._trial_id}"]
+            for t in trials
+        ]
+        results = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
+        job_idx += len(batch)
+        for trial, job in zip(trials, results, strict=True):
+            _tell(study, trial, job, s, storage)
+        returns.append(results)
+        _check_failure_rate(study, s["max_failure_rate"])
+    _write_results(study, Path(cfg.hydra.sweep.dir), storage)
+    return returns
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(
+        study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+    )
+
+
+def _grid_size(grid: dict[str, list]) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size
+
+
+def _override_value(value: Any) -> str:
+    """A value in Hydra's override grammar: {a:1,b:'x'}, [1,2], 'text', 3."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) -> None:
+    """Read the run's result.json; link trial and run folder both ways."""
+    run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
+    paths = RunPaths(run_dir)
+    result = read_json(paths.result) or {}
+    trial.set_user_attr("run_dir", str(run_dir))
+    if paths.result.exists():
+        write_result(
+            paths,
+            result.get("state", "failed"),
+            optuna={"study": study.study_name, "trial": trial.number, "storage": storage},
+        )
+    state, values = result.get("state"), None
+    if state == COMPLETE:
+        best = result.get("best") or {}
+        values = [result.get(k) if k == "objective" else best.get(k) for k in s["objectives"]]
+    try:
+        if state == COMPLETE and all(v is not None for v in values):
+            study.tell(trial, values)
+        elif state == PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            log.warning("trial %d failed: %s", trial.number, result.get("error"))
+            study.tell(trial, state=TrialState.FAIL)
+    except RuntimeError as err:  # GridSampler stops the study after its last cell
+        if "Study.stop" not in str(err):
+            raise
+
+
+def _check_failure_rate(study: optuna.Study, max_rate: float) -> None:
+    trials = study.get_trials(deepcopy=False)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    if trials and failed / len(trials) > max_rate:
+        raise RuntimeError(
+            f"{failed} of {len(trials)} trials failed (more than "
+            f"max_failure_rate={max_rate}); see the runs' result.json"
+        )
+
+
+def _write_results(study: optuna.Study, sweep_dir: Path, storage: str) -> None:
+    """Print the best trial (or the Pareto front) and write optimization_results.yaml."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = (
+        (study.best_trials if len(study.directions) > 1 else [study.best_trial]) if complete else []
+    )
+    summary = {
+        "study_name": study.study_name,
+        "storage": storage,
+        "trials": {
+            state.name.lower(): sum(t.state == state for t in study.trials)
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        },
+        "best": [
+            {
+                "number": t.number,
+                "values": t.values,
+                "params": t.params,
+                "run_dir": t.user_attrs.get("run_dir"),
+            }
+            for t in best
+        ],
+    }
+    OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
+    for t in best:
+        log.info(
+            "best trial %d: %s %s -> %s", t.number, t.values, t.params, t.user_attrs.get("run_dir")
+        )

@@ -1,0 +1,1 @@
+"""DreamSweep's Optuna sweeper for Hydra (`hydra/sweeper=optuna`)."""

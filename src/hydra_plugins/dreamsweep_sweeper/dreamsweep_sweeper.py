@@ -1,0 +1,53 @@
+"""Registers `hydra/sweeper=optuna`: an Optuna >= 5 ask/tell sweeper with pruning.
+
+Light imports only (Hydra imports every plugin module at start-up); the work is in
+`dreamsweep.sweeps.optuna_sweep`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+
+
+@dataclass
+class OptunaSweeperConfig:
+    _target_: str = "hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper.OptunaSweeper"
+    study_name: str | None = None  # default: sweep_name
+    storage: str | None = None  # default: sqlite:///outputs/optuna/<study_name>.db
+    sampler: str = "tpe"  # tpe | random | gp | grid | nsga2
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"  # median | hyperband | successive_halving | patient | none
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
+    directions: list[str] = field(default_factory=lambda: ["maximize"])
+    objectives: list[str] = field(default_factory=lambda: ["objective"])  # result.json keys
+    n_trials: int = 20  # for the whole study: a resumed sweep runs only what is missing
+    n_jobs: int = 1
+    seed: int | None = None
+    max_failure_rate: float = 0.5
+    params: dict[str, str] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="optuna", node=OptunaSweeperConfig, provider="dreamsweep"
+)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from dreamsweep.sweeps.optuna_sweep import run_sweep
+
+        return run_sweep(self, arguments)
