@@ -64,6 +64,8 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     )
     returns, job_idx = [], len(study.trials)
     while (todo := n_trials - _finished(study)) > 0:
+        if grid is not None and len(study.trials) >= _grid_size(grid):
+            break  # every grid point has been tried
         trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
         batch = [
             fixed
@@ -77,17 +79,15 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         for trial, job in zip(trials, results, strict=True):
             _tell(study, trial, job, s, storage)
         returns.append(results)
-        _check_failure_rate(study, s["max_failure_rate"])
+        _check_failure_rate(study, s["max_failure_rate"], n_trials)
     _write_results(study, Path(cfg.hydra.sweep.dir), storage)
     return returns
 
 
 def _finished(study: optuna.Study) -> int:
-    return len(
-        study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        )
-    )
+    """Trials that count toward n_trials; failed ones are retried, within max_failure_rate."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
 def _grid_size(grid: dict[str, list]) -> int:
@@ -139,13 +139,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
             raise
 
 
-def _check_failure_rate(study: optuna.Study, max_rate: float) -> None:
-    trials = study.get_trials(deepcopy=False)
-    failed = sum(t.state == TrialState.FAIL for t in trials)
-    if trials and failed / len(trials) > max_rate:
+def _check_failure_rate(study: optuna.Study, max_rate: float, n_trials: int) -> None:
+    """Stop when failures exceed max_rate x n_trials (a broken setting, not bad luck)."""
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    if failed > max_rate * n_trials:
         raise RuntimeError(
-            f"{failed} of {len(trials)} trials failed (more than "
-            f"max_failure_rate={max_rate}); see the runs' result.json"
+            f"{failed} trials failed, more than max_failure_rate={max_rate} of "
+            f"n_trials={n_trials}; see the runs' result.json"
         )
 
 

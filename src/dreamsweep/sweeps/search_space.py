@@ -31,19 +31,23 @@ def to_distribution(override) -> BaseDistribution:
 
 
 def split_overrides(lines: list[str], config_loader=None):
-    """(distributions, fixed overrides, grid choices or None when not all are choices)."""
+    """(distributions, fixed overrides, grid choices or None when not all are choices);
+    the command line's arguments come after hydra.sweeper.params and override them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create(config_loader=config_loader)
-    distributions, fixed = {}, []
-    for override in parser.parse_overrides(lines):
+    distributions, fixed = {}, {}
+    for override in parser.parse_overrides(lines):  # a later line wins (command over preset)
+        key = override.get_key_element()
+        distributions.pop(key, None)
+        fixed.pop(key, None)
         if override.is_sweep_override():
-            distributions[override.get_key_element()] = to_distribution(override)
+            distributions[key] = to_distribution(override)
         else:
-            fixed.append(override.input_line)
+            fixed[key] = override.input_line
     grid = None
     if distributions and all(
         isinstance(d, CategoricalDistribution) for d in distributions.values()
     ):
         grid = {k: list(d.choices) for k, d in distributions.items()}
-    return distributions, fixed, grid
+    return distributions, list(fixed.values()), grid
