@@ -113,3 +113,66 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = sorted(t.state.name for t in load(tmp_path, "f").trials)
     assert states == ["COMPLETE", "FAIL"]
+
+
+def plan(*lines: str, schedule: str = "constant", fold: bool = True):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dreamsweep.sweeps.folding import plan_grid
+
+    return plan_grid(OverridesParser.create().parse_overrides(list(lines)), schedule, [], fold)
+
+
+def test_evaluation_axes_fold_into_one_training_run():
+    grid = plan(
+        "optim.lr=1e-6,2e-6",
+        "train.max_steps=400,800,1200",
+        "eval.schedulers=pndm,ddim",
+        "ema.enabled=true,false",
+    )
+    assert len(grid.runs) == 2  # one per learning rate
+    assert set(grid.folded) == {
+        "train.max_steps=1200",
+        "eval.at_steps=[400,800,1200]",
+        "eval.schedulers=[pndm,ddim]",
+        "ema.enabled=true",
+        "eval.weights=[ema,raw]",
+    }
+    assert grid.runs[0][-1] == "optim.lr=1e-06" and not grid.warnings
+
+
+def test_steps_stay_separate_runs_when_the_lr_schedule_depends_on_them():
+    grid = plan("train.max_steps=400,800", schedule="cosine")
+    assert [r[-1] for r in grid.runs] == ["train.max_steps=400", "train.max_steps=800"]
+    assert "cosine" in grid.warnings[0]
+
+
+def test_folding_can_be_turned_off_for_a_naive_grid():
+    assert len(plan("train.max_steps=4,8", "eval.schedulers=a,b", fold=False).runs) == 4
+
+
+@pytest.mark.slow
+def test_the_demo_grid_trains_four_runs_and_scores_every_cell(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "+sweep=demo",
+            "optim.lr=1e-3",
+            "train.max_steps=2,4",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grid: 2 training run(s) x 10 scored cell(s) = 20 cells" in proc.stderr
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(runs) == 2  # prior on/off; steps and schedulers folded
+    for run in runs:
+        cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert sum(c["kind"] == "eval" for c in cells) == 10
+        assert json.loads((run / "result.json").read_text())["state"] == "complete"

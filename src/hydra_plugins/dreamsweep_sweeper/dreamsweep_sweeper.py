@@ -51,3 +51,30 @@ class OptunaSweeper(Sweeper):
         from dreamsweep.sweeps.optuna_sweep import run_sweep
 
         return run_sweep(self, arguments)
+
+
+@dataclass
+class GridSweeperConfig:
+    _target_: str = "hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper.GridSweeper"
+    fold: bool = True  # evaluation axes become cells of one run, not extra training runs
+    params: dict[str, str] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="grid", node=GridSweeperConfig, provider="dreamsweep"
+)
+
+
+class GridSweeper(Sweeper):
+    """A grid over training axes; evaluation axes folded; a failed run does not stop it."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config = self.launcher = self.hydra_context = None
+
+    setup = OptunaSweeper.setup
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from dreamsweep.sweeps.grid_sweep import run_grid
+
+        return run_grid(self, arguments)
