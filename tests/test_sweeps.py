@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,10 +74,14 @@ def load(tmp_path: Path, name: str = "s") -> optuna.Study:
 
 @pytest.mark.slow
 def test_an_optuna_search_prunes_resumes_and_names_the_best_run(tmp_path):
-    # A trial left RUNNING by a killed sweep: marked FAIL when the sweep resumes.
-    optuna.create_study(
+    # A trial left RUNNING by a sweep process that was killed: marked FAIL on resume.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    stale = optuna.create_study(
         study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize"
     ).ask()
+    stale.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": int(dead)})
     proc = sweep(tmp_path, "hydra.sweeper.n_trials=4", "optim.lr=choice(1e-3,1e-5,3.0)")
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = [t.state for t in load(tmp_path).trials]
@@ -169,10 +174,49 @@ def test_the_demo_grid_trains_four_runs_and_scores_every_cell(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "grid: 2 training run(s) x 10 scored cell(s) = 20 cells" in proc.stderr
+    assert "grid: 2 training run(s) x 10 scored cell(s) = 20 cells" in proc.stdout + proc.stderr
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(runs) == 2  # prior on/off; steps and schedulers folded
     for run in runs:
         cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert sum(c["kind"] == "eval" for c in cells) == 10
         assert json.loads((run / "result.json").read_text())["state"] == "complete"
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "+sweep=demo_search",
+        "train.max_steps=2",
+        "eval.every_n_steps=null",
+        "hydra.sweeper.pruner=none",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=shared",
+    ]
+    workers = [
+        subprocess.Popen(
+            [*cmd, f"hydra.sweep.dir={tmp_path / f'w{i}'}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=900)
+        assert worker.returncode == 0, err[-3000:]
+    trials = load_shared(storage).trials
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == len(run_dirs)  # every trial ran once, in its own folder
+    assert {Path(d).parent.name for d in run_dirs} == {"w0", "w1"}  # both workers took trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 3
+
+
+def load_shared(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="shared", storage=storage)

@@ -19,11 +19,12 @@ from omegaconf import OmegaConf
 from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, write_result
 from dreamsweep.sweeps.search_space import split_overrides
 from dreamsweep.sweeps.study import (
+    claim,
+    create_or_load,
     default_storage,
     fail_stale_trials,
     make_pruner,
     make_sampler,
-    storage_object,
 )
 
 log = logging.getLogger("dreamsweep.sweep")
@@ -42,10 +43,9 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     storage = s.get("storage") or default_storage(
         Path(cfg.hydra.runtime.cwd) / "outputs", study_name
     )
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage_object(storage),
-        load_if_exists=True,
+    study = create_or_load(
+        study_name,
+        storage,
         sampler=make_sampler(s["sampler"], s.get("seed"), grid, s.get("sampler_kwargs")),
         pruner=make_pruner(s["pruner"], s.get("pruner_kwargs")),
         directions=list(s["directions"]),
@@ -67,6 +67,8 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         if grid is not None and len(study.trials) >= _grid_size(grid):
             break  # every grid point has been tried
         trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
+        for trial in trials:
+            claim(trial)
         batch = [
             fixed
             + [f"{k}={t.params[k]}" for k in distributions]
@@ -128,12 +130,12 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
         values = [result.get(k) if k == "objective" else best.get(k) for k in s["objectives"]]
     try:
         if state == COMPLETE and all(v is not None for v in values):
-            study.tell(trial, values)
+            study.tell(trial, values, skip_if_finished=True)
         elif state == PRUNED:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
             log.warning("trial %d failed: %s", trial.number, result.get("error"))
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except RuntimeError as err:  # GridSampler stops the study after its last cell
         if "Study.stop" not in str(err):
             raise

@@ -6,6 +6,11 @@ prune). The pruner is not stored in the study, so both build it from the same se
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +73,58 @@ def storage_object(url: str):
     return url
 
 
-def fail_stale_trials(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed sweep can never finish: mark them FAIL on resume."""
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+def create_or_load(study_name: str, storage: str, **kwargs) -> optuna.Study:
+    """create_study(load_if_exists=True), retried: two sweep processes starting together on a
+    fresh storage race to create its tables and the study."""
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=study_name,
+                storage=storage_object(storage),
+                load_if_exists=True,
+                **kwargs,
+            )
+        except Exception:  # sqlalchemy/optuna errors of the losing process
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Record which sweep process runs a trial, so a resuming sweep can tell stale from live."""
+    trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def _is_stale(trial: optuna.trial.FrozenTrial, stale_after: timedelta) -> bool:
+    owner = trial.user_attrs.get("sweeper")
+    age = datetime.now() - (trial.datetime_start or datetime.now())
+    if owner is None:  # asked but not claimed yet (a moment), or by a process that died then
+        return age > timedelta(minutes=1)
+    if owner.get("host") == socket.gethostname():
+        return not _alive(owner.get("pid"))
+    return age > stale_after  # another machine: only judge by age
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, stale_after: timedelta = timedelta(hours=24)) -> int:
+    """Trials left RUNNING by a killed sweep can never finish: mark them FAIL on resume.
+
+    Trials of sweep processes still alive (another worker on the same study) are left alone.
+    """
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    stale = [t for t in running if _is_stale(t, stale_after)]
     for trial in stale:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return len(stale)
