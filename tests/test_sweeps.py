@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -158,25 +159,31 @@ def test_folding_can_be_turned_off_for_a_naive_grid():
 
 @pytest.mark.slow
 def test_the_demo_grid_trains_four_runs_and_scores_every_cell(tmp_path):
+    sweep_dir, cache = tmp_path / "sweep", tmp_path / "cache"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "+sweep=demo",
+        "optim.lr=1e-3",
+        "train.max_steps=2,4",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "+sweep=demo",
-            "optim.lr=1e-3",
-            "train.max_steps=2,4",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
+        cmd,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "DREAMSWEEP_CACHE_DIR": str(cache)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "grid: 2 training run(s) x 10 scored cell(s) = 20 cells" in proc.stdout + proc.stderr
-    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert len(runs) == 2  # prior on/off; steps and schedulers folded
+    # shared work is done once for the sweep: the second run finds it in the cache
+    assert proc.stdout.count("class images of") == 1  # only the prior-preservation run
+    assert proc.stdout.count("encoding VAE latents of 6 images") == 1
     for run in runs:
         cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert sum(c["kind"] == "eval" for c in cells) == 10

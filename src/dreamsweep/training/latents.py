@@ -73,6 +73,7 @@ def build_latent_bank(
     center_crop: bool,
     flip: bool,
     seed: int,
+    log=lambda message: None,
 ) -> LatentBank:
     """Encode once per (model, images, augmentation) and reuse it across runs of a sweep."""
     spec = {
@@ -88,6 +89,7 @@ def build_latent_bank(
     file = entry / "latents.safetensors"
     with cache.locked(entry):
         if not file.exists():
+            log(f"encoding VAE latents of {len(images)} images into {entry}")
             means, stds = zip(
                 *(
                     _encode(vae, _augmented_pixels(p, resolution, center_crop, flip, seed))

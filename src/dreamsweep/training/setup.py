@@ -82,6 +82,7 @@ def prepare_data(
         center_crop=cfg.data.center_crop,
         flip=cfg.data.random_flip,
         seed=cfg.train.seed,
+        log=log,
     )
     with accelerator.main_process_first():
         instance_bank = build_latent_bank(
