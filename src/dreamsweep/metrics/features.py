@@ -19,6 +19,15 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The image tower of the tiny random CLIP and DINO models (tests and the CPU demo).
+TINY_VIT = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+)
 REAL_DEFAULTS = {"clip": "openai/clip-vit-large-patch14", "dino": "facebook/dino-vits16"}
 
 
@@ -128,14 +137,7 @@ def load_clip(source: str, *, seed: int = 0) -> ClipFeatures:
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
             ),
-            vision_config=dict(
-                hidden_size=32,
-                intermediate_size=37,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                image_size=32,
-                patch_size=8,
-            ),
+            vision_config=TINY_VIT,
             projection_dim=32,
         )
         with torch.random.fork_rng(devices=[]):
@@ -152,14 +154,7 @@ def load_dino(source: str, *, seed: int = 0) -> DinoFeatures:
     from transformers import AutoModel, ViTConfig, ViTModel
 
     if source == "tiny":
-        config = ViTConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        )
+        config = ViTConfig(**TINY_VIT)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = ViTModel(config, add_pooling_layer=False)

@@ -98,13 +98,6 @@ def prepare_data(
                 **{**bank_args, "flip": False},
             )
     data = training_data(instances, instance_bank, classes, class_bank, c.tokenizer)
-    if not cfg.train.text_encoder:
-        cache_embeddings(
-            data.table,
-            c.text_encoder,
-            accelerator.device,
-            WEIGHT_DTYPES[accelerator.mixed_precision],
-        )
     log(
         f"{len(instances)} instance images, {len(classes or [])} class images, "
         f"{len(data.table.prompts)} prompts"
@@ -115,7 +108,8 @@ def prepare_data(
 def build_state(
     cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
 ) -> TrainState:
-    """Optimiser, schedule and EMA, then Accelerate's prepare (DDP, device, autocast)."""
+    """Frozen-text-encoder embeddings (once, in the training dtype), optimiser, schedule and
+    EMA, then Accelerate's prepare (DDP, device, autocast)."""
     if not cfg.train.text_encoder:
         cache_embeddings(
             data.table,
