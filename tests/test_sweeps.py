@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -190,9 +192,47 @@ def test_the_demo_grid_trains_four_runs_and_scores_every_cell(tmp_path):
         assert json.loads((run / "result.json").read_text())["state"] == "complete"
 
 
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket (skipped where none is installed)."""
+    pytest.importorskip("psycopg")
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian: postgresql)")
+    pg, root = binaries[-1], Path(tempfile.mkdtemp(prefix="dreamsweep-pg-"))
+    as_owner = []
+    if os.geteuid() == 0:  # initdb refuses to run as root; pytest's tmp dirs are root-only
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, options = root / "data", f"-p 54329 -k {root} -c listen_addresses=''"
+    subprocess.run(
+        [*as_owner, pg / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*as_owner, pg / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", options, "start"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=54329"
+    subprocess.run(
+        [*as_owner, pg / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_storage(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.mark.slow
-def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(
+    tmp_path, shared_storage
+):
     cmd = [
         sys.executable,
         "train.py",
@@ -202,7 +242,7 @@ def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(tmp_p
         "eval.every_n_steps=null",
         "hydra.sweeper.pruner=none",
         "hydra.sweeper.n_trials=3",
-        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.storage='{shared_storage}'",
         "hydra.sweeper.study_name=shared",
     ]
     workers = [
@@ -218,7 +258,7 @@ def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(tmp_p
     for worker in workers:
         _, err = worker.communicate(timeout=900)
         assert worker.returncode == 0, err[-3000:]
-    trials = load_shared(storage).trials
+    trials = load_shared(shared_storage).trials
     run_dirs = [t.user_attrs["run_dir"] for t in trials]
     assert len(set(run_dirs)) == len(run_dirs)  # every trial ran once, in its own folder
     assert {Path(d).parent.name for d in run_dirs} == {"w0", "w1"}  # both workers took trials

@@ -54,8 +54,8 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", stale)
     n_trials = s["n_trials"] if grid is None else min(s["n_trials"], _grid_size(grid))
     link = [
-        f"optuna.storage={storage}",
-        f"optuna.study_name={study_name}",
+        f"optuna.storage={_override_value(storage)}",
+        f"optuna.study_name={_override_value(study_name)}",
         f"optuna.pruner={s['pruner']}",
         f"++optuna.pruner_kwargs={_override_value(s.get('pruner_kwargs') or {})}",
     ]
