@@ -1,14 +1,18 @@
 """Face identity for people as subjects: face detection rate and face-embedding similarity.
 
-Papers measure identity as the cosine of face embeddings between faces detected in samples and
-in the reference photos, and report the detection rate separately: a sample without a face is
-not a similarity of 0. The default embedder is dlib's ResNet (128-d, from the CC0
-`face-recognition-models` package), fully offline; `FaceEmbedder` is the interface another
-embedder (e.g. ArcFace) implements.
+Papers measure identity as the cosine of face embeddings between the face detected in each
+sample and the faces of the reference photos, and report the detection rate separately: a
+sample without a face is not a similarity of 0, it only lowers the detection rate. The default
+embedder is dlib's ResNet (128-d, CC0 weights from `face-recognition-models`), fully offline;
+`FaceEmbedder` is the interface another embedder (e.g. ArcFace) implements.
+
+Embeddings are kept raw (dlib's descriptors have norm ~1.45, not 1) because dlib's same-person
+rule is an L2 distance < 0.6 on those raw vectors; the cosine is computed here, where it is used.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import Protocol
@@ -16,81 +20,131 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-SAME_PERSON_DISTANCE = 0.6  # dlib's rule for its 128-d descriptors (L2 distance)
+SAME_PERSON_DISTANCE = 0.6  # dlib's rule for its raw 128-d descriptors (L2 distance)
 FACES_EXTRA = "face identity needs the faces extra: pip install 'dreamsweep[faces]'"
 
 
+class FacesExtraMissing(ImportError):
+    """dlib or the face-recognition-models weights are missing; raised when the scorer is built."""
+
+
 class FaceEmbedder(Protocol):
-    def embed_faces(self, image: Image.Image) -> list[np.ndarray]: ...
+    """What the identity scorer needs from a face model."""
 
-    def description(self) -> dict: ...
+    name: str
+
+    def embed_faces(self, image: Image.Image) -> list[np.ndarray]:
+        """One embedding per detected face, the largest (the subject) first; [] when none."""
+        ...
+
+    def description(self) -> dict[str, object]:
+        """Everything that changes the numbers, recorded with every score."""
+        ...
 
 
-def _models_dir() -> Path:
-    # Located by path: the package's __init__ imports pkg_resources, gone from new setuptools.
+def _models_dir(*files: str) -> Path:
+    # Found by path, not imported: the package's __init__ imports pkg_resources, which new
+    # setuptools no longer ships.
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(FACES_EXTRA)
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+        raise FacesExtraMissing(FACES_EXTRA)
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    missing = [f for f in files if not (models / f).is_file()]
+    if missing:
+        raise FacesExtraMissing(f"{FACES_EXTRA} (missing {', '.join(missing)} in {models})")
+    return models
 
 
 class DlibFaceEmbedder:
-    """HOG face detector, 5-point landmarks, dlib ResNet descriptors (raw 128-d vectors)."""
+    """HOG face detector, 5-point landmarks (face alignment), dlib ResNet descriptors."""
 
+    name = "dlib_resnet_v1"
+    DETECTOR = "dlib.get_frontal_face_detector (HOG + linear SVM, frontal faces)"
     LANDMARKS = "shape_predictor_5_face_landmarks.dat"
     EMBEDDER = "dlib_face_recognition_resnet_model_v1.dat"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int = 1, min_score: float = 0.0) -> None:
+        """upsample: times the image is doubled before detection (1 finds faces down to ~40 px);
+        min_score: HOG detection threshold (dlib's default 0; higher drops false positives)."""
         try:
             import dlib
         except ImportError as err:
-            raise ImportError(FACES_EXTRA) from err
-        models = _models_dir()
+            raise FacesExtraMissing(FACES_EXTRA) from err
+        models = _models_dir(self.LANDMARKS, self.EMBEDDER)
         self.upsample = upsample
-        self.detector = dlib.get_frontal_face_detector()
-        self.landmarks = dlib.shape_predictor(str(models / self.LANDMARKS))
-        self.embedder = dlib.face_recognition_model_v1(str(models / self.EMBEDDER))
+        self.min_score = min_score
+        self._dlib_version = dlib.__version__
+        self._detector = dlib.get_frontal_face_detector()
+        self._landmarks = dlib.shape_predictor(str(models / self.LANDMARKS))
+        self._embedder = dlib.face_recognition_model_v1(str(models / self.EMBEDDER))
 
-    def description(self) -> dict:
+    def description(self) -> dict[str, object]:
         return {
-            "detector": "dlib HOG frontal face detector",
+            "name": self.name,
+            "detector": self.DETECTOR,
             "upsample": self.upsample,
+            "min_score": self.min_score,
             "landmarks": self.LANDMARKS,
             "embedder": self.EMBEDDER,
+            "face": "largest detected face per image",
+            "similarity": "cosine of raw 128-d descriptors",
+            "same_person": f"L2 distance < {SAME_PERSON_DISTANCE}",
+            "versions": {
+                "dlib": self._dlib_version,
+                "face-recognition-models": importlib.metadata.version("face-recognition-models"),
+            },
         }
 
     def embed_faces(self, image: Image.Image) -> list[np.ndarray]:
-        """One descriptor per detected face, largest face first."""
-        pixels = np.asarray(image.convert("RGB"))
-        boxes = sorted(self.detector(pixels, self.upsample), key=lambda b: -b.area())
+        """Raw 128-d descriptors, one per detected face, largest face first."""
+        pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        boxes, _, _ = self._detector.run(pixels, self.upsample, self.min_score)
+        boxes = sorted(boxes, key=lambda box: box.area(), reverse=True)
         return [
-            np.asarray(self.embedder.compute_face_descriptor(pixels, self.landmarks(pixels, box)))
+            np.asarray(self._embedder.compute_face_descriptor(pixels, self._landmarks(pixels, box)))
             for box in boxes
         ]
 
 
 def reference_faces(embedder: FaceEmbedder, images: list[Image.Image]) -> list[np.ndarray]:
-    """The largest face of each reference photo (photos without a face are skipped)."""
+    """The largest face of each reference photo; photos without a face are skipped, so an empty
+    list (identity None) means no reference photo had a detectable face."""
     return [faces[0] for faces in map(embedder.embed_faces, images) if faces]
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def identity_scores(
-    sample_faces: list[list[np.ndarray]], references: list[np.ndarray]
+    sample_faces: list[list[np.ndarray]],
+    reference_faces: list[np.ndarray],
+    same_person_distance: float = SAME_PERSON_DISTANCE,
 ) -> dict[str, float | None]:
-    """Detection rate over samples; identity over samples with a face (largest face each):
-    mean cosine to every reference face, and the share within dlib's same-person distance."""
-    detected = [faces[0] for faces in sample_faces if faces]
+    """Scores of one set of samples; sample_faces[i] is `embed_faces` of sample i.
+
+    face_detection_rate: fraction of samples with at least one face (None for no samples).
+    identity: over samples with a face, the mean cosine of its first (largest) face with every
+    reference face. identity_same_person_rate: fraction of those samples whose face is within
+    `same_person_distance` (L2, dlib's 0.6 by default; another embedder passes its own) of the
+    nearest reference face. Both are None when no sample has a face or there is no reference
+    face: a missing face lowers the detection rate, it is never counted as a similarity of 0.
+    """
+    detected = [faces[0] for faces in sample_faces if len(faces)]
     rate = len(detected) / len(sample_faces) if sample_faces else None
-    if not detected or not references:
-        return {"face_detection_rate": rate, "identity": None, "identity_same_person": None}
-    cosines = [_cosine(s, r) for s in detected for r in references]
-    same = [min(np.linalg.norm(s - r) for r in references) < SAME_PERSON_DISTANCE for s in detected]
+    if not detected or not reference_faces:
+        return {"face_detection_rate": rate, "identity": None, "identity_same_person_rate": None}
+    samples = np.stack(detected).astype(np.float64)
+    references = np.stack(reference_faces).astype(np.float64)
+    if samples.shape[1] != references.shape[1]:
+        raise ValueError(
+            f"sample faces are {samples.shape[1]}-d but reference faces {references.shape[1]}-d:"
+            " embed both with the same FaceEmbedder"
+        )
+    cosines = _unit(samples) @ _unit(references).T  # (samples, references)
+    distances = np.linalg.norm(samples[:, None] - references[None], axis=-1)
     return {
         "face_detection_rate": rate,
-        "identity": float(np.mean(cosines)),
-        "identity_same_person": float(np.mean(same)),
+        "identity": float(cosines.mean()),
+        "identity_same_person_rate": float((distances.min(axis=1) < same_person_distance).mean()),
     }
