@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dreamsweep.config import ConfigError, load_config
 from dreamsweep.data.images import ImageFolderError
-from dreamsweep.launch import RunFailed, run_training
+from dreamsweep.launch import RunFailed, record_failure, run_training
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -26,6 +26,7 @@ def main(raw: DictConfig) -> float | None:
     except (ConfigError, ImageFolderError, FileNotFoundError, RunFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:
+            record_failure(Path(hydra_cfg.runtime.output_dir), err)
             return None  # result.json says why; a sweep goes on with the other runs
         sys.exit(1)
 

@@ -78,6 +78,14 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     return paths.config
 
 
+def record_failure(run_dir: Path, err: Exception) -> None:
+    """A sweep job that failed before its worker wrote anything (a bad setting, bad photos):
+    result.json says why, so the sweep's report shows the run as failed instead of missing."""
+    paths = RunPaths(run_dir)
+    if (read_json(paths.result) or {}).get("state") != FAILED:
+        write_result(paths, FAILED, final_step=None, error=str(err))
+
+
 def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     """Write the run's config, run (or resume) the worker, return the objective."""
     import torch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ class RunPaths:
         return self.root / "model"
 
 
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (`checkpoints/step_<n>/`), oldest first."""
+    if not root.exists():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +85,12 @@ def write_result(paths: RunPaths, state: str, **fields: Any) -> dict[str, Any]:
     result.update(fields, state=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     write_json(paths.result, result)
     return result
+
+
+def update_result(paths: RunPaths, **fields: Any) -> dict[str, Any]:
+    """Add fields to result.json without changing the run's state (e.g. links to a tracker)."""
+    state = (read_json(paths.result) or {}).get("state", RUNNING)
+    return write_result(paths, state, **fields)
 
 
 def append_metrics(paths: RunPaths, record: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
-from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, write_result
+from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, update_result
 from dreamsweep.sweeps.search_space import split_overrides
 from dreamsweep.sweeps.study import (
     claim,
@@ -119,10 +119,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
     result = read_json(paths.result) or {}
     trial.set_user_attr("run_dir", str(run_dir))
     if paths.result.exists():
-        write_result(
-            paths,
-            result.get("state", "failed"),
-            optuna={"study": study.study_name, "trial": trial.number, "storage": storage},
+        update_result(
+            paths, optuna={"study": study.study_name, "trial": trial.number, "storage": storage}
         )
     state, values = result.get("state"), None
     if state == COMPLETE:

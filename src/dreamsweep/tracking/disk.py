@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dreamsweep.runs import RunPaths, append_metrics, truncate_metrics_after, write_result
+from dreamsweep.runs import RunPaths, append_metrics, truncate_metrics_after, update_result
 
 
 class DiskTracker:
@@ -28,10 +28,7 @@ class DiskTracker:
             append_metrics(self.paths, {"kind": "eval", "time": round(time.time(), 3), **record})
 
     def summary(self, values: dict[str, Any]) -> None:
-        from dreamsweep.runs import read_json
-
-        state = (read_json(self.paths.result) or {}).get("state", "running")
-        write_result(self.paths, state, summary=values)
+        update_result(self.paths, summary=values)
 
     def finish(self, exit_code: int = 0) -> None:
         pass

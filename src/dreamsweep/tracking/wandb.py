@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from dreamsweep.config import RunConfig, to_dict
+from dreamsweep.runs import RunPaths, read_json, update_result
 
 
-def _point_wandb_dirs_at(run_dir: Path) -> None:
+def point_wandb_dirs_at(run_dir: Path) -> None:
     # Without these, offline runs stage files under ~/.local/share/wandb and ~/.config/wandb.
     for var, sub in [
         ("WANDB_DIR", ""),
@@ -26,7 +27,7 @@ class WandbTracker:
     def __init__(self, cfg: RunConfig, run_dir: Path, job_type: str = "train") -> None:
         import wandb
 
-        _point_wandb_dirs_at(run_dir)
+        point_wandb_dirs_at(run_dir)
         name = cfg.run_name or run_dir.name
         self.run = wandb.init(
             project=cfg.tracker.project,
@@ -47,6 +48,7 @@ class WandbTracker:
         self.run.define_metric("eval/*", step_metric="train/step")
         self.run.define_metric("samples/*", step_metric="train/step")
         self.cells: list[dict[str, Any]] = []
+        _link_run(RunPaths(run_dir), job_type, self.run)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log({"train/step": step, **metrics})
@@ -83,6 +85,27 @@ class WandbTracker:
             )
             self.run.log({"eval/cells": table})
         self.run.finish(exit_code=exit_code)
+
+
+def run_link(run) -> dict[str, Any]:
+    """Where a W&B run lives: its URL when online; offline, the folder `wandb sync` uploads."""
+    offline = run.settings.mode == "offline"
+    return {
+        "id": run.id,
+        "mode": run.settings.mode,
+        "project": run.project,
+        "url": None if offline else run.url,
+        "dir": str(Path(run.dir).parent),
+    }
+
+
+def _link_run(paths: RunPaths, job_type: str, run) -> None:
+    """result.json `wandb.<job_type>`: reports link the run without asking W&B."""
+    if not paths.result.exists():  # evaluate.py scoring a base model: no run folder
+        return
+    links = dict((read_json(paths.result) or {}).get("wandb") or {})
+    links[job_type] = run_link(run)
+    update_result(paths, wandb=links)
 
 
 def _stable_run_id(run_dir: Path, job_type: str) -> str:

@@ -9,7 +9,6 @@ every safetensors file.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,8 @@ from safetensors.torch import save_file
 
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.runs import checkpoint_dirs
 from dreamsweep.training.ema import ema_weights
-
-STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
-    if not root.exists():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
-    return sorted(found)
 
 
 def latest_step(root: Path) -> int:

@@ -1,0 +1,1 @@
+"""Reports: a sweep's runs and study -> one table of cells -> best card, figures, pages."""

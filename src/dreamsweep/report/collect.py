@@ -1,0 +1,266 @@
+"""Read a sweep (or one run) from its run folders and Optuna storage into one table of cells.
+
+Only the run-folder contract (config.yaml, metrics.jsonl, result.json, eval/ cells, Hydra's
+.hydra/overrides.yaml) and the Optuna storage are read; never W&B. A run that failed, was
+pruned or is still running is kept with its state, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dreamsweep.eval_outputs import cell_dir
+from dreamsweep.runs import RunPaths, read_json, read_metrics
+
+log = logging.getLogger("dreamsweep.report")
+
+
+@dataclass
+class CellRow:
+    """One scored cell: (run, step, scheduler, inference steps, guidance, weights)."""
+
+    run: str
+    step: int
+    cell: str
+    scheduler: str
+    num_inference_steps: int
+    guidance_scale: float
+    weights: str  # base (step 0), ema or raw
+    objective: float | None
+    scores: dict[str, float | None]  # eval/<score> without the prefix
+    per_prompt: dict[str, list[float]]  # from scores.json: each score per prompt
+    prompts: list[str]
+    seeds: list[int]
+    folder: Path | None  # eval/step_<n>/<cell>/ when its images are there
+
+    @property
+    def sampling(self) -> str:
+        """The sampling setting without the weights: what a step-0 baseline shares."""
+        return f"{self.scheduler}-n{self.num_inference_steps}-g{self.guidance_scale:g}"
+
+    def image(self, prompt_index: int, seed: int) -> Path | None:
+        if self.folder is None:
+            return None
+        path = self.folder / f"p{prompt_index:02d}_s{seed}.png"
+        return path if path.exists() else None
+
+
+@dataclass
+class Run:
+    name: str  # folder name inside the sweep
+    path: Path
+    state: str  # complete | pruned | failed | running | unknown
+    config: dict[str, Any]
+    overrides: list[str]  # what the command line and the sweep set (Hydra's overrides.yaml)
+    result: dict[str, Any]
+    cells: list[CellRow]
+
+    @property
+    def final_step(self) -> int | None:
+        return self.result.get("final_step")
+
+    @property
+    def error(self) -> str | None:
+        return self.result.get("error") or self.result.get("pruned")
+
+    def setting(self, dotted: str) -> Any:
+        """A setting of the run; from its overrides when it never wrote config.yaml."""
+        if not self.config:
+            given = dict(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+            return given.get(dotted)
+        value: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+
+@dataclass
+class Trial:
+    number: int
+    state: str  # complete | pruned | fail | running | waiting
+    values: list[float] | None
+    params: dict[str, Any]
+    intermediate: dict[int, float]
+    run_dir: str | None
+
+
+@dataclass
+class Study:
+    name: str
+    storage: str
+    directions: list[str]
+    trials: list[Trial]
+    optuna_study: Any = None  # the loaded optuna.Study, for Optuna's own plots
+
+
+@dataclass
+class Sweep:
+    root: Path
+    name: str  # the sweep_name of its runs, or "run"
+    runs: list[Run]
+    study: Study | None
+    notes: list[str] = field(default_factory=list)  # what could not be read, and why
+
+    @property
+    def cells(self) -> list[CellRow]:
+        return [c for r in self.runs for c in r.cells]
+
+    def run(self, name: str) -> Run:
+        return next(r for r in self.runs if r.name == name)
+
+    @cached_property
+    def varying(self) -> list[str]:
+        """The settings (dotted keys) whose values differ between the runs: the training axes."""
+        flat = [flatten(r.config) for r in self.runs if r.config]
+        keys = sorted({k for f in flat for k in f if not k.startswith(RUN_SPECIFIC)})
+        return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+    def label(self, run: Run) -> str:
+        """A run named by what sets it apart: `optim.lr=0.001 prior.enabled=false`."""
+        varying = self.varying
+        if not varying:
+            return run.name
+        return " ".join(f"{k}={format_value(run.setting(k))}" for k in varying)
+
+
+RUN_SPECIFIC = ("optuna.", "run_name", "cache_dir")  # differ per run, not settings
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def format_value(value: Any) -> str:
+    """A setting as one would type it in an override: true, 0.001, [ddim,pndm]."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(map(format_value, value)) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "null" if value is None else str(value)
+
+
+def is_run_folder(path: Path) -> bool:
+    return RunPaths(path).config.exists() or RunPaths(path).result.exists()
+
+
+def collect(folder: Path) -> Sweep:
+    """A sweep folder (runs in sub-folders) or a single run folder."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (give a sweep or a run folder)")
+    if is_run_folder(folder):
+        run_dirs = [folder]
+    else:
+        run_dirs = sorted(
+            (p for p in folder.iterdir() if p.is_dir() and is_run_folder(p)), key=_natural
+        )
+    if not run_dirs:
+        raise FileNotFoundError(
+            f"{folder}: no run folders (a run folder holds config.yaml and result.json; "
+            "a sweep folder holds run folders 0/, 1/, ...)"
+        )
+    notes: list[str] = []
+    runs = [read_run(p, notes) for p in run_dirs]
+    study = read_study(folder, runs, notes)
+    name = next((r.config.get("sweep_name") for r in runs if r.config.get("sweep_name")), None)
+    return Sweep(root=folder, name=name or "run", runs=runs, study=study, notes=notes)
+
+
+def read_run(path: Path, notes: list[str]) -> Run:
+    paths = RunPaths(path)
+    config = _read_yaml(paths.config, notes) or {}
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml", notes) or []
+    result = read_json(paths.result) or {}
+    state = result.get("state", "unknown")
+    if not result:
+        notes.append(f"{path.name}: no result.json (the run never started its worker)")
+    latest: dict[tuple[int, str], dict] = {}  # a re-scored cell replaces the earlier line
+    for record in read_metrics(paths):
+        if record.get("kind") == "eval":
+            latest[(record["step"], record["cell"])] = record
+    cells = [_cell_row(path, r) for _, r in sorted(latest.items())]
+    return Run(path.name, path, state, config, [str(o) for o in overrides], result, cells)
+
+
+def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:
+    folder = cell_dir(run_dir, record["step"], record["cell"])
+    saved = read_json(folder / "scores.json") or {}
+    return CellRow(
+        run=run_dir.name,
+        step=record["step"],
+        cell=record["cell"],
+        scheduler=record["scheduler"],
+        num_inference_steps=record["num_inference_steps"],
+        guidance_scale=record["guidance_scale"],
+        weights=record["weights"],
+        objective=record.get("objective"),
+        scores={k[len("eval/") :]: v for k, v in record.items() if k.startswith("eval/")},
+        per_prompt=saved.get("per_prompt", {}),
+        prompts=saved.get("prompts", []),
+        seeds=saved.get("seeds", []),
+        folder=folder if folder.is_dir() else None,
+    )
+
+
+def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
+    """The Optuna study the runs were trials of (result.json `optuna`), if one is reachable."""
+    link = next((r.result["optuna"] for r in runs if r.result.get("optuna")), None)
+    if link is None:
+        summary = _read_yaml(folder / "optimization_results.yaml", notes)
+        link = {"study": summary["study_name"], "storage": summary["storage"]} if summary else None
+    if link is None:
+        return None
+    import optuna
+
+    from dreamsweep.sweeps.study import storage_object
+
+    try:
+        study = optuna.load_study(study_name=link["study"], storage=storage_object(link["storage"]))
+    except Exception as err:  # moved or unreachable storage: the run folders still tell a lot
+        notes.append(f"Optuna study '{link['study']}' not read from {link['storage']}: {err}")
+        return None
+    trials = [
+        Trial(
+            number=t.number,
+            state=t.state.name.lower(),
+            values=t.values,
+            params=t.params,
+            intermediate=dict(t.intermediate_values),
+            run_dir=t.user_attrs.get("run_dir"),
+        )
+        for t in study.get_trials(deepcopy=False)
+    ]
+    directions = [d.name.lower() for d in study.directions]
+    return Study(link["study"], link["storage"], directions, trials, optuna_study=study)
+
+
+def _read_yaml(path: Path, notes: list[str]) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        notes.append(f"{path}: not valid YAML ({err})")
+        return None
+
+
+def _natural(path: Path) -> tuple:
+    """Sweep job folders 0, 1, ..., 10 in number order."""
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)

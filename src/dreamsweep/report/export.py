@@ -1,0 +1,206 @@
+"""`dreamsweep report <sweep or run folder>`: collect, analyse, draw, render, in that order.
+
+The report is built in a temporary folder beside its destination and moved into place at the
+end, so a failed export never leaves half a report nor destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from dreamsweep.report.best import BestCard, best_card, describe_cell
+from dreamsweep.report.collect import Sweep, collect
+from dreamsweep.report.findings import findings, run_best, setting_effects
+from dreamsweep.report.plots import CURVES, all_figures
+from dreamsweep.report.render import render_pages
+
+SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
+
+
+def default_destination(sweep: Sweep, reports_root: Path) -> Path:
+    """reports/<sweep name>-<folder name>, e.g. reports/lr_steps-2026-12-01_10-00-00."""
+    return reports_root / f"{sweep.name}-{sweep.root.name}"
+
+
+def export_report(
+    folder: Path, out: Path | None = None, reports_root: Path = Path("reports"), wandb: bool = False
+) -> Path:
+    started = time.perf_counter()
+    sweep = collect(folder)
+    out = (out or default_destination(sweep, reports_root)).resolve()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        best = best_card(sweep)
+        figures, figure_notes = all_figures(sweep, tmp / "figures", best)
+        context = page_context(sweep, best, figures, sweep.notes + figure_notes)
+        render_pages(context, tmp)
+        write_cells_csv(sweep, tmp / "cells.csv", context["score_columns"])
+        summary = best_json(sweep, best, time.perf_counter() - started)
+        (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if wandb:
+            from dreamsweep.report.wandb_log import log_report
+
+            summary["wandb"] = log_report(sweep, context, tmp)
+            (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str]) -> dict[str, Any]:
+    present = {k for c in sweep.cells for k, v in c.scores.items() if v is not None}
+    score_columns = [k for k in SCORE_ORDER if k in present and k != "objective"]
+    first = next((c for c in sweep.cells if c.prompts), None)
+    study = sweep.study
+    return {
+        "title": f"DreamSweep report: {sweep.name} ({sweep.root.name})",
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+        "sweep": sweep,
+        "best": best,
+        "best_label": sweep.label(best.run) if best and sweep.varying else "",
+        "best_cell": describe_cell(best.row) if best else "",
+        "best_scores": [
+            (k, best.row.scores.get(k), best.row.scores.get(f"{k}_sem")) for k in score_columns
+        ]
+        if best
+        else [],
+        "labels": {r.name: sweep.label(r) for r in sweep.runs},
+        "findings": findings(sweep, best),
+        "effects": setting_effects(sweep),
+        "figures": figures,
+        "runs": [_run_row(sweep, r) for r in sweep.runs],
+        "study": study,
+        "trial_counts": ", ".join(
+            f"{sum(t.state == s for t in study.trials)} {s}"
+            for s in sorted({t.state for t in study.trials})
+        )
+        if study
+        else "",
+        "cells": sorted(sweep.cells, key=lambda c: (-(c.objective or -1e9), c.run, c.step)),
+        "score_columns": score_columns,
+        "prompts": sorted(set(first.prompts), key=first.prompts.index) if first else [],
+        "seeds": sorted(set(first.seeds)) if first else [],
+        "notes": notes,
+    }
+
+
+def _run_row(sweep: Sweep, run) -> dict[str, Any]:
+    scored = [c for c in run.cells if c.step > 0 and c.objective is not None]
+    top = max(scored, key=lambda c: c.objective) if scored else None
+    tracker = run.result.get("wandb") or {}
+    offline = sorted((run.path / "wandb").glob("offline-run-*"))
+    return {
+        "name": run.name,
+        "label": sweep.label(run),
+        "state": run.state,
+        "final_step": run.final_step,
+        "best_objective": run_best(run),
+        "best_cell": f"step {top.step} {top.cell}" if top else "—",
+        "message": (run.error or "").splitlines()[0] if run.error else "",
+        "wandb_url": tracker.get("url"),
+        "wandb_sync": f"wandb sync {offline[-1]}" if offline and not tracker.get("url") else "",
+    }
+
+
+def write_cells_csv(sweep: Sweep, file: Path, score_columns: list[str]) -> None:
+    fields = [
+        "run",
+        "state",
+        "step",
+        "cell",
+        "scheduler",
+        "num_inference_steps",
+        "guidance_scale",
+        "weights",
+        "objective",
+        *score_columns,
+    ]
+    states = {r.name: r.state for r in sweep.runs}
+    with file.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for c in sweep.cells:
+            writer.writerow(
+                {
+                    "run": c.run,
+                    "state": states[c.run],
+                    "step": c.step,
+                    "cell": c.cell,
+                    "scheduler": c.scheduler,
+                    "num_inference_steps": c.num_inference_steps,
+                    "guidance_scale": c.guidance_scale,
+                    "weights": c.weights,
+                    "objective": c.objective,
+                    **{k: c.scores.get(k) for k in score_columns},
+                }
+            )
+
+
+def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, Any]:
+    """The machine-readable answer: the best cell, how to get it, and what is within noise."""
+    states = [r.state for r in sweep.runs]
+    out: dict[str, Any] = {
+        "sweep": {
+            "folder": str(sweep.root),
+            "name": sweep.name,
+            "runs": {s: states.count(s) for s in sorted(set(states))},
+            "cells": len(sweep.cells),
+            "varying": sweep.varying,
+        },
+        "best": None,
+        "within_noise": [],
+        "report_seconds": round(seconds, 2),
+    }
+    if sweep.study is not None:
+        complete = [t for t in sweep.study.trials if t.state == "complete" and t.values]
+        out["optuna"] = {
+            "study": sweep.study.name,
+            "storage": sweep.study.storage,
+            "trials": len(sweep.study.trials),
+            "best_trial": max(complete, key=lambda t: t.values[0]).number
+            if complete and sweep.study.directions == ["maximize"]
+            else None,
+        }
+    if best is None:
+        return out
+    row = best.row
+    out["best"] = {
+        "run": best.run.name,
+        "run_dir": str(best.run.path),
+        "step": row.step,
+        "cell": row.cell,
+        "scheduler": row.scheduler,
+        "num_inference_steps": row.num_inference_steps,
+        "guidance_scale": row.guidance_scale,
+        "weights": row.weights,
+        "objective": row.objective,
+        "objective_se": best.objective_se,
+        "scores": row.scores,
+        "changed_settings": best.changed,
+        "command": best.command,
+        "weights_path": str(best.weights) if best.weights else None,
+        "weights_note": best.weights_note,
+    }
+    out["within_noise"] = [
+        {
+            "run": c.row.run,
+            "step": c.row.step,
+            "cell": c.row.cell,
+            "objective": c.row.objective,
+            "gap": c.gap,
+            "gap_se": c.gap_se,
+        }
+        for c in best.within_noise
+    ]
+    return out

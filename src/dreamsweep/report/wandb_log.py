@@ -1,0 +1,85 @@
+"""`dreamsweep report --wandb`: the report's tables and figures as a W&B run (job_type=report).
+
+Offline unless WANDB_MODE says otherwise, with every W&B folder inside the report folder;
+`wandb sync <report>/wandb/offline-run-*` uploads it later, beside the sweep's runs (same group).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dreamsweep.report.collect import Sweep
+
+
+def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, Any]:
+    import wandb
+
+    from dreamsweep.tracking.wandb import point_wandb_dirs_at, run_link
+
+    point_wandb_dirs_at(out)
+    tracker = next((r.config.get("tracker") for r in sweep.runs if r.config.get("tracker")), {})
+    run = wandb.init(
+        project=tracker.get("project") or "dreamsweep",
+        entity=tracker.get("entity"),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        dir=str(out),
+        name=f"report-{sweep.name}-{sweep.root.name}",
+        group=sweep.name,
+        job_type="report",
+        config={"folder": str(sweep.root), "varying": sweep.varying},
+        settings=wandb.Settings(console="off", silent=True),
+    )
+    columns = ["run", "state", "step", "cell", "weights", "objective", *context["score_columns"]]
+    states = {r.name: r.state for r in sweep.runs}
+    cells = wandb.Table(
+        columns=columns,
+        data=[
+            [
+                c.run,
+                states[c.run],
+                c.step,
+                c.cell,
+                c.weights,
+                c.objective,
+                *(c.scores.get(k) for k in context["score_columns"]),
+            ]
+            for c in sweep.cells
+        ],
+    )
+    runs = wandb.Table(
+        columns=["run", "state", "settings", "final_step", "best_objective", "wandb"],
+        data=[
+            [
+                r["name"],
+                r["state"],
+                r["label"],
+                r["final_step"],
+                r["best_objective"],
+                r["wandb_url"] or "",
+            ]
+            for r in context["runs"]
+        ],
+    )
+    figures = {
+        f"figures/{f.file.removesuffix('.png')}": wandb.Image(
+            str(out / "figures" / f.file), caption=f.title
+        )
+        for f in context["figures"]
+    }
+    run.log({"report/cells": cells, "report/runs": runs, **figures})
+    best = context["best"]
+    if best is not None:
+        run.summary.update(
+            {
+                "best/objective": best.row.objective,
+                "best/run": best.run.name,
+                "best/step": best.row.step,
+                "best/cell": best.row.cell,
+                "best/command": best.command,
+            }
+        )
+    link = run_link(run)
+    run.finish()
+    return link
