@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from dreamsweep.report.best import BestCard, candidates, describe_cell
 from dreamsweep.report.collect import Run, Sweep, format_value
 
-
 MAX_VALUES = 6  # more distinct values than this: not a grid axis
 
 
