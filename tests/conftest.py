@@ -31,12 +31,15 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+OFFLINE = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(shared_cache, monkeypatch):
     """W&B offline, the test cache, no hub: nothing touches ~/.cache or the network."""
     monkeypatch.setenv("DREAMSWEEP_CACHE_DIR", str(shared_cache))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
 
 
 def train_cli(run_dir: Path, *overrides: str, timeout: float = 600, env: dict | None = None):
@@ -61,4 +64,78 @@ FAST = (
     "tracker=disk",
     "eval.num_inference_steps=[2]",
     "eval.num_prompts=2",
+)
+
+
+def multirun(sweep_dir: Path, *overrides: str, cache: Path, timeout: float = 900):
+    """`python train.py -m ...` as a user would, with its sweep folder and cache given."""
+    cmd = [sys.executable, "train.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **OFFLINE, "DREAMSWEEP_CACHE_DIR": str(cache)},
+    )
+
+
+# Prompts with markup in them: reports must show them as text, never as HTML.
+MARKUP_PROMPTS = (
+    "eval.prompt_list=['a {token} {class} <b>on</b> the beach & sand',"
+    "'a {token} {class} in the snow']"
+)
+
+
+@pytest.fixture(scope="session")
+def demo_grid(tmp_path_factory):
+    """The demo preset, small: prior on/off x a good and an invalid learning rate. Steps and
+    schedulers fold, so 2 runs train (12 steps -> 2,4) and 2 fail on their setting."""
+    root = tmp_path_factory.mktemp("demo_grid")
+    proc = multirun(
+        root / "sweep",
+        "+sweep=demo",
+        "optim.lr=1e-3,-1",
+        "train.max_steps=2,4",
+        MARKUP_PROMPTS,
+        cache=root / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "sweep", proc
+
+
+@pytest.fixture(scope="session")
+def pruned_search(tmp_path_factory):
+    """A small Optuna search (demo_search preset) in which the median pruner stops a bad
+    learning rate; a trial left RUNNING by a killed sweep process is in the study first."""
+    import socket
+
+    import optuna
+
+    root = tmp_path_factory.mktemp("search")
+    storage = f"sqlite:///{root / 'study.db'}"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    stale = optuna.create_study(study_name="s", storage=storage, direction="maximize").ask()
+    stale.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": int(dead)})
+    proc = multirun(
+        root / "sweep",
+        "+sweep=demo_search",
+        *SEARCH,
+        "hydra.sweeper.n_trials=4",
+        "optim.lr=choice(1e-3,1e-5,3.0)",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=s",
+        cache=root / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "sweep", storage
+
+
+SEARCH = (
+    "train.max_steps=8",
+    "eval.every_n_steps=2",
+    "hydra.sweeper.seed=0",
+    "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:0}",
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, compose_raw
+from tests.conftest import ROOT, SEARCH, compose_raw, multirun
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
@@ -47,28 +46,17 @@ def test_the_search_space_follows_hydra_override_grammar():
     assert fixed == ["train.seed=3"] and grid is None
 
 
-SEARCH = (
-    "train.max_steps=8",
-    "eval.every_n_steps=2",
-    "hydra.sweeper.seed=0",
-    "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:0}",
-)
-
-
 def sweep(tmp_path: Path, *overrides: str, name: str = "s") -> subprocess.CompletedProcess:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
+    return multirun(
+        tmp_path / "sweep",
         "+sweep=demo_search",
         *SEARCH,
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweeper.study_name={name}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *overrides,
-    ]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        cache=tmp_path / "cache",
+    )
 
 
 def load(tmp_path: Path, name: str = "s") -> optuna.Study:
@@ -76,34 +64,33 @@ def load(tmp_path: Path, name: str = "s") -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_an_optuna_search_prunes_resumes_and_names_the_best_run(tmp_path):
-    # A trial left RUNNING by a sweep process that was killed: marked FAIL on resume.
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    ).stdout.strip()
-    stale = optuna.create_study(
-        study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize"
-    ).ask()
-    stale.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": int(dead)})
-    proc = sweep(tmp_path, "hydra.sweeper.n_trials=4", "optim.lr=choice(1e-3,1e-5,3.0)")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    states = [t.state for t in load(tmp_path).trials]
+def test_an_optuna_search_prunes_a_bad_learning_rate_and_names_the_best_run(pruned_search):
+    sweep_dir, storage = pruned_search
+    study = optuna.load_study(study_name="s", storage=storage)
+    states = [t.state for t in study.trials]
+    # the trial a killed sweep left RUNNING was marked FAIL; then 4 trials ran
     assert states[0] == optuna.trial.TrialState.FAIL and len(states) == 5
-
-    study = load(tmp_path)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned, [t.state for t in study.trials]
+    assert pruned, states
     for trial in pruned:  # stopped early, scores kept, linked both ways
         result = json.loads((Path(trial.user_attrs["run_dir"]) / "result.json").read_text())
         assert result["state"] == "pruned" and result["final_step"] < 8
         assert result["optuna"]["trial"] == trial.number and result["best"] is not None
-    summary = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert summary["best"][0]["number"] == study.best_trial.number
 
+
+@pytest.mark.slow
+def test_running_the_same_search_again_resumes_its_study(pruned_search, tmp_path):
+    _, storage = pruned_search
+    shutil.copy(storage.removeprefix("sqlite:///"), tmp_path / "study.db")  # leave the original
+
     again = sweep(tmp_path, "hydra.sweeper.n_trials=5", "optim.lr=choice(1e-3,1e-5,3.0)")
+
     assert again.returncode == 0, again.stderr[-3000:]
     done = [t for t in load(tmp_path).trials if t.state != optuna.trial.TrialState.FAIL]
-    assert len(done) == 5  # resumed: one more trial, none run twice
+    assert len(done) == 5  # one more trial, none run twice
+    assert "4 of 5 trials done" in again.stdout + again.stderr
 
 
 @pytest.mark.slow
@@ -160,36 +147,24 @@ def test_folding_can_be_turned_off_for_a_naive_grid():
 
 
 @pytest.mark.slow
-def test_the_demo_grid_trains_four_runs_and_scores_every_cell(tmp_path):
-    sweep_dir, cache = tmp_path / "sweep", tmp_path / "cache"
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
-        "+sweep=demo",
-        "optim.lr=1e-3",
-        "train.max_steps=2,4",
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "DREAMSWEEP_CACHE_DIR": str(cache)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "grid: 2 training run(s) x 10 scored cell(s) = 20 cells" in proc.stdout + proc.stderr
+def test_the_demo_grid_folds_steps_and_schedulers_and_survives_bad_runs(demo_grid):
+    sweep_dir, proc = demo_grid
+    out = proc.stdout + proc.stderr
+    # prior on/off x lr 1e-3/-1 = 4 runs; steps 2,4 and schedulers ddim,pndm are cells
+    assert "grid: 4 training run(s) x 10 scored cell(s) = 40 cells" in out
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert len(runs) == 2  # prior on/off; steps and schedulers folded
+    results = {p.name: json.loads((p / "result.json").read_text()) for p in runs}
+    failed = [n for n, r in results.items() if r["state"] == "failed"]
+    assert len(failed) == 2 and all("optim.lr" in results[n]["error"] for n in failed)
+    for run in runs:
+        if run.name in failed:
+            continue
+        cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert sum(c["kind"] == "eval" for c in cells) == 10
+        assert results[run.name]["state"] == "complete"
     # shared work is done once for the sweep: the second run finds it in the cache
     assert proc.stdout.count("class images of") == 1  # only the prior-preservation run
     assert proc.stdout.count("encoding VAE latents of 6 images") == 1
-    for run in runs:
-        cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert sum(c["kind"] == "eval" for c in cells) == 10
-        assert json.loads((run / "result.json").read_text())["state"] == "complete"
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,15 @@ def reproduce_command(row: CellRow, run: Run) -> str:
         cell["eval.at_steps"] = "[]"
     kept = [o for o in _overrides(run) if o.split("=", 1)[0].lstrip("+~") not in cell]
     args = kept + [f"{k}={v}" for k, v in cell.items()]
-    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+    return "python train.py " + " ".join(map(shell_quote, args))
+
+
+def shell_quote(arg: str) -> str:
+    """Quote for a POSIX shell, readably: "a='x y'" rather than 'a='"'"'x y'"'"''."""
+    quoted = shlex.quote(arg)
+    if quoted != arg and "'" in arg and not set(arg) & set('"$`\\!'):
+        return f'"{arg}"'
+    return quoted
 
 
 def weights_of(row: CellRow, run: Run) -> tuple[Path | None, str]:

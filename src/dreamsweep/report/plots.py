@@ -390,7 +390,7 @@ def optuna_figures(sweep: Sweep, folder: Path) -> tuple[list[Figure], list[str]]
         (
             "optuna_importances.png",
             "Optuna: parameter importances",
-            "How much of the objective's variation each swept setting explains (fANOVA).",
+            "How much each swept setting matters to the objective (Optuna's default evaluator, PED-ANOVA); rough with few trials.",
             lambda s: ov.plot_param_importances(s, target=target),
         ),
     ]
@@ -436,10 +436,14 @@ def intermediate_values(sweep: Sweep, folder: Path) -> list[Figure]:
     fig.legend(fontsize=7, loc="outside right upper")
     _save(fig, folder, "optuna_intermediate.png")
     pruned = sum(t.state == "pruned" for t in trials)
-    return [Figure(
-        "optuna_intermediate.png", "Optuna: intermediate values and pruning",
-        f"The objective each trial reported at its evaluations; {pruned} pruned trial(s) end "
-        "early (dashed, X where the pruner stopped them) and keep their scores.")]
+    return [
+        Figure(
+            "optuna_intermediate.png",
+            "Optuna: intermediate values and pruning",
+            f"The objective each trial reported at its evaluations; {pruned} pruned trial(s) end "
+            "early (dashed, X where the pruner stopped them) and keep their scores.",
+        )
+    ]
 
 
 def all_figures(

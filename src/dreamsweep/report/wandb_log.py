@@ -82,4 +82,5 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
         )
     link = run_link(run)
     run.finish()
-    return link
+    # relative: the report is built in a temporary folder and moved into place afterwards
+    return {**link, "dir": str(Path(link["dir"]).relative_to(out))}

@@ -1,0 +1,193 @@
+"""Reports from real tiny sweeps: the demo grid (with failed runs) and a pruned Optuna search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dreamsweep.report.export import export_report
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def grid_report(demo_grid, tmp_path_factory) -> Path:
+    sweep_dir, _ = demo_grid
+    return export_report(sweep_dir, tmp_path_factory.mktemp("reports") / "demo")
+
+
+@pytest.fixture(scope="module")
+def search_report(pruned_search, tmp_path_factory) -> Path:
+    sweep_dir, _ = pruned_search
+    return export_report(sweep_dir, tmp_path_factory.mktemp("reports") / "search")
+
+
+def figures_named_in(report: Path) -> list[str]:
+    page = (report / "index.html").read_text()
+    return sorted(p.name for p in (report / "figures").iterdir() if f"figures/{p.name}" in page)
+
+
+def test_the_grid_report_has_every_page_and_figure(grid_report):
+    for name in ("index.html", "report.md", "best.json", "cells.csv"):
+        assert (grid_report / name).is_file()
+    figures = sorted(p.name for p in (grid_report / "figures").iterdir())
+    for expected in (
+        "curves_objective.png",
+        "curves_dino.png",
+        "curves_clip_t.png",
+        "pareto.png",
+        "heatmap.png",
+        "samples_runs.png",
+        "samples_schedulers.png",
+    ):
+        assert expected in figures
+    for name in figures:
+        with Image.open(grid_report / "figures" / name) as image:
+            image.verify()  # a valid PNG, not just a file
+            assert image.format == "PNG"
+    assert figures_named_in(grid_report) == figures  # and the page shows every one
+
+
+def test_best_json_names_the_cell_with_the_highest_objective_in_the_table(grid_report):
+    best = json.loads((grid_report / "best.json").read_text())["best"]
+    with (grid_report / "cells.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) > 0 and r["objective"]]
+    top = max(rows, key=lambda r: float(r["objective"]))
+    assert (best["run"], best["step"], best["cell"]) == (top["run"], int(top["step"]), top["cell"])
+    assert best["objective"] == pytest.approx(float(top["objective"]))
+    assert best["command"].startswith("python train.py +sweep=demo")
+    assert "eval.schedulers=[" + best["scheduler"] + "]" in best["command"]
+    assert best["changed_settings"]["optim.lr"] == 1e-3  # differs from conf/'s default
+
+
+def test_failed_runs_are_shown_with_their_reason(grid_report):
+    summary = json.loads((grid_report / "best.json").read_text())["sweep"]
+    assert summary["runs"] == {"complete": 2, "failed": 2}
+    page = (grid_report / "index.html").read_text()
+    assert page.count('class="state state-failed"') == 2
+    assert "optim.lr: must be &gt; 0" in page
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def test_the_page_parses_and_shows_prompts_as_text_not_markup(grid_report):
+    page = (grid_report / "index.html").read_text()
+    parser = _Collect()
+    parser.feed(page)
+    parser.close()
+    assert "b" not in parser.tags and "script" not in parser.tags
+    assert "sks toy <b>on</b> the beach & sand" in "".join(parser.text)  # shown as typed
+    assert "&lt;b&gt;on&lt;/b&gt; the beach &amp; sand" in page
+    markdown = (grid_report / "report.md").read_text()
+    prose = "".join(markdown.split("```")[::2])  # code blocks show the command verbatim
+    assert "<b>on</b>" not in prose and "&lt;b&gt;on&lt;/b&gt;" in prose
+    assert 'src="http' not in page and "<link" not in page  # no network needed
+
+
+def test_the_search_report_shows_pruned_trials_and_the_study(search_report):
+    figures = sorted(p.name for p in (search_report / "figures").iterdir())
+    for name in ("optuna_history.png", "optuna_importances.png", "optuna_intermediate.png"):
+        assert name in figures
+    summary = json.loads((search_report / "best.json").read_text())
+    assert summary["sweep"]["runs"].get("pruned", 0) >= 1
+    assert summary["optuna"]["trials"] == 5 and summary["optuna"]["best_trial"] is not None
+    page = (search_report / "index.html").read_text()
+    assert 'class="state state-pruned"' in page and "pruned by the Optuna pruner" in page
+
+
+def test_a_failed_export_keeps_the_previous_report(grid_report, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    shutil.copytree(grid_report, out)
+    before = (out / "best.json").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("dreamsweep.report.export.render_pages", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_report(Path(json.loads(before)["sweep"]["folder"]), out)
+    assert (out / "best.json").read_text() == before
+    assert not list(tmp_path.glob(".report.tmp*"))
+
+
+def test_the_command_line_names_a_folder_without_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dreamsweep.report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "no run folders" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+def test_the_command_line_logs_the_report_to_an_offline_wandb_run(demo_grid, tmp_path):
+    sweep_dir, _ = demo_grid
+    dreamsweep = Path(sys.executable).with_name("dreamsweep")  # the console script
+    proc = subprocess.run(
+        [str(dreamsweep), "report", str(sweep_dir), "--reports-dir", str(tmp_path), "--wandb"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = tmp_path / f"demo-{sweep_dir.name}"  # reports/<sweep name>-<folder name>
+    assert f"report: {report / 'index.html'}" in proc.stdout
+    link = json.loads((report / "best.json").read_text())["wandb"]
+    assert link["mode"] == "offline" and link["url"] is None
+    run = report / link["dir"]  # relative to the report folder
+    assert run.parent == report / "wandb" and run.name.startswith("offline-run-")
+    assert list(run.glob("*.wandb"))  # the run's log, what `wandb sync` uploads
+
+
+def test_chromium_renders_the_page(grid_report, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (tools/install-test-services installs it)")
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            (grid_report / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2400)
+        colours = image.convert("L").getextrema()
+    assert colours[0] < 50 and colours[1] > 200  # text and figures drawn, not a blank page
