@@ -242,3 +242,27 @@ def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(
 
 def load_shared(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="shared", storage=storage)
+
+
+@pytest.mark.slow
+def test_the_submitit_launcher_runs_trials_side_by_side_each_under_accelerate(tmp_path):
+    """What a SLURM sweep does (hydra/launcher=submitit_slurm), with local processes."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = sweep(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=20",
+        "launcher=multigpu",
+        "launcher.num_processes=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner=none",
+        "train.max_steps=2",
+        "eval.every_n_steps=null",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:
+        result = json.loads((Path(trial.user_attrs["run_dir"]) / "result.json").read_text())
+        assert result["num_processes"] == 2 and result["weights_in_sync"]

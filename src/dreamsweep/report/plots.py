@@ -390,7 +390,8 @@ def optuna_figures(sweep: Sweep, folder: Path) -> tuple[list[Figure], list[str]]
         (
             "optuna_importances.png",
             "Optuna: parameter importances",
-            "How much each swept setting matters to the objective (Optuna's default evaluator, PED-ANOVA); rough with few trials.",
+            "How much each swept setting matters to the objective (Optuna's default "
+            "evaluator, PED-ANOVA); rough with few trials.",
             lambda s: ov.plot_param_importances(s, target=target),
         ),
     ]
