@@ -42,17 +42,21 @@ def _isolated_env(shared_cache, monkeypatch):
         monkeypatch.setenv(name, value)
 
 
-def train_cli(run_dir: Path, *overrides: str, timeout: float = 600, env: dict | None = None):
-    """Run `python train.py` as a user would, with its run folder at run_dir."""
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+def train_py(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
+    """`python train.py ...` as a user would type it, from the repository root."""
     return subprocess.run(
-        cmd,
+        [sys.executable, str(ROOT / "train.py"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **env},
     )
+
+
+def train_cli(run_dir: Path, *overrides: str, timeout: float = 600, env: dict | None = None):
+    """One run, with its run folder at run_dir."""
+    return train_py(f"hydra.run.dir={run_dir}", *overrides, timeout=timeout, env=env or {})
 
 
 # Small and fast: a few steps of the tiny model with two class images.
@@ -68,16 +72,9 @@ FAST = (
 
 
 def multirun(sweep_dir: Path, *overrides: str, cache: Path, timeout: float = 900):
-    """`python train.py -m ...` as a user would, with its sweep folder and cache given."""
-    cmd = [sys.executable, "train.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
-    return subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **OFFLINE, "DREAMSWEEP_CACHE_DIR": str(cache)},
-    )
+    """A sweep (`train.py -m`), with its sweep folder and cache given."""
+    env = {**OFFLINE, "DREAMSWEEP_CACHE_DIR": str(cache)}
+    return train_py("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", timeout=timeout, env=env)
 
 
 # Prompts with markup in them: reports must show them as text, never as HTML.

@@ -35,6 +35,13 @@ def test_groups_switch_settings():
     assert cfg.optim.lr == 1e-6 and not cfg.train.text_encoder
 
 
+def test_one_value_for_an_evaluation_axis_is_a_list_of_one():
+    cfg = compose_config("eval.num_inference_steps=100", "eval.schedulers=ddim", "eval.seeds=3")
+    assert cfg.eval.num_inference_steps == [100] and cfg.eval.schedulers == ["ddim"]
+    assert cfg.eval.seeds == [3]
+    assert compose_config("eval.guidance_scale=[5,7.5]").eval.guidance_scale == [5.0, 7.5]
+
+
 def test_real_model_presets_need_a_path():
     with pytest.raises(ConfigError, match="model.path"):
         compose_config("model=sd15", "model.path=null")

@@ -218,12 +218,29 @@ def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True)
     """Merge composed config onto the schema, then validate; raise ConfigError naming the key."""
     schema = OmegaConf.structured(RunConfig)
     try:
-        merged = OmegaConf.merge(schema, raw)
+        merged = OmegaConf.merge(schema, _one_value_axes(raw))
         cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         raise ConfigError(_explain_omegaconf_error(err)) from None
     validate(cfg, check_machine=check_machine)
     return cfg
+
+
+EVAL_AXES = ("at_steps", "schedulers", "num_inference_steps", "guidance_scale", "weights", "seeds")
+
+
+def _one_value_axes(raw: DictConfig | dict[str, Any]) -> DictConfig | dict[str, Any]:
+    """`eval.num_inference_steps=100` means [100]: an evaluation axis with one value."""
+    ev = raw.get("eval") if isinstance(raw, dict | DictConfig) else None
+    if not isinstance(ev, dict | DictConfig):
+        return raw
+    scalars = {
+        k: [ev[k]]
+        for k in EVAL_AXES
+        if k in ev and ev[k] is not None and not isinstance(ev[k], list | tuple)
+        and not OmegaConf.is_list(ev[k])
+    }
+    return OmegaConf.merge(raw, {"eval": scalars}) if scalars else raw
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

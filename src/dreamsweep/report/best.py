@@ -142,8 +142,11 @@ def _default_config(run_dir: Path) -> dict[str, Any] | None:
 
     from dreamsweep.config import load_config, to_dict
 
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        return to_dict(load_config(compose(config_name="train"), check_machine=False))
+    try:
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            return to_dict(load_config(compose(config_name="train"), check_machine=False))
+    except Exception:  # conf/ changed since the run, or Hydra is busy in this process
+        return None
 
 
 def _overrides(run: Run) -> list[str]:

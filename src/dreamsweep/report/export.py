@@ -87,12 +87,16 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         )
         if study
         else "",
-        "cells": sorted(sweep.cells, key=lambda c: (-(c.objective or -1e9), c.run, c.step)),
+        "cells": sorted(sweep.cells, key=_by_objective),
         "score_columns": score_columns,
         "prompts": sorted(set(first.prompts), key=first.prompts.index) if first else [],
         "seeds": sorted(set(first.seeds)) if first else [],
         "notes": notes,
     }
+
+
+def _by_objective(cell) -> tuple:
+    return (cell.objective is None, -(cell.objective or 0.0), cell.run, cell.step)
 
 
 def _run_row(sweep: Sweep, run) -> dict[str, Any]:
@@ -147,6 +151,16 @@ def write_cells_csv(sweep: Sweep, file: Path, score_columns: list[str]) -> None:
             )
 
 
+def best_trials(study) -> list[int]:
+    """Optuna's best trial, or the Pareto front of a multi-objective study ([] before any)."""
+    try:
+        if len(study.directions) == 1:
+            return [study.best_trial.number]
+        return [t.number for t in study.best_trials]
+    except ValueError:  # no complete trial yet
+        return []
+
+
 def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, Any]:
     """The machine-readable answer: the best cell, how to get it, and what is within noise."""
     states = [r.state for r in sweep.runs]
@@ -163,14 +177,11 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
         "report_seconds": round(seconds, 2),
     }
     if sweep.study is not None:
-        complete = [t for t in sweep.study.trials if t.state == "complete" and t.values]
         out["optuna"] = {
             "study": sweep.study.name,
             "storage": sweep.study.storage,
             "trials": len(sweep.study.trials),
-            "best_trial": max(complete, key=lambda t: t.values[0]).number
-            if complete and sweep.study.directions == ["maximize"]
-            else None,
+            "best_trials": best_trials(sweep.study.optuna_study),
         }
     if best is None:
         return out
