@@ -98,6 +98,7 @@ class Study:
     storage: str
     directions: list[str]
     trials: list[Trial]
+    continuous: list[str] = field(default_factory=list)  # params searched over a range
     optuna_study: Any = None  # the loaded optuna.Study, for Optuna's own plots
 
 
@@ -248,7 +249,15 @@ def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
         for t in study.get_trials(deepcopy=False)
     ]
     directions = [d.name.lower() for d in study.directions]
-    return Study(link["study"], link["storage"], directions, trials, optuna_study=study)
+    continuous = sorted(
+        {
+            name
+            for t in study.get_trials(deepcopy=False)
+            for name, d in t.distributions.items()
+            if not isinstance(d, optuna.distributions.CategoricalDistribution)
+        }
+    )
+    return Study(link["study"], link["storage"], directions, trials, continuous, study)
 
 
 def _read_yaml(path: Path, notes: list[str]) -> Any:

@@ -37,7 +37,8 @@ def setting_effects(sweep: Sweep) -> list[SettingEffect]:
             value = run_best(run)
             if run.name in scored and value is not None:
                 by_value.setdefault(format_value(run.setting(key)), []).append(value)
-        if len(by_value) > MAX_VALUES:
+        searched = sweep.study.continuous if sweep.study else []
+        if len(by_value) > MAX_VALUES or key in searched:
             continue  # a continuous search axis: Optuna's importances tell its effect
         effects += [
             SettingEffect(key, v, len(xs), max(xs), statistics.fmean(xs))
@@ -105,8 +106,23 @@ def _trajectory(best: BestCard) -> str:
     change = _change(row.scores, last.scores)
     return (
         f"The objective peaks at step {row.step} and falls to {last.objective:.4f} by step "
-        f"{last_step}: later steps overfit{change}."
+        f"{last_step}{change}{_pattern(row.scores, last.scores)}: stop near step {row.step}."
     )
+
+
+def _pattern(at_best: dict, at_last: dict) -> str:
+    """Name the overfitting pattern when the scores show it."""
+
+    def rose(key: str) -> bool | None:
+        a, b = at_best.get(key), at_last.get(key)
+        return None if a is None or b is None else b > a
+
+    subject = rose("dino") if at_best.get("dino") is not None else rose("clip_i")
+    if subject and rose("clip_t") is False:
+        return "; overfitting: closer to the photos, further from the prompts"
+    if rose("prior_drift"):
+        return "; the class prior drifts away from the base model's"
+    return ""
 
 
 def _change(at_best: dict, at_last: dict) -> str:

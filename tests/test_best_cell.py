@@ -1,0 +1,98 @@
+"""The best cell of a sweep, noise between cells and the reproduce command, on hand-made cells."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from dreamsweep.report.best import best_card, reproduce_command, shell_quote
+from dreamsweep.report.collect import CellRow, Run, Sweep
+from dreamsweep.report.plots import pareto_front
+
+
+def cell(run: str, step: int, dino: list[float], clip_t: list[float]) -> CellRow:
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    objective = mean([(d * c) ** 0.5 for d, c in zip(dino, clip_t, strict=True)])
+    return CellRow(
+        run=run,
+        step=step,
+        cell="ddim-n50-g7.5-ema",
+        scheduler="ddim",
+        num_inference_steps=50,
+        guidance_scale=7.5,
+        weights="ema",
+        objective=objective,
+        scores={"dino": mean(dino), "clip_t": mean(clip_t)},
+        per_prompt={"dino": dino, "clip_t": clip_t},
+        prompts=[],
+        seeds=[],
+        folder=None,
+    )
+
+
+def run(name: str, cells: list[CellRow], state: str = "complete", **settings) -> Run:
+    config = {
+        "optim": {"lr_scheduler": settings.get("schedule", "constant"), "lr": 1e-6},
+        "train": {"max_steps": 800},
+    }
+    return Run(
+        name,
+        Path(f"/runs/{name}"),
+        state,
+        config,
+        ["+sweep=lr_steps", "optim.lr=1e-6", "optuna.trial_id=3"],
+        {"state": state, "final_step": 800},
+        cells,
+    )
+
+
+def test_a_gap_smaller_than_two_paired_standard_errors_is_within_noise():
+    best = cell("a", 400, dino=[0.80, 0.70, 0.90, 0.60], clip_t=[0.30] * 4)
+    close = cell("b", 400, dino=[0.79, 0.71, 0.88, 0.60], clip_t=[0.30] * 4)  # noisy, small gap
+    clearly_worse = cell("c", 400, dino=[0.70, 0.60, 0.80, 0.50], clip_t=[0.30] * 4)
+    sweep = Sweep(
+        Path("/s"),
+        "s",
+        [run("a", [best]), run("b", [close]), run("c", [clearly_worse])],
+        study=None,
+    )
+
+    card = best_card(sweep)
+
+    assert card.row is best
+    verdicts = {c.row.run: c.within_noise for c in card.contenders}
+    assert verdicts == {"b": True, "c": False}  # c is 0.1 lower on every prompt: not luck
+
+
+def test_cells_of_failed_runs_and_the_base_model_are_never_the_best():
+    base = cell("a", 0, dino=[0.99] * 2, clip_t=[0.99] * 2)
+    failed = cell("b", 200, dino=[0.95] * 2, clip_t=[0.95] * 2)
+    trained = cell("a", 400, dino=[0.7] * 2, clip_t=[0.3] * 2)
+    sweep = Sweep(
+        Path("/s"), "s", [run("a", [base, trained]), run("b", [failed], "failed")], study=None
+    )
+    assert best_card(sweep).row is trained
+
+
+def test_the_command_stops_at_the_best_step_when_the_lr_schedule_allows_it():
+    row = cell("a", 400, dino=[0.7], clip_t=[0.3])
+    constant = reproduce_command(row, run("a", [row]))
+    assert constant == (
+        "python train.py +sweep=lr_steps optim.lr=1e-6 'eval.schedulers=[ddim]' "
+        "'eval.num_inference_steps=[50]' 'eval.guidance_scale=[7.5]' 'eval.weights=[ema]' "
+        "train.max_steps=400 'eval.at_steps=[]'"
+    )  # the Optuna trial link is gone: that trial is over
+    cosine = reproduce_command(row, run("a", [row], schedule="cosine"))
+    assert "train.max_steps" not in cosine  # a cosine schedule depends on the total steps
+
+
+@pytest.mark.parametrize("arg", ["a=b", "x=[1,2]", "p=['a {t} & b','c']", "q=it's $HOME"])
+def test_shell_quoting_survives_the_shell(arg):
+    assert shlex.split(shell_quote(arg)) == [arg]
+
+
+def test_the_pareto_front_keeps_the_points_nothing_beats_on_both():
+    points = [(0.9, 0.20), (0.8, 0.30), (0.7, 0.25), (0.6, 0.31), (0.5, 0.10)]
+    assert pareto_front(points) == [(0.6, 0.31), (0.8, 0.30), (0.9, 0.20)]
