@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -82,6 +83,13 @@ def test_result_names_the_best_cell(evaluated_run):
     trained = [r for r in eval_records(evaluated_run) if r["step"] > 0]
     assert result["objective"] == max(r["objective"] for r in trained)
     assert result["best"]["objective"] == result["objective"] and result["best"]["step"] > 0
+
+
+def test_result_json_points_at_the_offline_wandb_run(evaluated_run):
+    link = json.loads((evaluated_run / "result.json").read_text())["wandb"]["train"]
+    assert link["mode"] == "offline" and link["url"] is None  # online runs record their URL
+    offline = Path(link["dir"])
+    assert offline.parent == evaluated_run / "wandb" and offline.name.startswith("offline-run-")
 
 
 def test_evaluate_rescores_a_finished_run_without_training(evaluated_run, tmp_path):

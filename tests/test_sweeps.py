@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SEARCH, compose_raw, multirun
+from tests.conftest import ROOT, SEARCH, compose_config, compose_raw, multirun
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
@@ -140,6 +140,16 @@ def test_steps_stay_separate_runs_when_the_lr_schedule_depends_on_them():
     grid = plan("train.max_steps=400,800", schedule="cosine")
     assert [r[-1] for r in grid.runs] == ["train.max_steps=400", "train.max_steps=800"]
     assert "cosine" in grid.warnings[0]
+
+
+def test_runs_side_by_side_get_gpus_of_their_own():
+    from dreamsweep.launch import gpu_slots, worker_env
+
+    assert gpu_slots(n_jobs=2, gpus_per_job=2, devices=4) == ["0,1", "2,3"]
+    assert gpu_slots(n_jobs=2, gpus_per_job=2, devices=3) is None  # too few: not pinned
+    assert gpu_slots(n_jobs=1, gpus_per_job=1, devices=8) is None  # one run takes them all
+    pinned = compose_config("launcher=multigpu", "launcher.gpu_ids='2,3'", check_machine=False)
+    assert worker_env(pinned)["CUDA_VISIBLE_DEVICES"] == "2,3"
 
 
 def test_folding_can_be_turned_off_for_a_naive_grid():

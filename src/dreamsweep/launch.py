@@ -7,6 +7,7 @@ freed between runs, and a Hydra sweep is never run under `accelerate launch`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_command(cfg: RunConfig, config_file: Path, has_cuda: bool) -> list[str]:
+def worker_command(cfg: RunConfig, config_file: Path) -> list[str]:
     """The command line that runs the worker with the launcher group's settings."""
     la = cfg.launcher
     if la.num_processes == 1:
@@ -54,10 +55,29 @@ def worker_command(cfg: RunConfig, config_file: Path, has_cuda: bool) -> list[st
         str(la.main_process_port or free_port()),
     ]
     # torchrun-style launch; without CUDA each rank is a CPU process on the gloo backend.
+    # The GPUs of the run are chosen by worker_env (CUDA_VISIBLE_DEVICES), not --gpu_ids.
     cmd += ["--multi_gpu"]
-    if has_cuda and la.gpu_ids:
-        cmd += ["--gpu_ids", la.gpu_ids]
     return cmd + ["-m", WORKER_MODULE, str(config_file)]
+
+
+def worker_env(cfg: RunConfig) -> dict[str, str]:
+    """The worker's environment: pinned to launcher.gpu_ids ("2,3"), so that runs side by side
+    (an Optuna sweep's n_jobs) never share a GPU; "all" or unset leaves the GPUs as they are."""
+    env = dict(os.environ)
+    if cfg.launcher.gpu_ids not in (None, "all"):
+        env["CUDA_VISIBLE_DEVICES"] = str(cfg.launcher.gpu_ids)
+    return env
+
+
+def gpu_slots(n_jobs: int, gpus_per_job: int, devices: int) -> list[str] | None:
+    """launcher.gpu_ids for each of n_jobs runs side by side, each on its own GPUs; None when
+    there are too few GPUs for that (then the runs are not pinned)."""
+    if n_jobs < 2 or devices < n_jobs * gpus_per_job:
+        return None
+    return [
+        ",".join(str(g) for g in range(i * gpus_per_job, (i + 1) * gpus_per_job))
+        for i in range(n_jobs)
+    ]
 
 
 def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
@@ -65,7 +85,10 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     paths = RunPaths(run_dir)
     if paths.config.exists():
         previous = load_config(OmegaConf.load(paths.config), check_machine=False)
-        previous.cache_dir = cfg.cache_dir  # where the cache lives is not a training setting
+        # where the cache lives and which GPUs and port a run uses are not training settings
+        previous.cache_dir = cfg.cache_dir
+        previous.launcher.gpu_ids = cfg.launcher.gpu_ids
+        previous.launcher.main_process_port = cfg.launcher.main_process_port
         if save_yaml(previous) != save_yaml(cfg):
             raise ConfigError(
                 f"{run_dir} already holds a run with other settings ({paths.config}); resume it "
@@ -88,8 +111,6 @@ def record_failure(run_dir: Path, err: Exception) -> None:
 
 def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     """Write the run's config, run (or resume) the worker, return the objective."""
-    import torch
-
     paths = RunPaths(run_dir)
     check_data(cfg)  # every bad image listed now, not after the model has loaded
     config_file = write_run_config(cfg, run_dir)
@@ -97,9 +118,9 @@ def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     if previous.get("state") == COMPLETE:
         log.info("%s is already complete; nothing to do", run_dir)
         return previous.get("objective")
-    cmd = worker_command(cfg, config_file, torch.cuda.is_available())
+    cmd = worker_command(cfg, config_file)
     log.info("run folder: %s", run_dir)
-    code = subprocess.call(cmd)
+    code = subprocess.call(cmd, env=worker_env(cfg))
     result = read_json(paths.result) or {}
     if code == 0 and result.get("state") == PRUNED:
         log.info("run pruned: %s", result.get("pruned"))

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
+from dreamsweep.launch import gpu_slots
 from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, update_result
 from dreamsweep.sweeps.search_space import split_overrides
 from dreamsweep.sweeps.study import (
@@ -74,7 +75,8 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
             + [f"{k}={t.params[k]}" for k in distributions]
             + link
             + [f"optuna.trial_id={t._trial_id}"]
-            for t in trials
+            + pin
+            for t, pin in zip(trials, _pins(cfg, len(trials)), strict=True)
         ]
         results = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
         job_idx += len(batch)
@@ -84,6 +86,24 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         _check_failure_rate(study, s["max_failure_rate"], n_trials)
     _write_results(study, Path(cfg.hydra.sweep.dir), storage)
     return returns
+
+
+def _pins(cfg, n_jobs: int) -> list[list[str]]:
+    """Runs side by side get GPUs of their own (launcher.gpu_ids); each already gets a port of
+    its own (launch.free_port). Without enough GPUs they are not pinned."""
+    import torch
+
+    slots = gpu_slots(n_jobs, cfg.launcher.num_processes, torch.cuda.device_count())
+    if slots is None:
+        if n_jobs > 1 and torch.cuda.is_available():
+            log.warning(
+                "%d runs side by side need %d GPUs each; they will share the %d visible GPUs",
+                n_jobs,
+                cfg.launcher.num_processes,
+                torch.cuda.device_count(),
+            )
+        return [[] for _ in range(n_jobs)]
+    return [[f"launcher.gpu_ids='{ids}'"] for ids in slots]
 
 
 def _finished(study: optuna.Study) -> int:
