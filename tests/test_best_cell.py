@@ -96,3 +96,20 @@ def test_shell_quoting_survives_the_shell(arg):
 def test_the_pareto_front_keeps_the_points_nothing_beats_on_both():
     points = [(0.9, 0.20), (0.8, 0.30), (0.7, 0.25), (0.6, 0.31), (0.5, 0.10)]
     assert pareto_front(points) == [(0.6, 0.31), (0.8, 0.30), (0.9, 0.20)]
+
+
+def test_an_online_run_is_linked_and_an_offline_one_gets_its_sync_command(tmp_path):
+    from dreamsweep.report.export import page_context
+
+    online, offline = run("a", []), run("b", [])
+    online.result["wandb"] = {"train": {"url": "https://wandb.ai/me/dreamsweep/runs/abc"}}
+    offline.path = tmp_path / "b"
+    (offline.path / "wandb" / "offline-run-20261201_120000-abc").mkdir(parents=True)
+
+    rows = page_context(Sweep(tmp_path, "s", [online, offline], None), None, [], [])["runs"]
+
+    assert rows[0]["wandb_url"] == "https://wandb.ai/me/dreamsweep/runs/abc"
+    assert rows[1]["wandb_url"] is None
+    assert (
+        rows[1]["wandb_sync"] == f"wandb sync {offline.path}/wandb/offline-run-20261201_120000-abc"
+    )

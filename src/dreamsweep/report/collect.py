@@ -66,6 +66,12 @@ class Run:
         return self.result.get("final_step")
 
     @property
+    def best_objective(self) -> float | None:
+        """The highest objective of the run's trained cells (step 0 is the base model)."""
+        values = [c.objective for c in self.cells if c.step > 0 and c.objective is not None]
+        return max(values) if values else None
+
+    @property
     def error(self) -> str | None:
         return self.result.get("error") or self.result.get("pruned")
 

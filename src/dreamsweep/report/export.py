@@ -15,7 +15,7 @@ from typing import Any
 
 from dreamsweep.report.best import BestCard, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
-from dreamsweep.report.findings import findings, run_best, setting_effects
+from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
 
@@ -102,14 +102,14 @@ def _by_objective(cell) -> tuple:
 def _run_row(sweep: Sweep, run) -> dict[str, Any]:
     scored = [c for c in run.cells if c.step > 0 and c.objective is not None]
     top = max(scored, key=lambda c: c.objective) if scored else None
-    tracker = run.result.get("wandb") or {}
+    tracker = (run.result.get("wandb") or {}).get("train") or {}  # the run's W&B run
     offline = sorted((run.path / "wandb").glob("offline-run-*"))
     return {
         "name": run.name,
         "label": sweep.label(run),
         "state": run.state,
         "final_step": run.final_step,
-        "best_objective": run_best(run),
+        "best_objective": run.best_objective,
         "best_cell": f"step {top.step} {top.cell}" if top else "—",
         "message": (run.error or "").splitlines()[0] if run.error else "",
         "wandb_url": tracker.get("url"),

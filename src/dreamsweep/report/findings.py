@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from dreamsweep.report.best import BestCard, candidates, describe_cell
-from dreamsweep.report.collect import Run, Sweep, format_value
+from dreamsweep.report.collect import Sweep, format_value
 
 MAX_VALUES = 6  # more distinct values than this: not a grid axis
 
@@ -22,11 +22,6 @@ class SettingEffect:
     mean: float
 
 
-def run_best(run: Run) -> float | None:
-    values = [c.objective for c in run.cells if c.step > 0 and c.objective is not None]
-    return max(values) if values else None
-
-
 def setting_effects(sweep: Sweep) -> list[SettingEffect]:
     """For each swept setting and value, the best and the mean of the runs' best objectives."""
     scored = {c.run for c in candidates(sweep)}
@@ -34,7 +29,7 @@ def setting_effects(sweep: Sweep) -> list[SettingEffect]:
     for key in sweep.varying:
         by_value: dict[str, list[float]] = {}
         for run in sweep.runs:
-            value = run_best(run)
+            value = run.best_objective
             if run.name in scored and value is not None:
                 by_value.setdefault(format_value(run.setting(key)), []).append(value)
         searched = sweep.study.continuous if sweep.study else []
