@@ -52,8 +52,9 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
     if best is None:
         return lines + ["No run has a scored trained cell yet: nothing to compare."]
     se = f" ± {best.objective_se:.3f}" if best.objective_se is not None else ""
+    label = f" ({sweep.label(best.run)})" if sweep.varying else ""
     lines.append(
-        f"Best: run {best.run.name} ({sweep.label(best.run)}) at {describe_cell(best.row)}, "
+        f"Best: run {best.run.name}{label} at {describe_cell(best.row)}, "
         f"objective {best.row.objective:.4f}{se}."
     )
     close = best.within_noise
