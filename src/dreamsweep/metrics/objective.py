@@ -38,6 +38,20 @@ def objective(
     return value
 
 
+def describe(name: str = "balanced", drift_penalty: float = 0.5) -> str:
+    """The objective in words, for reports."""
+    if name == "subject":
+        return "subject fidelity (DINO, else CLIP-I)"
+    if name == "prompt":
+        return "prompt fidelity (CLIP-T)"
+    subject = "face identity" if name == "identity" else "subject fidelity (DINO, else CLIP-I)"
+    return (
+        f"the geometric mean of {subject} and prompt fidelity (CLIP-T), minus "
+        f"{drift_penalty:g} x prior drift: high only when a cell looks like the subject and "
+        "follows the prompt"
+    )
+
+
 def best_cell(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The cell with the highest objective among the trained steps (step 0 is the baseline)."""
     scored = [c for c in cells if c.get("objective") is not None and c["step"] > 0]

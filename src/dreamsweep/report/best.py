@@ -139,12 +139,15 @@ def _default_config(run_dir: Path) -> dict[str, Any] | None:
     if conf is None or not Path(conf).is_dir():
         return None
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from dreamsweep.config import load_config, to_dict
+    from dreamsweep.config import RunConfig
 
-    try:
+    try:  # merged onto the schema, not validated: the defaults are valid, and checking would
+        # import the sampling stack (diffusers) for nothing
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            return to_dict(load_config(compose(config_name="train"), check_machine=False))
+            merged = OmegaConf.merge(OmegaConf.structured(RunConfig), compose(config_name="train"))
+        return OmegaConf.to_container(merged, resolve=True)
     except Exception:  # conf/ changed since the run, or Hydra is busy in this process
         return None
 

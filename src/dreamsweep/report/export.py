@@ -65,6 +65,7 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
     study = sweep.study
     return {
         "title": f"DreamSweep report: {sweep.name} ({sweep.root.name})",
+        "objective_text": _objective_text(sweep),
         "generated": time.strftime("%Y-%m-%d %H:%M"),
         "sweep": sweep,
         "best": best,
@@ -93,6 +94,18 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "seeds": sorted(set(first.seeds)) if first else [],
         "notes": notes,
     }
+
+
+def _objective_text(sweep: Sweep) -> str:
+    from dreamsweep.metrics.objective import describe
+
+    run = next((r for r in sweep.runs if r.config), None)
+    if run is None:
+        return describe()
+    penalty = run.setting("metrics.drift_penalty")
+    return describe(
+        run.setting("metrics.objective") or "balanced", 0.5 if penalty is None else penalty
+    )
 
 
 def _by_objective(cell) -> tuple:
