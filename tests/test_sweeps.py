@@ -27,6 +27,40 @@ def test_every_preset_composes_and_says_what_it_answers(preset):
     assert cfg.sweep_name == preset
 
 
+EXPECTED_RUNS = {
+    "lr_steps": 2,
+    "faces_prior": 4,
+    "schedulers": 1,
+    "text_encoder": 2,
+    "ema": 2,
+    "demo": 4,
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_plans_its_runs(preset):
+    """What `python train.py -m +sweep=<preset>` does before it trains anything."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dreamsweep.sweeps.folding import plan_grid
+    from dreamsweep.sweeps.search_space import split_overrides
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [f"+sweep={preset}"], return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    if "fold" in cfg.hydra.sweeper:  # a grid
+        grid = plan_grid(
+            OverridesParser.create().parse_overrides(params),
+            cfg.optim.lr_scheduler,
+            list(cfg.eval.at_steps),
+        )
+        assert len(grid.runs) == EXPECTED_RUNS[preset] and not grid.warnings
+    else:  # an Optuna search
+        distributions, _, _ = split_overrides(params)
+        assert "optim.lr" in distributions
+
+
 def test_the_search_space_follows_hydra_override_grammar():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -134,6 +168,15 @@ def test_evaluation_axes_fold_into_one_training_run():
         "eval.weights=[ema,raw]",
     }
     assert grid.runs[0][-1] == "optim.lr=1e-06" and not grid.warnings
+
+
+def test_numbers_on_list_axes_fold_too():
+    grid = plan("eval.num_inference_steps=50,100", "eval.guidance_scale=5,7.5")  # as in presets
+    assert set(grid.folded) == {
+        "eval.num_inference_steps=[50,100]",
+        "eval.guidance_scale=[5,7.5]",
+    }
+    assert len(grid.runs) == 1  # one training run, scored under all four settings
 
 
 def test_steps_stay_separate_runs_when_the_lr_schedule_depends_on_them():

@@ -24,9 +24,17 @@ class GridPlan:
 
 
 def _values(override) -> list[str]:
+    """The swept values as override text ('50', 'true', "'a b'"); Hydra parses 50 as an int."""
     from hydra.core.override_parser.types import Transformer
 
-    return list(override.sweep_iterator(transformer=Transformer.encode))
+    return [
+        v if isinstance(v, str) else _text(v)
+        for v in override.sweep_iterator(transformer=Transformer.encode)
+    ]
+
+
+def _text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _setting(key: str, value) -> str:
