@@ -89,12 +89,12 @@ class WandbTracker:
 
 def run_link(run) -> dict[str, Any]:
     """Where a W&B run lives: its URL when online; offline, the folder `wandb sync` uploads."""
-    offline = run.settings.mode == "offline"
+    online = run.settings.mode == "online"
     return {
         "id": run.id,
         "mode": run.settings.mode,
         "project": run.project,
-        "url": None if offline else run.url,
+        "url": run.url if online else None,
         "dir": str(Path(run.dir).parent),
     }
 
