@@ -1,4 +1,4 @@
-"""The best cell of a sweep, noise between cells and the reproduce command, on hand-made cells."""
+"""The report's logic on hand-made runs: best cell, noise, command, links, odd folders."""
 
 from __future__ import annotations
 
@@ -113,3 +113,17 @@ def test_an_online_run_is_linked_and_an_offline_one_gets_its_sync_command(tmp_pa
     assert (
         rows[1]["wandb_sync"] == f"wandb sync {offline.path}/wandb/offline-run-20261201_120000-abc"
     )
+
+
+def test_a_job_that_died_before_its_run_started_is_reported_not_dropped(tmp_path):
+    from dreamsweep.report.export import export_report
+
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- optim.lr=1e-3\n")
+
+    report = export_report(tmp_path / "sweep", tmp_path / "report")
+
+    page = (report / "index.html").read_text()
+    assert "no result.json (the job was stopped before its run started)" in page
+    assert "there is no best cell" in page and 'class="state state-unknown"' in page

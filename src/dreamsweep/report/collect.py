@@ -164,7 +164,9 @@ def format_value(value: Any) -> str:
 
 
 def is_run_folder(path: Path) -> bool:
-    return RunPaths(path).config.exists() or RunPaths(path).result.exists()
+    """A run's folder, or a sweep job's that died before writing anything but Hydra's files."""
+    paths = RunPaths(path)
+    return any(p.exists() for p in (paths.config, paths.result, path / ".hydra" / "overrides.yaml"))
 
 
 def collect(folder: Path) -> Sweep:
@@ -197,7 +199,7 @@ def read_run(path: Path, notes: list[str]) -> Run:
     result = read_json(paths.result) or {}
     state = result.get("state", "unknown")
     if not result:
-        notes.append(f"{path.name}: no result.json (the run never started its worker)")
+        notes.append(f"{path.name}: no result.json (the job was stopped before its run started)")
     latest: dict[tuple[int, str], dict] = {}  # a re-scored cell replaces the earlier line
     for record in read_metrics(paths):
         if record.get("kind") == "eval":

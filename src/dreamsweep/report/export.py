@@ -30,6 +30,7 @@ def default_destination(sweep: Sweep, reports_root: Path) -> Path:
 def export_report(
     folder: Path, out: Path | None = None, reports_root: Path = Path("reports"), wandb: bool = False
 ) -> Path:
+    """Write the report of a sweep or run folder; returns the report folder."""
     started = time.perf_counter()
     sweep = collect(folder)
     out = (out or default_destination(sweep, reports_root)).resolve()
@@ -43,19 +44,26 @@ def export_report(
         render_pages(context, tmp)
         write_cells_csv(sweep, tmp / "cells.csv", context["score_columns"])
         summary = best_json(sweep, best, time.perf_counter() - started)
-        (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if wandb:
             from dreamsweep.report.wandb_log import log_report
 
             summary["wandb"] = log_report(sweep, context, tmp)
-            (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _replace(out, tmp)
     return out
+
+
+def _replace(out: Path, new: Path) -> None:
+    """Swap the new report in; the old one is moved aside first and removed last."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str]) -> dict[str, Any]:
