@@ -80,6 +80,7 @@ def standard_error(values: list[float]) -> float | None:
 
 
 def best_card(sweep: Sweep, max_contenders: int = 8) -> BestCard | None:
+    """The best trained cell and what a user needs to act on it; None before any is scored."""
     rows = candidates(sweep)
     chosen = best_cell(
         [{"objective": r.objective, "step": r.step, "index": i} for i, r in enumerate(rows)]
@@ -88,17 +89,21 @@ def best_card(sweep: Sweep, max_contenders: int = 8) -> BestCard | None:
         return None
     row = rows[chosen["index"]]
     run = sweep.run(row.run)
-    per_prompt = {id(r): objective_per_prompt(r, sweep.run(r.run)) for r in rows}
+    prompts = objective_per_prompt(row, run)
     others = sorted((r for r in rows if r is not row), key=lambda r: -r.objective)
     contenders = [
-        Contender(r, row.objective - r.objective, _gap_se(per_prompt[id(row)], per_prompt[id(r)]))
+        Contender(
+            r,
+            row.objective - r.objective,
+            _gap_se(prompts, objective_per_prompt(r, sweep.run(r.run))),
+        )
         for r in others[:max_contenders]
     ]
     weights, note = weights_of(row, run)
     return BestCard(
         row=row,
         run=run,
-        objective_se=standard_error(per_prompt[id(row)]),
+        objective_se=standard_error(prompts),
         changed=changed_settings(run),
         command=reproduce_command(row, run),
         weights=weights,
