@@ -126,6 +126,17 @@ class Evaluator:
         gathered = gather_object(list(zip(mine, images, strict=True)))
         return [image for _, image in sorted(gathered, key=lambda pair: pair[0])]
 
+    def main_decides(self, value: bool) -> bool:
+        """The main process's answer on every process. A branch that holds a collective (the
+        sampling gathers) must be taken by all processes or none: another run sharing the cache
+        can finish writing an entry between two processes' checks, and then one process would
+        wait in a gather that the others never join."""
+        if self.acc.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
     def prepare_baselines(self, base: SDComponents, model_fingerprint: str) -> None:
         """The base model's class-prompt samples per sampling spec, made once (shared cache)."""
         if self.scorer is None or "prior_drift" not in self.cfg.metrics.scorers:
@@ -138,7 +149,7 @@ class Evaluator:
             }
             entry = cache.entry_dir(self.cache_root, "base_samples", key)
             paths = [entry / f"class_s{j.seed}.png" for j in self.eval_set.class_jobs]
-            if not all(p.exists() for p in paths):
+            if self.main_decides(not all(p.exists() for p in paths)):
                 images = self.sample(base, spec, self.eval_set.class_jobs)
                 if self.acc.is_main_process:
                     with cache.locked(entry):
