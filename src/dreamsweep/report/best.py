@@ -64,9 +64,7 @@ def candidates(sweep: Sweep) -> list[CellRow]:
 def objective_per_prompt(row: CellRow, run: Run) -> list[float]:
     """The run's objective computed prompt by prompt (scores without a per-prompt value, such
     as prior drift, enter as the cell's mean)."""
-    name = run.setting("metrics.objective") or "balanced"
-    penalty = run.setting("metrics.drift_penalty")
-    penalty = 0.5 if penalty is None else penalty
+    name, penalty = run.objective_settings()
     count = min((len(v) for v in row.per_prompt.values()), default=0)
     values = [
         objective({**row.scores, **{k: v[i] for k, v in row.per_prompt.items()}}, name, penalty)

@@ -7,7 +7,6 @@ pruned or is still running is kept with its state, never silently dropped.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,8 +16,6 @@ import yaml
 
 from dreamsweep.eval_outputs import cell_dir
 from dreamsweep.runs import RunPaths, read_json, read_metrics
-
-log = logging.getLogger("dreamsweep.report")
 
 
 @dataclass
@@ -42,7 +39,7 @@ class CellRow:
     @property
     def sampling(self) -> str:
         """The sampling setting without the weights: what a step-0 baseline shares."""
-        return f"{self.scheduler}-n{self.num_inference_steps}-g{self.guidance_scale:g}"
+        return self.cell.rsplit("-", 1)[0]  # evaluation.Cell.name is <sampling>-<weights>
 
     def image(self, prompt_index: int, seed: int) -> Path | None:
         if self.folder is None:
@@ -66,10 +63,34 @@ class Run:
         return self.result.get("final_step")
 
     @property
+    def best_cell(self) -> CellRow | None:
+        """The run's trained cell (step 0 is the base model) with the highest objective."""
+        scored = [c for c in self.cells if c.step > 0 and c.objective is not None]
+        return max(scored, key=lambda c: c.objective) if scored else None
+
+    @property
     def best_objective(self) -> float | None:
-        """The highest objective of the run's trained cells (step 0 is the base model)."""
-        values = [c.objective for c in self.cells if c.step > 0 and c.objective is not None]
-        return max(values) if values else None
+        return self.best_cell.objective if self.best_cell else None
+
+    def curve(self, sampling: str, weights: str) -> dict[int, CellRow]:
+        """Step -> cell under one sampling setting and weights; step 0 is the base model's cell
+        under the same sampling setting, the start of every curve."""
+        return {
+            c.step: c
+            for c in sorted(self.cells, key=lambda c: c.step)
+            if c.sampling == sampling and (c.weights == weights or c.step == 0)
+        }
+
+    def objective_settings(self) -> tuple[str, float]:
+        """(metrics.objective, metrics.drift_penalty) the run was scored with."""
+        from dreamsweep.config import MetricsConfig
+
+        default = MetricsConfig()
+        penalty = self.setting("metrics.drift_penalty")
+        return (
+            self.setting("metrics.objective") or default.objective,
+            default.drift_penalty if penalty is None else penalty,
+        )
 
     @property
     def error(self) -> str | None:
@@ -245,6 +266,7 @@ def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
     except Exception as err:  # moved or unreachable storage: the run folders still tell a lot
         notes.append(f"Optuna study '{link['study']}' not read from {link['storage']}: {err}")
         return None
+    frozen = study.get_trials(deepcopy=False)
     trials = [
         Trial(
             number=t.number,
@@ -254,13 +276,13 @@ def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
             intermediate=dict(t.intermediate_values),
             run_dir=t.user_attrs.get("run_dir"),
         )
-        for t in study.get_trials(deepcopy=False)
+        for t in frozen
     ]
     directions = [d.name.lower() for d in study.directions]
     continuous = sorted(
         {
             name
-            for t in study.get_trials(deepcopy=False)
+            for t in frozen
             for name, d in t.distributions.items()
             if not isinstance(d, optuna.distributions.CategoricalDistribution)
         }

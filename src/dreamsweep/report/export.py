@@ -108,12 +108,7 @@ def _objective_text(sweep: Sweep) -> str:
     from dreamsweep.metrics.objective import describe
 
     run = next((r for r in sweep.runs if r.config), None)
-    if run is None:
-        return describe()
-    penalty = run.setting("metrics.drift_penalty")
-    return describe(
-        run.setting("metrics.objective") or "balanced", 0.5 if penalty is None else penalty
-    )
+    return describe(*run.objective_settings()) if run else describe()
 
 
 def _by_objective(cell) -> tuple:
@@ -121,8 +116,7 @@ def _by_objective(cell) -> tuple:
 
 
 def _run_row(sweep: Sweep, run) -> dict[str, Any]:
-    scored = [c for c in run.cells if c.step > 0 and c.objective is not None]
-    top = max(scored, key=lambda c: c.objective) if scored else None
+    top = run.best_cell
     tracker = (run.result.get("wandb") or {}).get("train") or {}  # the run's W&B run
     offline = sorted((run.path / "wandb").glob("offline-run-*"))
     return {

@@ -83,14 +83,11 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
 def _trajectory(best: BestCard) -> str:
     """Did the best run's scores peak before its last step (overfitting) or still climb?"""
     row = best.row
-    curve = sorted(
-        (c.step, c)
-        for c in best.run.cells
-        if c.sampling == row.sampling
-        and c.weights == row.weights
-        and c.step > 0
-        and c.objective is not None
-    )
+    curve = [
+        (step, c)
+        for step, c in best.run.curve(row.sampling, row.weights).items()
+        if step > 0 and c.objective is not None
+    ]
     if len(curve) < 2:
         return "Only one trained step was scored: evaluate more steps to see a curve."
     last_step, last = curve[-1]

@@ -89,13 +89,11 @@ def _error(run: Run, row: CellRow, metric: str) -> float | None:
 def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, best) -> None:
     many = len(sweep.runs) > MAX_LINES
     for index, run in enumerate(sweep.runs):
-        points = sorted(
-            (c.step, _value(c, metric), _error(run, c, metric))
-            for c in run.cells
-            if c.sampling == sampling
-            and (c.weights == weights or c.step == 0)
-            and _value(c, metric) is not None
-        )
+        points = [
+            (step, _value(c, metric), _error(run, c, metric))
+            for step, c in run.curve(sampling, weights).items()
+            if _value(c, metric) is not None
+        ]
         if not points:
             continue
         steps, values, errors = zip(*points, strict=True)

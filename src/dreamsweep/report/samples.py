@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 from dreamsweep.report.best import BestCard
-from dreamsweep.report.collect import CellRow, Run, Sweep
+from dreamsweep.report.collect import CellRow, Sweep
 from dreamsweep.report.figure import Figure, legend_name, save
 
 MAX_IMAGE_ROWS = 8
@@ -28,9 +28,7 @@ def image_grids(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figur
     ranked = sorted(sweep.runs, key=lambda r: (r.best_objective is None, -(r.best_objective or 0)))
     shown = ranked[:MAX_IMAGE_ROWS]
     top = f" (the top {MAX_IMAGE_ROWS})" if len(ranked) > MAX_IMAGE_ROWS else ""
-    across_runs = [
-        (legend_name(sweep, r), _cells_by_step(r, row.sampling, row.weights)) for r in shown
-    ]
+    across_runs = [(legend_name(sweep, r), r.curve(row.sampling, row.weights)) for r in shown]
     if _draw_grid(across_runs, 0, seed, folder / "samples_runs.png"):
         figures.append(
             Figure(
@@ -42,7 +40,7 @@ def image_grids(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figur
         )
     settings = sorted({(c.sampling, c.weights) for c in best.run.cells if c.step > 0})
     if len(settings) > 1:
-        across_settings = [(f"{s} {w}", _cells_by_step(best.run, s, w)) for s, w in settings]
+        across_settings = [(f"{s} {w}", best.run.curve(s, w)) for s, w in settings]
         if _draw_grid(across_settings, 0, seed, folder / "samples_schedulers.png"):
             figures.append(
                 Figure(
@@ -53,14 +51,6 @@ def image_grids(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figur
                 )
             )
     return figures
-
-
-def _cells_by_step(run: Run, sampling: str, weights: str) -> dict[int, CellRow]:
-    return {
-        c.step: c
-        for c in run.cells
-        if c.sampling == sampling and (c.weights == weights or c.step == 0)
-    }
 
 
 def _draw_grid(
