@@ -15,7 +15,8 @@ from dreamsweep.rescore import rescore
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(raw: DictConfig) -> float | None:
     try:
-        return rescore(raw, Path(HydraConfig.get().runtime.output_dir))
+        hydra_cfg = HydraConfig.get()
+        return rescore(raw, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,33 @@ SEARCH = (
     "hydra.sweeper.seed=0",
     "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:0}",
 )
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket (skipped where none is installed)."""
+    pytest.importorskip("psycopg")
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian: postgresql)")
+    pg, root = binaries[-1], Path(tempfile.mkdtemp(prefix="dreamsweep-pg-"))
+    as_owner = []
+    if os.geteuid() == 0:  # initdb refuses to run as root; pytest's tmp dirs are root-only
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, options = root / "data", f"-p 54329 -k {root} -c listen_addresses=''"
+    subprocess.run(
+        [*as_owner, pg / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*as_owner, pg / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", options, "start"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=54329"
+    subprocess.run(
+        [*as_owner, pg / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
+    )
+    shutil.rmtree(root, ignore_errors=True)

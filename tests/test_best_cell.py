@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dreamsweep.cells import Cell, Sampling
 from dreamsweep.report.best import best_card, reproduce_command, shell_quote
 from dreamsweep.report.collect import CellRow, Run, Sweep
 from dreamsweep.report.plots import pareto_front
@@ -17,12 +18,7 @@ def cell(run: str, step: int, dino: list[float], clip_t: list[float]) -> CellRow
     objective = mean([(d * c) ** 0.5 for d, c in zip(dino, clip_t, strict=True)])
     return CellRow(
         run=run,
-        step=step,
-        cell="ddim-n50-g7.5-ema",
-        scheduler="ddim",
-        num_inference_steps=50,
-        guidance_scale=7.5,
-        weights="ema",
+        spec=Cell(step, Sampling("ddim", 50, 7.5), "ema"),
         objective=objective,
         scores={"dino": mean(dino), "clip_t": mean(clip_t)},
         per_prompt={"dino": dino, "clip_t": clip_t},
@@ -35,6 +31,7 @@ def cell(run: str, step: int, dino: list[float], clip_t: list[float]) -> CellRow
 def run(name: str, cells: list[CellRow], state: str = "complete", **settings) -> Run:
     config = {
         "optim": {"lr_scheduler": settings.get("schedule", "constant"), "lr": 1e-6},
+        "metrics": {"objective": "balanced", "drift_penalty": 0.5},
         "train": {"max_steps": 800},
     }
     return Run(
@@ -82,7 +79,7 @@ def test_the_command_stops_at_the_best_step_when_the_lr_schedule_allows_it():
     assert constant == (
         "python train.py +sweep=lr_steps optim.lr=1e-6 'eval.schedulers=[ddim]' "
         "'eval.num_inference_steps=[50]' 'eval.guidance_scale=[7.5]' 'eval.weights=[ema]' "
-        "train.max_steps=400 'eval.at_steps=[]'"
+        "train.max_steps=400 'eval.at_steps=[]' eval.every_n_steps=null"
     )  # the Optuna trial link is gone: that trial is over
     cosine = reproduce_command(row, run("a", [row], schedule="cosine"))
     assert "train.max_steps" not in cosine  # a cosine schedule depends on the total steps

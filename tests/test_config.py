@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -52,7 +53,66 @@ def test_real_model_presets_need_a_path():
         "data.instance_dir=/photos/dog",
         "data.class_name=dog",
     )
-    assert cfg.model.path == "/models/sd21" and cfg.data.resolution == 512
+    assert cfg.model.path == "/models/sd21" and cfg.data.resolution == 768  # SD 2.x is 768 px
+
+
+@pytest.mark.parametrize("model", ["sd15", "sd21"])
+def test_real_models_get_real_model_defaults_not_the_cpu_demo(model, tmp_path):
+    """`model=sd15 model.path=<a saved folder>` trains like the diffusers guide, not the demo."""
+    cfg = compose_config(
+        f"model={model}",
+        f"model.path={tmp_path}",
+        "data=folder",
+        f"data.instance_dir={tmp_path}",
+        "data.class_name=dog",
+    )
+    assert cfg.data.resolution == {"sd15": 512, "sd21": 768}[model]
+    assert cfg.train.max_steps >= 400 and cfg.prior.num_images >= 100
+    assert cfg.prior.sample_steps >= 50
+    assert cfg.eval.num_prompts * len(cfg.eval.seeds) >= 16  # samples per cell
+    assert cfg.eval.every_n_steps  # an overfitting curve, not just the two ends
+    demo = compose_config()
+    assert demo.train.max_steps == 40 and demo.data.resolution == demo.model.sample_size
+
+
+def test_conf_holds_every_default_and_the_schema_none():
+    """One source of defaults: every schema field is MISSING, so only conf/ gives values."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    from dreamsweep.config import RunConfig
+
+    def missing(cls) -> list[str]:
+        bad = []
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type) or f.default_factory is not dataclasses.MISSING:
+                bad += [f"{f.name}.{k}" for k in missing(f.default_factory)]
+            elif f.default is not MISSING:
+                bad.append(f.name)
+        return bad
+
+    assert missing(RunConfig) == []
+
+
+def test_settings_are_frozen():
+    cfg = compose_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+
+
+def test_a_config_error_needs_neither_torch_nor_diffusers():
+    code = (
+        "import sys\n"
+        "from tests.conftest import compose_config\n"
+        "from dreamsweep.config import ConfigError\n"
+        "try:\n    compose_config('optim.lr=-1')\nexcept ConfigError as e:\n    print(e)\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "optim.lr: must be > 0" in out and out.strip().endswith("[]")
 
 
 @pytest.mark.parametrize(

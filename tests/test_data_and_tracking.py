@@ -32,7 +32,7 @@ def test_bad_photos_are_all_listed_before_any_model_loads(photos, tmp_path):
     (photos / "empty.jpg").write_bytes(b"")
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     run_dir = tmp_path / "run"
-    proc = train_cli(run_dir, "data=folder", f"data.instance_dir={photos}", "data.resolution=64")
+    proc = train_cli(run_dir, "data=folder", f"data.instance_dir={photos}", "data.class_name=dog")
     assert proc.returncode == 1
     assert "empty.jpg" in proc.stderr and "broken.png" in proc.stderr
     assert "data.skip_bad=true" in proc.stderr
@@ -41,7 +41,10 @@ def test_bad_photos_are_all_listed_before_any_model_loads(photos, tmp_path):
 
 def test_an_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "nothing").mkdir()
-    proc = train_cli(tmp_path / "run", "data=folder", f"data.instance_dir={tmp_path / 'nothing'}")
+    nothing = tmp_path / "nothing"
+    proc = train_cli(
+        tmp_path / "run", "data=folder", f"data.instance_dir={nothing}", "data.class_name=dog"
+    )
     assert proc.returncode == 1 and "no images in" in proc.stderr
 
 

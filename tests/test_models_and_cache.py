@@ -11,11 +11,12 @@ import pytest
 from diffusers import DDPMScheduler
 
 from dreamsweep import cache
-from dreamsweep.config import ModelConfig, RunConfig
-from dreamsweep.models.loading import ModelLoadError, fingerprint, load_components
+from dreamsweep.config import RunConfig
+from dreamsweep.models.loading import ModelLoadError, fingerprint, load_components, saved_model
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.prior import class_images
+from tests.conftest import compose_config
 
 TINY = build_tiny(seed=0, sample_size=32)
 
@@ -27,38 +28,33 @@ def test_fingerprint_is_stable_and_follows_the_weights():
 
 def test_a_saved_model_loads_from_a_local_folder(tmp_path):
     assemble_pipeline(TINY).save_pretrained(tmp_path / "sd")
-    loaded = load_components(ModelConfig(name="sd15", path=str(tmp_path / "sd")))
+    loaded = load_components(saved_model(tmp_path / "sd", name="sd15"))
     assert isinstance(loaded.noise_scheduler, DDPMScheduler)
     assert fingerprint(loaded) == fingerprint(TINY)
 
 
 def test_a_missing_path_is_one_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match=r"model.path=.*does not exist"):
-        load_components(ModelConfig(name="sd15", path=str(tmp_path / "nope")))
+        load_components(saved_model(tmp_path / "nope", name="sd15"))
 
 
 def test_a_folder_that_is_not_a_diffusers_model(tmp_path):
     with pytest.raises(ModelLoadError, match="model_index.json"):
-        load_components(ModelConfig(name="sd15", path=str(tmp_path)))
+        load_components(saved_model(tmp_path, name="sd15"))
 
 
 def test_hub_ids_come_only_from_the_local_cache_when_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
-        load_components(ModelConfig(name="sd15", path="some-org/some-model"))
+        load_components(saved_model("some-org/some-model", name="sd15"))
 
 
 def prior_config(num_images: int, **prior) -> RunConfig:
-    cfg = RunConfig()
-    cfg.data.resolution = 32
-    cfg.prior.enabled = True
-    cfg.prior.num_images = num_images
-    cfg.prior.sample_steps = 2
-    cfg.prior.batch_size = 2
-    for key, value in prior.items():
-        setattr(cfg.prior, key, value)
-    return cfg
+    settings = {"num_images": num_images, "sample_steps": 2, "batch_size": 2, **prior}
+    return compose_config(
+        "data.resolution=32", "prior=on", *(f"prior.{k}={v}" for k, v in settings.items())
+    )
 
 
 def digests(paths):
@@ -73,6 +69,15 @@ def test_more_class_images_later_reuses_the_first_ones(tmp_path):
     assert more[:2] == first and [p.stat().st_mtime_ns for p in first] == mtimes
     assert len(more) == 3 and more[2].exists()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_class_image_does_not_depend_on_what_was_made_before(tmp_path):
+    """Image i is made in the same aligned batch whether it comes in one go or in steps."""
+    fp, quiet = fingerprint(TINY), lambda m: None
+    class_images(prior_config(1, batch_size=2), TINY, fp, tmp_path / "steps", log=quiet)
+    in_steps = class_images(prior_config(3, batch_size=2), TINY, fp, tmp_path / "steps", log=quiet)
+    at_once = class_images(prior_config(3, batch_size=2), TINY, fp, tmp_path / "once", log=quiet)
+    assert digests(in_steps) == digests(at_once)
 
 
 def test_class_images_are_deterministic_and_keyed_by_what_made_them(tmp_path):

@@ -7,7 +7,8 @@ import torch
 
 from dreamsweep import prompts
 from dreamsweep.models.tiny import build_tiny
-from dreamsweep.sampling import SCHEDULERS, Job, SampleSpec, generate, make_scheduler
+from dreamsweep.sampling import Job, SampleSpec, generate
+from dreamsweep.schedulers import SCHEDULERS, make_scheduler
 
 TINY = build_tiny(seed=0, sample_size=32)
 

@@ -1,8 +1,11 @@
 """Typed settings of a DreamSweep run, and the checks that run before anything is loaded.
 
-Hydra composes `conf/`; `load_config` turns the result into these dataclasses. OmegaConf
-rejects unknown keys and wrong types against the schema; `validate` then checks what a schema
-cannot express (ranges, combinations, what this machine can do). Every error names the key.
+The YAML in `conf/` holds every default; these dataclasses only type the keys (every field is
+MISSING, so there is no second set of values to drift apart). Hydra composes `conf/`;
+`load_config` merges it onto the schema (OmegaConf rejects unknown keys, wrong types and keys
+left without a value), `validate` checks what a schema cannot express (ranges, combinations,
+what this machine can do), and the result is frozen. Every error names the key. Importing
+this module and validating import neither torch nor diffusers: a config error answers at once.
 """
 
 from __future__ import annotations
@@ -12,173 +15,164 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and what is allowed."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    name: str = "tiny"  # tiny | sd15 | sd21 | any label for a local/hub model
-    path: str | None = None  # local folder, single .safetensors/.ckpt file, or hub id
-    revision: str | None = None
-    variant: str | None = None  # e.g. fp16 weights on the hub
-    seed: int = 0  # tiny only: the random init of the embedded model
-    sample_size: int = 64  # tiny only: native image size
+    name: str = MISSING  # tiny | sd15 | sd21 | any label for a local/hub model
+    path: str | None = MISSING  # local folder, single .safetensors/.ckpt file, or hub id
+    revision: str | None = MISSING
+    variant: str | None = MISSING  # e.g. fp16 weights on the hub
+    seed: int = MISSING  # tiny only: the random init of the embedded model
+    sample_size: int = MISSING  # tiny only: native image size
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    name: str = "toy"  # toy (bundled subject) | folder
-    instance_dir: str | None = None
-    token: str = "sks"
-    class_name: str = "toy"
-    prompt: str = "a photo of {token} {class}"
-    captions: bool = True  # use <image>.txt sidecars when present
-    resolution: int = 64
-    center_crop: bool = True
-    random_flip: bool = True
-    min_image_size: int | None = None  # default: half the resolution
-    skip_bad: bool = False
+    name: str = MISSING  # toy (bundled subject) | folder
+    instance_dir: str | None = MISSING
+    token: str = MISSING
+    class_name: str = MISSING
+    prompt: str = MISSING
+    captions: bool = MISSING  # use <image>.txt sidecars when present
+    resolution: int = MISSING
+    center_crop: bool = MISSING
+    random_flip: bool = MISSING
+    min_image_size: int | None = MISSING  # default: half the resolution
+    skip_bad: bool = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class MethodConfig:
-    name: str = "dreambooth"
+    name: str = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class PriorConfig:
-    enabled: bool = False
-    weight: float = 1.0
-    num_images: int = 100
-    class_dir: str | None = None
-    class_prompt: str = "a photo of {class}"
-    sample_steps: int = 50
-    guidance_scale: float = 7.5
-    seed: int = 0
-    batch_size: int = 4
+    enabled: bool = MISSING
+    weight: float = MISSING
+    num_images: int = MISSING
+    class_dir: str | None = MISSING
+    class_prompt: str = MISSING
+    sample_steps: int = MISSING
+    guidance_scale: float = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adamw"  # adamw | adamw8bit
-    lr: float = 5e-6
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    max_grad_norm: float = 1.0
+    name: str = MISSING  # adamw | adamw8bit
+    lr: float = MISSING
+    lr_scheduler: str = MISSING
+    warmup_steps: int = MISSING
+    beta1: float = MISSING
+    beta2: float = MISSING
+    weight_decay: float = MISSING
+    eps: float = MISSING
+    max_grad_norm: float = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmaConfig:
-    enabled: bool = False
-    decay: float = 0.9999
-    min_decay: float = 0.0
-    update_after_step: int = 0
-    warmup: bool = True
-    inv_gamma: float = 1.0
-    power: float = 2 / 3
+    enabled: bool = MISSING
+    decay: float = MISSING
+    min_decay: float = MISSING
+    update_after_step: int = MISSING
+    warmup: bool = MISSING
+    inv_gamma: float = MISSING
+    power: float = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainLoopConfig:
-    max_steps: int = 400
-    batch_size: int = 1
-    grad_accum: int = 1
-    seed: int = 42
-    text_encoder: bool = False
-    text_encoder_lr: float | None = None  # default: optim.lr
-    gradient_checkpointing: bool = False
-    attention: str = "sdpa"  # sdpa | eager | xformers
-    noise_offset: float = 0.0
-    snr_gamma: float | None = None  # min-SNR-gamma weighting; 5.0 is the paper's choice
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 1
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    grad_accum: int = MISSING
+    seed: int = MISSING
+    text_encoder: bool = MISSING
+    text_encoder_lr: float | None = MISSING  # default: optim.lr
+    gradient_checkpointing: bool = MISSING
+    attention: str = MISSING  # sdpa | eager | xformers
+    noise_offset: float = MISSING
+    snr_gamma: float | None = MISSING  # min-SNR-gamma weighting; 5.0 is the paper's choice
+    checkpoint_every: int = MISSING
+    keep_checkpoints: int = MISSING
+    log_every: int = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation axes: each cell is (step, scheduler, inference steps, guidance, weights)."""
 
-    enabled: bool = True
-    at_steps: list[int] = field(default_factory=list)  # step 0 and the final step always added
-    every_n_steps: int | None = None
-    schedulers: list[str] = field(default_factory=lambda: ["pndm"])
-    num_inference_steps: list[int] = field(default_factory=lambda: [50])
-    guidance_scale: list[float] = field(default_factory=lambda: [7.5])
-    weights: list[str] = field(default_factory=lambda: ["ema", "raw"])
-    negative_prompt: str = ""
-    prompts: str = "auto"  # auto | objects | live (DreamBench templates)
-    prompt_list: list[str] = field(default_factory=list)  # your own templates instead
-    num_prompts: int = 4
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    batch_size: int = 8
-    resolution: int | None = None  # default: data.resolution
+    enabled: bool = MISSING
+    at_steps: list[int] = MISSING  # step 0 and the final step always added
+    every_n_steps: int | None = MISSING
+    schedulers: list[str] = MISSING
+    num_inference_steps: list[int] = MISSING
+    guidance_scale: list[float] = MISSING
+    weights: list[str] = MISSING
+    negative_prompt: str = MISSING
+    prompts: str = MISSING  # auto | objects | live (DreamBench templates)
+    prompt_list: list[str] = MISSING  # your own templates instead
+    num_prompts: int = MISSING
+    seeds: list[int] = MISSING
+    batch_size: int = MISSING
+    resolution: int | None = MISSING  # default: data.resolution
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureModelConfig:
     # auto: a tiny random model for model=tiny, else the paper's model (CLIP ViT-L/14,
     # DINO ViT-S/16) from the Hugging Face cache; or a local folder / hub id / tiny.
-    model: str = "auto"
+    model: str = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class MetricsConfig:
-    scorers: list[str] = field(
-        default_factory=lambda: [
-            "clip_i",
-            "clip_t",
-            "dino",
-            "diversity",
-            "prior_drift",
-            "memorization",
-        ]
-    )
+    scorers: list[str] = MISSING
     clip: FeatureModelConfig = field(default_factory=FeatureModelConfig)
     dino: FeatureModelConfig = field(default_factory=FeatureModelConfig)
-    objective: str = "balanced"  # balanced | subject | prompt | identity
-    drift_penalty: float = 0.5
+    objective: str = MISSING  # balanced | subject | prompt | identity
+    drift_penalty: float = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackerConfig:
-    name: str = "wandb"  # wandb | disk
-    project: str = "dreamsweep"
-    entity: str | None = None
-    mode: str = "offline"  # offline | online | disabled; WANDB_MODE wins
-    tags: list[str] = field(default_factory=list)
+    name: str = MISSING  # wandb | disk
+    project: str = MISSING
+    entity: str | None = MISSING
+    mode: str = MISSING  # offline | online | disabled; WANDB_MODE wins
+    tags: list[str] = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class LauncherConfig:
-    name: str = "local"  # local | multigpu
-    num_processes: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    gpu_ids: str | None = None  # "0,1" or "all"; None: CPU when no CUDA, else all GPUs
-    main_process_port: int | None = None
+    name: str = MISSING  # local | multigpu
+    num_processes: int = MISSING
+    mixed_precision: str = MISSING  # no | fp16 | bf16
+    gpu_ids: str | None = MISSING  # "0,1" or "all"; None: CPU when no CUDA, else all GPUs
+    main_process_port: int | None = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrialLink:
     """Set by the Optuna sweeper for each job: which trial this run is, and how to prune it."""
 
-    storage: str | None = None
-    study_name: str | None = None
-    trial_id: int | None = None  # the storage's id (not trial.number)
-    pruner: str = "none"
-    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = MISSING
+    study_name: str | None = MISSING
+    trial_id: int | None = MISSING  # the storage's id (not trial.number)
+    pruner: str = MISSING
+    pruner_kwargs: dict[str, Any] = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -192,12 +186,11 @@ class RunConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     optuna: TrialLink = field(default_factory=TrialLink)
-    run_name: str | None = None
-    sweep_name: str | None = None
-    cache_dir: str = "~/.cache/dreamsweep"
+    run_name: str | None = MISSING
+    sweep_name: str | None = MISSING
+    cache_dir: str = MISSING
 
 
-MODELS_WITH_PATH = ("sd15", "sd21")
 METHODS = ("dreambooth",)
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULERS = (
@@ -215,10 +208,9 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 
 def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True) -> RunConfig:
-    """Merge composed config onto the schema, then validate; raise ConfigError naming the key."""
-    schema = OmegaConf.structured(RunConfig)
+    """Merge composed config onto the schema, validate, freeze; ConfigError names the key."""
     try:
-        merged = OmegaConf.merge(schema, _one_value_axes(raw))
+        merged = OmegaConf.merge(_writable_schema(), _one_value_axes(raw))
         cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         raise ConfigError(_explain_omegaconf_error(err)) from None
@@ -226,7 +218,23 @@ def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True)
     return cfg
 
 
-EVAL_AXES = ("at_steps", "schedulers", "num_inference_steps", "guidance_scale", "weights", "seeds")
+def _writable_schema() -> DictConfig:
+    """The schema as a config that composed values can be merged onto (frozen dataclasses make
+    read-only nodes; the instances built from it are frozen again by to_object)."""
+
+    def unlock(node: DictConfig) -> None:
+        OmegaConf.set_readonly(node, None)
+        for key in node:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                unlock(child)
+
+    schema = OmegaConf.structured(RunConfig)
+    unlock(schema)
+    return schema
+
+
+EVAL_LISTS = ("at_steps", "schedulers", "num_inference_steps", "guidance_scale", "weights", "seeds")
 
 
 def _one_value_axes(raw: DictConfig | dict[str, Any]) -> DictConfig | dict[str, Any]:
@@ -236,11 +244,19 @@ def _one_value_axes(raw: DictConfig | dict[str, Any]) -> DictConfig | dict[str, 
         return raw
     scalars = {
         k: [ev[k]]
-        for k in EVAL_AXES
-        if k in ev and ev[k] is not None and not isinstance(ev[k], list | tuple)
+        for k in EVAL_LISTS
+        if k in ev
+        and ev[k] is not None
+        and not isinstance(ev[k], list | tuple)
         and not OmegaConf.is_list(ev[k])
     }
     return OmegaConf.merge(raw, {"eval": scalars}) if scalars else raw
+
+
+def public_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that may leave the run folder (weights' metadata, W&B): all but the Optuna
+    trial link, which names the study's storage."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "optuna"}
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -252,9 +268,19 @@ def save_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+REQUIRED = {  # what a key that conf/ leaves as ??? is for, said when it is missing
+    "model.path": "this model needs model.path: a local folder, a .safetensors/.ckpt file or a "
+    "hub id",
+    "data.instance_dir": "data=folder needs data.instance_dir: the folder of your subject's photos",
+    "data.class_name": "data=folder needs data.class_name: what your subject is (dog, person)",
+}
+
+
 def _explain_omegaconf_error(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or "?"
     msg = str(err).splitlines()[0]
+    if isinstance(err, MissingMandatoryValue):
+        return f"{key}: {REQUIRED.get(key, 'has no value')} (set it: {key}=...)"
     if "not in" in msg or "Key '" in msg and "not" in msg:
         section = key.rsplit(".", 1)[0] if "." in key else ""
         known = _known_keys(section)
@@ -357,7 +383,7 @@ SCORERS = ("clip_i", "clip_t", "dino", "diversity", "prior_drift", "memorization
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     from dreamsweep.metrics.objective import OBJECTIVES
     from dreamsweep.prompts import SUITES
-    from dreamsweep.sampling import SCHEDULERS
+    from dreamsweep.schedulers import SCHEDULERS
 
     ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
     unknown = [s for s in ev.schedulers if s not in SCHEDULERS]
@@ -421,16 +447,19 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
 
 
 def validate_machine(cfg: RunConfig) -> None:
-    """Options that need CUDA or an optional package fail here, before any model is loaded."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
+    """Options that need CUDA or an optional package fail here, before any model is loaded
+    (torch is imported only when such an option is asked for)."""
     cuda_only = {
         "optim.name=adamw8bit": cfg.optim.name == "adamw8bit",
         "train.attention=xformers": cfg.train.attention == "xformers",
         "launcher.mixed_precision=fp16": cfg.launcher.mixed_precision == "fp16",
         f"launcher.gpu_ids={cfg.launcher.gpu_ids}": cfg.launcher.gpu_ids is not None,
     }
+    if not any(cuda_only.values()):
+        return
+    import torch
+
+    has_cuda = torch.cuda.is_available()
     for option, asked in cuda_only.items():
         _require(
             not asked or has_cuda,

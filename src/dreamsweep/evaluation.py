@@ -1,6 +1,6 @@
 """Evaluation along the run: at each eval step, sample every cell, score it, write it.
 
-A cell is (step, scheduler, inference steps, guidance, weights). Sampling is split across
+Which cells a run scores is `dreamsweep.cells` (planned_cells). Sampling is split across
 processes and gathered; the main process scores and writes `<run>/eval/step_<n>/<cell>/`
 (PNGs, grid.png, scores.json) and one metrics.jsonl line per cell.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from dreamsweep import cache, prompts
+from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import instance_examples
 from dreamsweep.metrics.objective import objective
@@ -23,48 +24,18 @@ from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
 from dreamsweep.sampling import Job, SampleSpec, generate
 
-BASE = "base"  # the weights name of step 0
 
-
-@dataclass(frozen=True)
-class Cell:
-    step: int
-    spec: SampleSpec
-    weights: str
-
-    @property
-    def name(self) -> str:
-        s = self.spec
-        return f"{s.scheduler}-n{s.num_inference_steps}-g{s.guidance_scale:g}-{self.weights}"
-
-    def fields(self) -> dict:
-        s = self.spec
-        return {
-            "step": self.step,
-            "cell": self.name,
-            "scheduler": s.scheduler,
-            "num_inference_steps": s.num_inference_steps,
-            "guidance_scale": s.guidance_scale,
-            "weights": self.weights,
-        }
-
-
-def eval_steps(cfg: RunConfig) -> list[int]:
-    """Step 0 (the base model), the listed steps, every n steps, and the final step."""
-    ev, last = cfg.eval, cfg.train.max_steps
-    steps = {0, last, *(s for s in ev.at_steps if s <= last)}
-    if ev.every_n_steps:
-        steps |= set(range(ev.every_n_steps, last + 1, ev.every_n_steps))
-    return sorted(steps)
-
-
-def sample_specs(cfg: RunConfig) -> list[SampleSpec]:
+def sample_spec(cfg: RunConfig, sampling: Sampling) -> SampleSpec:
+    """How to sample a cell: its sampling setting plus the run's resolution and batching."""
     ev = cfg.eval
-    resolution = ev.resolution or cfg.data.resolution
-    return [
-        SampleSpec(s, n, g, resolution, ev.negative_prompt, ev.batch_size)
-        for s, n, g in itertools.product(ev.schedulers, ev.num_inference_steps, ev.guidance_scale)
-    ]
+    return SampleSpec(
+        sampling.scheduler,
+        sampling.num_inference_steps,
+        sampling.guidance_scale,
+        ev.resolution or cfg.data.resolution,
+        ev.negative_prompt,
+        ev.batch_size,
+    )
 
 
 @dataclass
@@ -109,9 +80,9 @@ class Evaluator:
         self.cfg, self.acc, self.run_dir, self.cache_root = cfg, accelerator, run_dir, cache_root
         self.scorer, self.log = scorer, log
         self.eval_set = EvalSet.from_config(cfg)
-        self.specs = sample_specs(cfg)
+        self.samplings = samplings(cfg)
         self.steps = set(eval_steps(cfg))
-        self.base_class = {}  # spec -> DINO embeddings of the base model's class samples
+        self.base_class = {}  # sampling -> DINO embeddings of the base model's class samples
 
     def sample(self, components: SDComponents, spec: SampleSpec, jobs: list[Job]) -> list:
         """Each process samples its share of the jobs; every process gets all images back."""
@@ -141,7 +112,8 @@ class Evaluator:
         """The base model's class-prompt samples per sampling spec, made once (shared cache)."""
         if self.scorer is None or "prior_drift" not in self.cfg.metrics.scorers:
             return
-        for spec in self.specs:
+        for sampling in self.samplings:
+            spec = sample_spec(self.cfg, sampling)
             key = {
                 "model": model_fingerprint,
                 "spec": spec.__dict__,
@@ -158,14 +130,17 @@ class Evaluator:
                             cache.atomic_write_bytes(path, _png(image))
             self.acc.wait_for_everyone()
             if self.scorer.dino is not None:
-                self.base_class[spec] = cached_embeddings(self.scorer.dino, paths, self.cache_root)
+                self.base_class[sampling] = cached_embeddings(
+                    self.scorer.dino, paths, self.cache_root
+                )
 
     def evaluate(self, step: int, weights: dict[str, Callable]) -> list[dict]:
         """Sample and score every cell at `step`; weights maps a name to a context manager
         that yields the components holding those weights."""
         records = []
-        for spec, (name, use) in itertools.product(self.specs, weights.items()):
-            cell, started = Cell(step, spec, name), time.perf_counter()
+        for sampling, (name, use) in itertools.product(self.samplings, weights.items()):
+            cell, started = Cell(step, sampling, name), time.perf_counter()
+            spec = sample_spec(self.cfg, sampling)
             with use() as components:
                 samples = self.sample(components, spec, self.eval_set.jobs)
                 class_samples = self.sample(components, spec, self.eval_set.class_jobs)
@@ -181,7 +156,11 @@ class Evaluator:
         result = {"scores": {}, "per_prompt": {}}
         if self.scorer is not None:
             result = self.scorer.score(
-                samples, es.job_prompt, es.clip_texts, class_samples, self.base_class.get(cell.spec)
+                samples,
+                es.job_prompt,
+                es.clip_texts,
+                class_samples,
+                self.base_class.get(cell.sampling),
             )
         scores = result["scores"]
         record = {

@@ -8,15 +8,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dreamsweep.config import ConfigError, ModelConfig, RunConfig, load_config
+from dreamsweep.config import ConfigError, RunConfig, load_config
 from dreamsweep.runs import COMPLETE, RunPaths, read_json, read_metrics, write_result
 
+RESCORE_SECTIONS = ("eval", "metrics", "tracker")
 
-def rescore_config(raw: DictConfig) -> tuple[RunConfig, Path | None]:
-    """The run's own settings with this command's eval/metrics/tracker; or the composed ones."""
+
+def rescore_config(raw: DictConfig, overrides: list[str]) -> tuple[RunConfig, Path | None]:
+    """The run's own settings with what this command's overrides (the command line) change in
+    eval/metrics/tracker, so prompts and seeds stay the run's unless asked otherwise; without
+    run=..., the composed settings. Validated once, as the combination that will be scored."""
     raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=True))
     run = raw.pop("run", None)
-    command = load_config(raw, check_machine=False)
     if run is None:
         return load_config(raw), None
     run_dir = Path(str(run)).expanduser().resolve()
@@ -27,15 +30,17 @@ def rescore_config(raw: DictConfig) -> tuple[RunConfig, Path | None]:
             f"run={run_dir}: not a finished run folder (needs config.yaml, "
             "model/ and result.json with state complete)"
         )
-    cfg = load_config(OmegaConf.load(paths.config))
-    cfg = dataclasses.replace(
-        cfg, eval=command.eval, metrics=command.metrics, tracker=command.tracker
-    )
-    load_config(OmegaConf.structured(cfg))  # re-validate the combination
-    return cfg, run_dir
+    saved = OmegaConf.load(paths.config)
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in RESCORE_SECTIONS:  # a group choice (eval=quick): that whole section
+            saved[key] = raw[key]
+        elif key.split(".", 1)[0] in RESCORE_SECTIONS:
+            OmegaConf.update(saved, key, OmegaConf.select(raw, key), force_add=True)
+    return load_config(saved), run_dir
 
 
-def rescore(raw: DictConfig, out_dir: Path) -> float | None:
+def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | None:
     import torch
     from accelerate import Accelerator
 
@@ -44,7 +49,7 @@ def rescore(raw: DictConfig, out_dir: Path) -> float | None:
     from dreamsweep.models.loading import fingerprint, load_components
     from dreamsweep.tracking import open_trackers
 
-    cfg, run_dir = rescore_config(raw)
+    cfg, run_dir = rescore_config(raw, overrides)
     target = run_dir or out_dir
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     cache_root = Path(cfg.cache_dir).expanduser()
@@ -86,10 +91,10 @@ def _saved_weights(cfg: RunConfig, run_dir: Path, device) -> dict:
     """The exported pipeline (EMA weights when EMA was on) and the raw UNet beside it."""
     from diffusers import UNet2DConditionModel
 
-    from dreamsweep.models.loading import load_components
+    from dreamsweep.models.loading import load_components, saved_model
 
     model_dir = RunPaths(run_dir).model
-    final = load_components(ModelConfig(name="run", path=str(model_dir)))
+    final = load_components(saved_model(model_dir, name="run"))
     for module in (final.unet, final.vae, final.text_encoder):
         module.to(device)
     available = {"ema" if cfg.ema.enabled else "raw": final}

@@ -1,4 +1,4 @@
-"""Sampling schedulers by short name, and seeded, batched generation of an evaluation set.
+"""Seeded, batched generation of an evaluation set (schedulers by name: schedulers.py).
 
 Every (prompt, seed) pair gets its own generator seeded from the pair, so the same cell at two
 checkpoints starts from the same noise and the curves show the model changing, not the noise.
@@ -11,48 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
 from PIL import Image
 
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
-
-# Short name -> (class, extra config). Built from the base model's scheduler config, so
-# beta schedule and prediction type always match the model.
-SCHEDULERS = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
-    "lms": (LMSDiscreteScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {}),
-}
-
-
-def check_scheduler_names(names: Sequence[str], key: str = "eval.schedulers") -> None:
-    unknown = [n for n in names if n not in SCHEDULERS]
-    if unknown:
-        raise ValueError(f"{key}: unknown scheduler(s) {unknown}; known: {sorted(SCHEDULERS)}")
-
-
-def make_scheduler(name: str, base_config):
-    """The sampling scheduler `name`, configured from the model's own scheduler config."""
-    check_scheduler_names([name])
-    cls, extra = SCHEDULERS[name]
-    return cls.from_config(base_config, **extra)
+from dreamsweep.schedulers import make_scheduler
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,18 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from dreamsweep.config import ModelConfig
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.tiny import build_tiny
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+from dreamsweep.preflight import SINGLE_FILE_SUFFIXES, looks_local
 
 
 class ModelLoadError(ValueError):
     """model.path cannot be loaded; the message says what was tried and what to do."""
+
+
+def saved_model(path: str | Path, name: str = "saved") -> ModelConfig:
+    """The settings that load a saved pipeline folder or file as it is (no revision/variant)."""
+    return ModelConfig(
+        name=name, path=str(path), revision=None, variant=None, seed=0, sample_size=0
+    )
 
 
 def load_components(model: ModelConfig) -> SDComponents:
@@ -44,7 +50,7 @@ def load_components(model: ModelConfig) -> SDComponents:
                     "scheduler/ as written by save_pretrained, or give a .safetensors file."
                 )
             components = _from_pretrained(str(local), model, local_files_only=True)
-        elif _looks_like_a_path(source):
+        elif looks_local(source):
             raise ModelLoadError(f"model.path={source} does not exist")
         else:
             components = _from_pretrained(source, model, local_files_only=_hub_offline())
@@ -65,10 +71,6 @@ def load_components(model: ModelConfig) -> SDComponents:
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _looks_like_a_path(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~")) or source.endswith(SINGLE_FILE_SUFFIXES)
 
 
 def _from_pretrained(source: str, model: ModelConfig, *, local_files_only: bool) -> SDComponents:

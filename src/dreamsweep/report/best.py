@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamsweep.cells import reproduce_overrides
 from dreamsweep.metrics.objective import best_cell, objective
 from dreamsweep.report.collect import CellRow, Run, Sweep, flatten, format_value
 from dreamsweep.runs import COMPLETE, PRUNED, checkpoint_dirs
-from dreamsweep.sweeps.folding import FOLDABLE_SCHEDULES
 
 NOISE_SE = 2.0  # a gap below this many standard errors could be the prompts' and seeds' luck
 SCORED_STATES = (COMPLETE, PRUNED)  # a failed run's cells are not candidates
@@ -142,15 +142,12 @@ def _default_config(run_dir: Path) -> dict[str, Any] | None:
     if conf is None or not Path(conf).is_dir():
         return None
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from dreamsweep.config import RunConfig
+    from dreamsweep.config import load_config, to_dict
 
-    try:  # merged onto the schema, not validated: the defaults are valid, and checking would
-        # import the sampling stack (diffusers) for nothing
+    try:
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            merged = OmegaConf.merge(OmegaConf.structured(RunConfig), compose(config_name="train"))
-        return OmegaConf.to_container(merged, resolve=True)
+            return to_dict(load_config(compose(config_name="train"), check_machine=False))
     except Exception:  # conf/ changed since the run, or Hydra is busy in this process
         return None
 
@@ -163,18 +160,7 @@ def _overrides(run: Run) -> list[str]:
 def reproduce_command(row: CellRow, run: Run) -> str:
     """`python train.py ...` that trains this run and evaluates just this cell; it stops at the
     cell's step when the LR schedule does not depend on the total number of steps."""
-    cell = {
-        "eval.schedulers": f"[{row.scheduler}]",
-        "eval.num_inference_steps": f"[{row.num_inference_steps}]",
-        "eval.guidance_scale": f"[{row.guidance_scale:g}]",
-        "eval.weights": f"[{row.weights}]",
-    }
-    stop_early = row.step != run.final_step and (
-        run.setting("optim.lr_scheduler") in FOLDABLE_SCHEDULES
-    )
-    if stop_early:
-        cell["train.max_steps"] = str(row.step)
-        cell["eval.at_steps"] = "[]"
+    cell = reproduce_overrides(row.spec, run.setting("optim.lr_scheduler"), run.final_step)
     kept = [o for o in _overrides(run) if o.split("=", 1)[0].lstrip("+~") not in cell]
     args = kept + [f"{k}={v}" for k, v in cell.items()]
     return "python train.py " + " ".join(map(shell_quote, args))

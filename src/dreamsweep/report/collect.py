@@ -14,21 +14,17 @@ from typing import Any
 
 import yaml
 
+from dreamsweep.cells import Cell
 from dreamsweep.eval_outputs import cell_dir
-from dreamsweep.runs import RunPaths, read_json, read_metrics
+from dreamsweep.runs import STALE, RunPaths, read_json, read_metrics, run_state
 
 
 @dataclass
 class CellRow:
-    """One scored cell: (run, step, scheduler, inference steps, guidance, weights)."""
+    """One scored cell of a run (the cell itself is cells.Cell: step, sampling, weights)."""
 
     run: str
-    step: int
-    cell: str
-    scheduler: str
-    num_inference_steps: int
-    guidance_scale: float
-    weights: str  # base (step 0), ema or raw
+    spec: Cell
     objective: float | None
     scores: dict[str, float | None]  # eval/<score> without the prefix
     per_prompt: dict[str, list[float]]  # from scores.json: each score per prompt
@@ -37,9 +33,33 @@ class CellRow:
     folder: Path | None  # eval/step_<n>/<cell>/ when its images are there
 
     @property
+    def step(self) -> int:
+        return self.spec.step
+
+    @property
+    def cell(self) -> str:
+        return self.spec.name
+
+    @property
     def sampling(self) -> str:
         """The sampling setting without the weights: what a step-0 baseline shares."""
-        return self.cell.rsplit("-", 1)[0]  # evaluation.Cell.name is <sampling>-<weights>
+        return self.spec.sampling.name
+
+    @property
+    def scheduler(self) -> str:
+        return self.spec.sampling.scheduler
+
+    @property
+    def num_inference_steps(self) -> int:
+        return self.spec.sampling.num_inference_steps
+
+    @property
+    def guidance_scale(self) -> float:
+        return self.spec.sampling.guidance_scale
+
+    @property
+    def weights(self) -> str:  # base (step 0), ema or raw
+        return self.spec.weights
 
     def image(self, prompt_index: int, seed: int) -> Path | None:
         if self.folder is None:
@@ -52,7 +72,7 @@ class CellRow:
 class Run:
     name: str  # folder name inside the sweep
     path: Path
-    state: str  # complete | pruned | failed | running | unknown
+    state: str  # complete | pruned | failed | running | stale | unknown
     config: dict[str, Any]
     overrides: list[str]  # what the command line and the sweep set (Hydra's overrides.yaml)
     result: dict[str, Any]
@@ -83,14 +103,7 @@ class Run:
 
     def objective_settings(self) -> tuple[str, float]:
         """(metrics.objective, metrics.drift_penalty) the run was scored with."""
-        from dreamsweep.config import MetricsConfig
-
-        default = MetricsConfig()
-        penalty = self.setting("metrics.drift_penalty")
-        return (
-            self.setting("metrics.objective") or default.objective,
-            default.drift_penalty if penalty is None else penalty,
-        )
+        return self.setting("metrics.objective"), self.setting("metrics.drift_penalty")
 
     @property
     def error(self) -> str | None:
@@ -218,7 +231,9 @@ def read_run(path: Path, notes: list[str]) -> Run:
     config = _read_yaml(paths.config, notes) or {}
     overrides = _read_yaml(path / ".hydra" / "overrides.yaml", notes) or []
     result = read_json(paths.result) or {}
-    state = result.get("state", "unknown")
+    state = run_state(result) if result else "unknown"
+    if state == STALE:
+        notes.append(f"{path.name}: its process ended without a final state (killed, full disk)")
     if not result:
         notes.append(f"{path.name}: no result.json (the job was stopped before its run started)")
     latest: dict[tuple[int, str], dict] = {}  # a re-scored cell replaces the earlier line
@@ -230,16 +245,12 @@ def read_run(path: Path, notes: list[str]) -> Run:
 
 
 def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:
-    folder = cell_dir(run_dir, record["step"], record["cell"])
+    spec = Cell.from_record(record)
+    folder = cell_dir(run_dir, spec.step, spec.name)
     saved = read_json(folder / "scores.json") or {}
     return CellRow(
         run=run_dir.name,
-        step=record["step"],
-        cell=record["cell"],
-        scheduler=record["scheduler"],
-        num_inference_steps=record["num_inference_steps"],
-        guidance_scale=record["guidance_scale"],
-        weights=record["weights"],
+        spec=spec,
         objective=record.get("objective"),
         scores={k[len("eval/") :]: v for k, v in record.items() if k.startswith("eval/")},
         per_prompt=saved.get("per_prompt", {}),

@@ -1,19 +1,20 @@
-"""Fold evaluation axes out of a grid: they need no extra training runs (DESIGN.md).
+"""Fold the evaluation axes of a grid into the cells of fewer training runs (DESIGN.md).
 
-Steps (with a constant LR schedule), schedulers, inference steps, guidance and EMA-vs-raw do not
-change the weights' trajectory, so `train.max_steps=400,800,1200` becomes one run to 1200
-evaluated at 400/800/1200, `eval.schedulers=pndm,ddim` one run scored with both, and
-`ema.enabled=true,false` one EMA run also scored with its raw weights. Everything else stays a
-training axis: one run per combination.
+`eval.schedulers=pndm,ddim` becomes one run scored with both, `ema.enabled=true,false` one EMA
+run also scored with its raw weights, and `train.max_steps=400,800,1200` one run to 1200
+scored at 400/800/1200 — but only when the LR schedule of every run, after all overrides and
+swept config groups, does not depend on the total number of steps (cells.step_folds).
+Otherwise the steps stay a training axis and the plan says why. Which axes fold is decided in
+`dreamsweep.cells`; this module only rewrites the override lists.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-LIST_AXES = ("eval.schedulers", "eval.num_inference_steps", "eval.guidance_scale", "eval.weights")
-FOLDABLE_SCHEDULES = ("constant", "constant_with_warmup")
+from dreamsweep.cells import EMA_AXIS, LIST_AXES, STEP_AXIS, step_folds
 
 
 @dataclass
@@ -42,42 +43,61 @@ def _setting(key: str, value) -> str:
     return f"{key}=[{value}]" if key in LIST_AXES else f"{key}={value}"
 
 
+def _runs(base: list[str], sweeps: dict) -> list[list[str]]:
+    keys = list(sweeps)
+    combos = itertools.product(*(_values(sweeps[k]) for k in keys))
+    return [base + [_setting(k, v) for k, v in zip(keys, combo, strict=True)] for combo in combos]
+
+
 def plan_grid(
-    overrides: list, lr_scheduler: str, at_steps: list[int], fold: bool = True
+    overrides: list,
+    at_steps: list[int],
+    schedule_of: Callable[[list[str]], str],
+    fold: bool = True,
 ) -> GridPlan:
-    """overrides: Hydra Override objects (command line after hydra.sweeper.params)."""
-    sweeps, fixed, folded, warnings = {}, {}, {}, []
+    """overrides: Hydra Override objects (hydra.sweeper.params, then the command line).
+    schedule_of: the composed optim.lr_scheduler of one run's overrides."""
+    sweeps, fixed, folded = {}, {}, {}
     for o in overrides:  # a later line for the same key wins
         key = o.get_key_element()
         sweeps.pop(key, None)
         fixed.pop(key, None)
         (sweeps if o.is_sweep_override() else fixed)[key] = o
-    if fold:
-        schedule = (
-            fixed["optim.lr_scheduler"].value() if "optim.lr_scheduler" in fixed else lr_scheduler
+    base = [o.input_line for o in fixed.values()]
+    if not fold:
+        return GridPlan(runs=_runs(base, sweeps))
+    for key in list(sweeps):
+        values = _values(sweeps[key])
+        if key in LIST_AXES:
+            folded[key] = f"{key}=[{','.join(values)}]"
+        elif key == EMA_AXIS and {v.lower() for v in values} == {"true", "false"}:
+            folded[key] = f"{EMA_AXIS}=true"
+            folded["eval.weights"] = "eval.weights=[ema,raw]"
+        else:
+            continue
+        del sweeps[key]
+    warnings = []
+    if STEP_AXIS in sweeps:
+        steps = [int(v) for v in _values(sweeps[STEP_AXIS])]
+        with_steps = {
+            STEP_AXIS: f"{STEP_AXIS}={max(steps)}",
+            "eval.at_steps": f"eval.at_steps=[{','.join(map(str, sorted({*steps, *at_steps})))}]",
+        }
+        rest = {k: v for k, v in sweeps.items() if k != STEP_AXIS}
+        candidates = _runs(base + list({**folded, **with_steps}.values()), rest)
+        blocking = next(
+            ((run, s) for run in candidates if not step_folds(s := schedule_of(run))), None
         )
-        for key in list(sweeps):
-            values = _values(sweeps[key])
-            if key in LIST_AXES:
-                folded[key] = f"{key}=[{','.join(values)}]"
-            elif key == "ema.enabled" and {str(v).lower() for v in values} == {"true", "false"}:
-                folded[key] = "ema.enabled=true"
-                folded["eval.weights"] = "eval.weights=[ema,raw]"
-            elif key == "train.max_steps" and schedule in FOLDABLE_SCHEDULES:
-                steps = sorted({int(v) for v in values} | set(at_steps))
-                folded[key] = f"train.max_steps={max(int(v) for v in values)}"
-                folded["eval.at_steps"] = f"eval.at_steps=[{','.join(map(str, steps))}]"
-            elif key == "train.max_steps":
-                warnings.append(
-                    f"train.max_steps is not folded into one run: the LR schedule "
-                    f"'{schedule}' depends on the total number of steps"
-                )
-                continue
-            else:
-                continue
-            del sweeps[key]
-    keys = list(sweeps)
-    combos = itertools.product(*(_values(sweeps[k]) for k in keys))
-    base = [o.input_line for o in fixed.values()] + list(folded.values())
-    runs = [base + [_setting(k, v) for k, v in zip(keys, combo, strict=True)] for combo in combos]
+        if blocking is None:
+            folded.update(with_steps)
+            sweeps = rest
+        else:
+            run, schedule = blocking
+            swept = run[len(run) - len(rest) :]
+            warnings.append(
+                f"train.max_steps is not folded: the LR schedule '{schedule}'"
+                f"{' of the run with ' + ' '.join(swept) if swept else ''} depends on the total "
+                "number of steps, so each step count is a training run of its own"
+            )
+    runs = _runs(base + list(folded.values()), sweeps)
     return GridPlan(runs=runs, folded=list(folded.values()), warnings=warnings)

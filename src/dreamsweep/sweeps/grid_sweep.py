@@ -1,64 +1,86 @@
-"""The grid sweep loop: plan (fold evaluation axes), say what will run, run every job."""
+"""The grid sweep loop: plan (fold evaluation axes), say what will run, run every job.
+
+The plan is printed and written to `<sweep>/plan.json` before anything trains: for each job
+its overrides and the cells its run will score (cells.planned_cells of its composed config),
+so what a sweep promises and what it scores are the same list.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dreamsweep.runs import RunPaths, read_json
-from dreamsweep.sweeps.folding import plan_grid
+from dreamsweep.cells import planned_cells
+from dreamsweep.config import ConfigError, load_config
+from dreamsweep.runs import RunPaths, atomic_write_text, read_json
+from dreamsweep.sweeps.folding import GridPlan, plan_grid
+from dreamsweep.sweeps.search_space import override_value
 
 log = logging.getLogger("dreamsweep.sweep")
 
 
-def count_cells(cfg, folded: list[str]) -> int:
-    """Cells per run: trained eval steps x sampling settings x weights, plus the baseline."""
-    settings = dict(line.split("=", 1) for line in folded)
+def plan_sweep(sweeper, arguments: list[str]) -> tuple[GridPlan, list[dict]]:
+    """The grid plan and, per job, its overrides and planned cells (or why it is invalid)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    def values(key: str, default) -> list[str]:
-        value = settings.get(key)
-        return value.strip("[]").split(",") if value else [str(v) for v in default]
+    cfg, loader = sweeper.config, sweeper.hydra_context.config_loader
+    params = [f"{k}={v}" for k, v in (sweeper.settings.get("params") or {}).items()]
 
-    max_steps = int(settings.get("train.max_steps", cfg.train.max_steps))
-    steps = {int(s) for s in values("eval.at_steps", cfg.eval.at_steps) if s} | {max_steps}
-    sampling = (
-        len(values("eval.schedulers", cfg.eval.schedulers))
-        * len(values("eval.num_inference_steps", cfg.eval.num_inference_steps))
-        * len(values("eval.guidance_scale", cfg.eval.guidance_scale))
+    def compose(overrides: list[str]):
+        return loader.load_sweep_config(cfg, list(overrides))
+
+    plan = plan_grid(
+        OverridesParser.create(config_loader=loader).parse_overrides(params + list(arguments)),
+        list(cfg.eval.at_steps),
+        schedule_of=lambda run: str(compose(run).optim.lr_scheduler),
+        fold=sweeper.settings.get("fold", True),
     )
-    weights = len(values("eval.weights", cfg.eval.weights))
-    return sampling * (len(steps - {0}) * weights + 1)
+    jobs = []
+    for number, overrides in enumerate(plan.runs):
+        job = {"job": number, "overrides": overrides}
+        try:
+            raw = compose(overrides)
+            raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
+            del raw["hydra"]
+            run_cfg = load_config(raw, check_machine=False)
+            job["cells"] = [f"step_{c.step:06d}/{c.name}" for c in planned_cells(run_cfg)]
+        except ConfigError as err:
+            job["cells"], job["error"] = [], str(err)
+        jobs.append(job)
+    return plan, jobs
 
 
 def run_grid(sweeper, arguments: list[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import JobStatus
 
     cfg = sweeper.config
-    params = [f"{k}={v}" for k, v in (sweeper.settings.get("params") or {}).items()]
-    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
-    plan = plan_grid(
-        parser.parse_overrides(params + list(arguments)),
-        cfg.optim.lr_scheduler,
-        list(cfg.eval.at_steps),
-        fold=sweeper.settings.get("fold", True),
-    )
+    plan, jobs = plan_sweep(sweeper, arguments)
     for warning in plan.warnings:
         log.warning(warning)
-    cells = count_cells(cfg, plan.folded)
+    total = sum(len(j["cells"]) for j in jobs)
     log.info(
-        "grid: %d training run(s) x %d scored cell(s) = %d cells%s",
+        "grid: %d training run(s), %d scored cell(s) in all (%s per run)%s",
         len(plan.runs),
-        cells,
-        cells * len(plan.runs),
-        f" (folded: {' '.join(plan.folded)})" if plan.folded else "",
+        total,
+        "/".join(str(len(j["cells"])) for j in jobs),
+        f"; folded: {' '.join(plan.folded)}" if plan.folded else "",
     )
-    sweep_dir = Path(cfg.hydra.sweep.dir)
+    for job in jobs:
+        if "error" in job:
+            log.warning("job %d will fail: %s", job["job"], job["error"])
+    sweep_dir, runs = Path(cfg.hydra.sweep.dir), plan.runs
+    if not _sweep_dir_given(cfg) and (previous := previous_sweep(sweep_dir, jobs)):
+        log.info("resuming %s (same grid): complete runs are kept, the others resume", previous)
+        sweep_dir = previous
+        runs = [run + [f"hydra.sweep.dir={override_value(str(previous))}"] for run in runs]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
-    results = sweeper.launcher.launch(plan.runs, initial_job_idx=0)
+    summary = {"folded": plan.folded, "warnings": plan.warnings, "jobs": jobs}
+    atomic_write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
+    results = sweeper.launcher.launch(runs, initial_job_idx=0)
     states = [
         (read_json(RunPaths(Path(r.hydra_cfg.hydra.runtime.output_dir)).result) or {}).get(
             "state", "failed"
@@ -79,3 +101,22 @@ def run_grid(sweeper, arguments: list[str]) -> list:
             best.return_value,
         )
     return [results]
+
+
+def _sweep_dir_given(cfg) -> bool:
+    return any(o.startswith("hydra.sweep.dir=") for o in cfg.hydra.overrides.hydra)
+
+
+def previous_sweep(sweep_dir: Path, jobs: list[dict]) -> Path | None:
+    """The newest earlier folder of this sweep (`outputs/sweeps/<name>/<date>`) that ran the
+    same grid: the same command run again continues it instead of retraining every run."""
+    wanted = [job["overrides"] for job in jobs]
+    earlier = sorted(p for p in sweep_dir.parent.glob("*/plan.json") if p.parent != sweep_dir)
+    for plan_file in reversed(earlier):
+        try:
+            planned = [job["overrides"] for job in json.loads(plan_file.read_text())["jobs"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if planned == wanted:
+            return plan_file.parent
+    return None

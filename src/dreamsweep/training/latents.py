@@ -1,9 +1,11 @@
 """VAE latents of the training images, computed once per run and kept in the shared cache.
 
-Each image is stored as the VAE posterior (mean, std) of every augmentation the run can ask
-for: the crop (centre, or `RANDOM_CROPS` seeded random crops) times the flip (none, mirrored).
-A training step then draws `mean + std * noise` with its own seeded generator — the same
-distribution as encoding the image every step, without running the VAE encoder again.
+Each image is stored as the VAE posterior (mean, std) of each augmentation kept: the crop
+(centre, or `RANDOM_CROPS` seeded random crops) times the flip (none, mirrored). A training
+step then draws `mean + std * noise` with its own seeded generator. With centre crops this is
+exactly the distribution of encoding the image every step; with random crops it is an
+approximation: the step draws among RANDOM_CROPS fixed crops per image, not among every
+possible crop (enough for 3-30 photos at a few hundred steps, and the VAE runs once).
 """
 
 from __future__ import annotations

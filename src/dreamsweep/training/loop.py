@@ -67,12 +67,12 @@ def train_step(s: TrainState, step: int) -> dict[str, float]:
         )
     params = [p for group in s.optimizer.param_groups for p in group["params"]]
     acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+    logged["train/lr"] = s.lr_schedule.get_last_lr()[0]  # the LR this step uses
     s.optimizer.step()
     s.lr_schedule.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.ema is not None:
         s.ema.step(acc.unwrap_model(s.unet).parameters())
-    logged["train/lr"] = s.lr_schedule.get_last_lr()[0]
     return logged
 
 

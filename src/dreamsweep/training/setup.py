@@ -121,9 +121,8 @@ def build_state(
     optimizer = build_optimizer(cfg, groups)
     lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
     ema = None
-    if cfg.ema.enabled:
+    if cfg.ema.enabled:  # saved by training/checkpoint.py as safetensors, not Accelerate's pickle
         ema = build_ema(cfg.ema, c.unet)
-        accelerator.register_for_checkpointing(ema)
     if cfg.train.text_encoder:
         unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
             c.unet, c.text_encoder, optimizer, lr_schedule
