@@ -24,7 +24,8 @@ def main(raw: DictConfig) -> float | None:
         cfg = load_config(raw)
         return run_training(cfg, Path(hydra_cfg.runtime.output_dir))
     except (ConfigError, ImageFolderError, FileNotFoundError, RunFailed) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not getattr(err, "shown", False):
+            print(f"error: {err}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             record_failure(Path(hydra_cfg.runtime.output_dir), err)
             return None  # result.json says why; a sweep goes on with the other runs

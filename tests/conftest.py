@@ -36,12 +36,15 @@ def shared_cache(tmp_path_factory) -> Path:
 OFFLINE = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(shared_cache, monkeypatch):
-    """W&B offline, the test cache, no hub: nothing touches ~/.cache or the network."""
-    monkeypatch.setenv("DREAMSWEEP_CACHE_DIR", str(shared_cache))
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(shared_cache):
+    """W&B offline, the test cache, no hub: nothing touches ~/.cache or the network. Session
+    scope, so that module and session fixtures (which run before function fixtures) get it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DREAMSWEEP_CACHE_DIR", str(shared_cache))
+        for name, value in OFFLINE.items():
+            patch.setenv(name, value)
+        yield
 
 
 def train_py(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:

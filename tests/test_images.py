@@ -99,6 +99,23 @@ def test_every_bad_file_is_named_in_one_error(bad_folder: Path) -> None:
     assert sorted(p.path.name for p in caught.value.problems) == sorted(expected_reasons)
 
 
+def test_files_that_are_not_images_are_ignored_and_listed(tmp_path: Path, caplog) -> None:
+    Image.new("RGB", (96, 96), "red").save(tmp_path / "dog.png")
+    (tmp_path / "notes.md").write_text("shot in May")
+    (tmp_path / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (tmp_path / ".DS_Store").write_bytes(b"\x00Bud1")
+    with caplog.at_level("INFO", logger="dreamsweep"):
+        assert [p.name for p in load_folder(tmp_path, min_size=64)] == ["dog.png"]
+    assert "ignoring 3 file(s)" in caplog.text and "notes.md" in caplog.text
+
+
+def test_a_caption_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    Image.new("RGB", (96, 96), "red").save(tmp_path / "dog.png")
+    (tmp_path / "dog.txt").write_bytes("un chien \xe0 la plage".encode("latin-1"))
+    with pytest.raises(ImageFolderError, match="dog.txt is not UTF-8"):
+        read_caption(tmp_path / "dog.png")
+
+
 def test_check_folder_splits_good_from_bad(bad_folder: Path) -> None:
     good, problems = check_folder(bad_folder, min_size=64)
     assert [p.name for p in good] == ["good_1.png", "good_2.jpg"]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, SEARCH, compose_config, compose_raw, multirun
+from dreamsweep.sweeps.study import storage_object
+from tests.conftest import ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
@@ -41,20 +44,14 @@ EXPECTED_RUNS = {
 def test_every_preset_plans_its_runs(preset):
     """What `python train.py -m +sweep=<preset>` does before it trains anything."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from dreamsweep.sweeps.folding import plan_grid
     from dreamsweep.sweeps.search_space import split_overrides
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", [f"+sweep={preset}"], return_hydra_config=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     if "fold" in cfg.hydra.sweeper:  # a grid
-        grid = plan_grid(
-            OverridesParser.create().parse_overrides(params),
-            cfg.optim.lr_scheduler,
-            list(cfg.eval.at_steps),
-        )
+        grid = plan(f"+sweep={preset}", *params)
         assert len(grid.runs) == EXPECTED_RUNS[preset] and not grid.warnings
     else:  # an Optuna search
         distributions, _, _ = split_overrides(params)
@@ -144,12 +141,18 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(tmp_path):
     assert states == ["COMPLETE", "FAIL"]
 
 
-def plan(*lines: str, schedule: str = "constant", fold: bool = True):
+def plan(*lines: str, fold: bool = True):
+    """The grid plan of `train.py -m <lines>`; each run's LR schedule from its composed config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from dreamsweep.sweeps.folding import plan_grid
 
-    return plan_grid(OverridesParser.create().parse_overrides(list(lines)), schedule, [], fold)
+    return plan_grid(
+        OverridesParser.create().parse_overrides(list(lines)),
+        [],
+        schedule_of=lambda run: compose_raw(*run).optim.lr_scheduler,
+        fold=fold,
+    )
 
 
 def test_evaluation_axes_fold_into_one_training_run():
@@ -180,9 +183,17 @@ def test_numbers_on_list_axes_fold_too():
 
 
 def test_steps_stay_separate_runs_when_the_lr_schedule_depends_on_them():
-    grid = plan("train.max_steps=400,800", schedule="cosine")
+    grid = plan("optim.lr_scheduler=cosine", "train.max_steps=400,800")
     assert [r[-1] for r in grid.runs] == ["train.max_steps=400", "train.max_steps=800"]
     assert "cosine" in grid.warnings[0]
+
+
+def test_a_swept_lr_schedule_keeps_every_step_count_a_training_run():
+    """Step 4 of an 8-step cosine run is not the 4-step cosine run: nothing folds the steps
+    when any run's schedule depends on them, and the plan says which run."""
+    grid = plan("optim.lr_scheduler=constant,cosine", "train.max_steps=4,8")
+    assert len(grid.runs) == 4
+    assert "optim.lr_scheduler=cosine" in grid.warnings[0]
 
 
 def test_runs_side_by_side_get_gpus_of_their_own():
@@ -204,7 +215,7 @@ def test_the_demo_grid_folds_steps_and_schedulers_and_survives_bad_runs(demo_gri
     sweep_dir, proc = demo_grid
     out = proc.stdout + proc.stderr
     # prior on/off x lr 1e-3/-1 = 4 runs; steps 2,4 and schedulers ddim,pndm are cells
-    assert "grid: 4 training run(s) x 10 scored cell(s) = 40 cells" in out
+    assert "grid: 4 training run(s), 20 scored cell(s) in all (10/0/10/0 per run)" in out
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     results = {p.name: json.loads((p / "result.json").read_text()) for p in runs}
     failed = [n for n, r in results.items() if r["state"] == "failed"]
@@ -220,81 +231,91 @@ def test_the_demo_grid_folds_steps_and_schedulers_and_survives_bad_runs(demo_gri
     assert proc.stdout.count("encoding VAE latents of 6 images") == 1
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL server on a Unix socket (skipped where none is installed)."""
-    pytest.importorskip("psycopg")
-    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not binaries:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian: postgresql)")
-    pg, root = binaries[-1], Path(tempfile.mkdtemp(prefix="dreamsweep-pg-"))
-    as_owner = []
-    if os.geteuid() == 0:  # initdb refuses to run as root; pytest's tmp dirs are root-only
-        shutil.chown(root, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, options = root / "data", f"-p 54329 -k {root} -c listen_addresses=''"
-    subprocess.run(
-        [*as_owner, pg / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*as_owner, pg / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", options, "start"],
-        check=True,
-        capture_output=True,
-    )
-    yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=54329"
-    subprocess.run(
-        [*as_owner, pg / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
-    )
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def shared_storage(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'study.db'}"
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'study.journal'}"
     return request.getfixturevalue("postgres_url")
+
+
+SHARED = (  # the demo search cut short; seeded, so each process would propose the same values
+    "+sweep=demo_search",
+    "train.max_steps=2",
+    "eval.every_n_steps=null",
+    "hydra.sweeper.pruner=none",
+    "hydra.sweeper.study_name=shared",
+)
+
+
+def start_sweep(sweep_dir: Path, storage: str, *overrides: str) -> subprocess.Popen:
+    """A sweep process in the background, in a process group of its own (to kill it whole)."""
+    cmd = [sys.executable, "train.py", "-m", *SHARED, f"hydra.sweeper.storage='{storage}'"]
+    return subprocess.Popen(
+        [*cmd, *overrides, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
 def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(
     tmp_path, shared_storage
 ):
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
-        "+sweep=demo_search",
-        "train.max_steps=2",
-        "eval.every_n_steps=null",
-        "hydra.sweeper.pruner=none",
-        "hydra.sweeper.n_trials=3",
-        f"hydra.sweeper.storage='{shared_storage}'",
-        "hydra.sweeper.study_name=shared",
-    ]
-    workers = [
-        subprocess.Popen(
-            [*cmd, f"hydra.sweep.dir={tmp_path / f'w{i}'}"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    """Two workers started together on one study and one sweep folder (as two starts in the
+    same second would share `${now}`): each trial runs once, in a folder of its own."""
+    sweep = tmp_path / "sweep"
+    workers = [start_sweep(sweep, shared_storage, "hydra.sweeper.n_trials=4") for _ in range(2)]
     for worker in workers:
         _, err = worker.communicate(timeout=900)
         assert worker.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
     trials = load_shared(shared_storage).trials
-    run_dirs = [t.user_attrs["run_dir"] for t in trials]
-    assert len(set(run_dirs)) == len(run_dirs)  # every trial ran once, in its own folder
-    assert {Path(d).parent.name for d in run_dirs} == {"w0", "w1"}  # both workers took trials
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 3
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 4
+    lrs = [t.params["optim.lr"] for t in trials]
+    assert len(set(lrs)) == len(lrs)  # no two trials train the same configuration
+    folders = [Path(t.user_attrs["run_dir"]) for t in trials]
+    assert [f.name for f in folders] == [str(t.number) for t in trials]  # named by trial
+    for trial, folder in zip(trials, folders, strict=True):  # each folder is its trial's
+        config = OmegaConf.load(folder / "config.yaml")
+        assert config.optuna.trial_id == trial._trial_id
+        assert config.optim.lr == trial.params["optim.lr"]
+        assert json.loads((folder / "result.json").read_text())["state"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_repeating_a_configuration(tmp_path):
+    """kill -9 of the whole sweep during its second trial, then the same command again."""
+    storage, sweep = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "sweep"
+    worker = start_sweep(sweep, storage, "hydra.sweeper.n_trials=3")
+    second = sweep / "1" / "result.json"
+    deadline = time.monotonic() + 600
+    while not (second.exists() and "running" in second.read_text()):
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read()
+        time.sleep(0.2)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    again = start_sweep(sweep, storage, "hydra.sweeper.n_trials=3")
+    _, err = again.communicate(timeout=900)
+    assert again.returncode == 0, err[-3000:]
+    trials = load_shared(storage).trials
+    killed = trials[1]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert json.loads(second.read_text())["state"] == "failed"  # the folder agrees
+    assert "interrupted" in json.loads(second.read_text())["error"]
+    lrs = [t.params["optim.lr"] for t in trials]
+    assert len(set(lrs)) == len(lrs)  # the resumed sampler proposes new values
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
 
 
 def load_shared(storage: str) -> optuna.Study:
-    return optuna.load_study(study_name="shared", storage=storage)
+    return optuna.load_study(study_name="shared", storage=storage_object(storage))
 
 
 @pytest.mark.slow
@@ -319,3 +340,23 @@ def test_the_submitit_launcher_runs_trials_side_by_side_each_under_accelerate(tm
     for trial in trials:
         result = json.loads((Path(trial.user_attrs["run_dir"]) / "result.json").read_text())
         assert result["num_processes"] == 2 and result["weights_in_sync"]
+
+
+@pytest.mark.slow
+def test_the_same_grid_command_again_continues_its_sweep_folder(tmp_path):
+    """No hydra.sweep.dir given: the second run of the command finds the first one's folder."""
+    name = f"rerun-test-{os.getpid()}"
+    grid = ("-m", "hydra/sweeper=grid", "train.max_steps=2,3", "eval.enabled=false",
+            "prior=off", "tracker=disk", f"sweep_name={name}")  # fmt: skip
+    env = {"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}
+    try:
+        first = train_py(*grid, timeout=600, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        second = train_py(*grid, timeout=600, env=env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        folders = list((ROOT / "outputs" / "sweeps" / name).iterdir())
+        assert len(folders) == 1, folders  # one sweep folder, continued
+        assert "resuming" in second.stdout + second.stderr
+        assert (second.stdout + second.stderr).count("is already complete; nothing to do") == 2
+    finally:
+        shutil.rmtree(ROOT / "outputs" / "sweeps" / name, ignore_errors=True)

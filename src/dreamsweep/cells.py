@@ -84,8 +84,11 @@ def step_folds(lr_scheduler: str) -> bool:
 
 
 def eval_steps(cfg) -> list[int]:
-    """Step 0 (the base model), eval.at_steps, every eval.every_n_steps, and the final step."""
+    """Step 0 (the base model), eval.at_steps, every eval.every_n_steps, and the final step;
+    none when evaluation is off."""
     ev, last = cfg.eval, cfg.train.max_steps
+    if not ev.enabled:
+        return []
     steps = {0, last, *(s for s in ev.at_steps if s <= last)}
     if ev.every_n_steps:
         steps |= set(range(ev.every_n_steps, last + 1, ev.every_n_steps))

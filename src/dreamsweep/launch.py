@@ -6,18 +6,37 @@ freed between runs, and a Hydra sweep is never run under `accelerate launch`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dreamsweep.cells import (
+    eval_steps,
+    planned_cells,
+    samplings,
+    scored_weights,
+    steps_beyond_training,
+)
 from dreamsweep.config import ConfigError, RunConfig, load_config, save_yaml
 from dreamsweep.data.dataset import check_data
-from dreamsweep.runs import COMPLETE, FAILED, PRUNED, RunPaths, read_json, write_result
+from dreamsweep.preflight import check_places
+from dreamsweep.runs import (
+    COMPLETE,
+    EXIT_STORAGE_ERROR,
+    FAILED,
+    PRUNED,
+    RunPaths,
+    atomic_write_text,
+    read_json,
+    write_result,
+)
 
 log = logging.getLogger("dreamsweep")
 
@@ -25,7 +44,12 @@ WORKER_MODULE = "dreamsweep.worker"
 
 
 class RunFailed(RuntimeError):
-    """The worker ended without completing; result.json says why."""
+    """The worker ended without completing; result.json says why. ``shown``: the worker has
+    already printed the one `error:` line (a full disk), so it is not printed again."""
+
+    def __init__(self, message: str, shown: bool = False) -> None:
+        super().__init__(message)
+        self.shown = shown
 
 
 def free_port() -> int:
@@ -81,37 +105,50 @@ def gpu_slots(n_jobs: int, gpus_per_job: int, devices: int) -> list[str] | None:
 
 
 def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
-    """config.yaml of the run; an existing folder must hold the same settings (resume)."""
+    """config.yaml of the run; an existing folder must hold the same training settings (a
+    resume). Where the cache lives and which GPUs and port the run uses are not training
+    settings: a resume takes this command's (a new DREAMSWEEP_CACHE_DIR is honoured)."""
     paths = RunPaths(run_dir)
     if paths.config.exists():
         previous = load_config(OmegaConf.load(paths.config), check_machine=False)
-        # where the cache lives and which GPUs and port a run uses are not training settings
-        previous.cache_dir = cfg.cache_dir
-        previous.launcher.gpu_ids = cfg.launcher.gpu_ids
-        previous.launcher.main_process_port = cfg.launcher.main_process_port
+        previous = dataclasses.replace(
+            previous,
+            cache_dir=cfg.cache_dir,
+            launcher=dataclasses.replace(
+                previous.launcher,
+                gpu_ids=cfg.launcher.gpu_ids,
+                main_process_port=cfg.launcher.main_process_port,
+            ),
+        )
         if save_yaml(previous) != save_yaml(cfg):
             raise ConfigError(
                 f"{run_dir} already holds a run with other settings ({paths.config}); resume it "
                 "with the same command, or choose a new hydra.run.dir"
             )
-        return paths.config
-    from dreamsweep.runs import atomic_write_text
-
     atomic_write_text(paths.config, save_yaml(cfg))
     return paths.config
 
 
 def record_failure(run_dir: Path, err: Exception) -> None:
     """A sweep job that failed before its worker wrote anything (a bad setting, bad photos):
-    result.json says why, so the sweep's report shows the run as failed instead of missing."""
+    result.json says why, so the sweep's report shows the run as failed instead of missing.
+    On a full disk this cannot be written either; the next reader finds the run stale."""
     paths = RunPaths(run_dir)
-    if (read_json(paths.result) or {}).get("state") != FAILED:
-        write_result(paths, FAILED, final_step=None, error=str(err))
+    with suppress(OSError):
+        if (read_json(paths.result) or {}).get("state") != FAILED:
+            write_result(paths, FAILED, final_step=None, error=str(err))
 
 
 def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     """Write the run's config, run (or resume) the worker, return the objective."""
     paths = RunPaths(run_dir)
+    check_places(cfg, run_dir)  # model path, cache and run folder: one line each, nothing loaded
+    if beyond := steps_beyond_training(cfg):
+        log.warning(
+            "eval.at_steps %s are beyond train.max_steps=%d and will not be scored",
+            beyond,
+            cfg.train.max_steps,
+        )
     check_data(cfg)  # every bad image listed now, not after the model has loaded
     config_file = write_run_config(cfg, run_dir)
     previous = read_json(paths.result) or {}
@@ -119,12 +156,22 @@ def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
         log.info("%s is already complete; nothing to do", run_dir)
         return previous.get("objective")
     cmd = worker_command(cfg, config_file)
-    log.info("run folder: %s", run_dir)
+    cells = planned_cells(cfg)
+    log.info(
+        "run folder: %s; %d cells planned (steps %s x %d sampling setting(s) x weights %s)",
+        run_dir,
+        len(cells),
+        eval_steps(cfg),
+        len(samplings(cfg)),
+        scored_weights(cfg),
+    )
     code = subprocess.call(cmd, env=worker_env(cfg))
     result = read_json(paths.result) or {}
     if code == 0 and result.get("state") == PRUNED:
         log.info("run pruned: %s", result.get("pruned"))
         return result.get("objective")
+    if code == EXIT_STORAGE_ERROR:
+        raise RunFailed(result.get("error") or "the disk is full or not writable", shown=True)
     if code != 0 or result.get("state") != COMPLETE:
         if result.get("state") != FAILED:  # killed, or a rank died before writing
             result = write_result(paths, FAILED, error=f"worker exited with code {code}")

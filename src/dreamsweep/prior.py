@@ -55,6 +55,7 @@ def class_images(
         "guidance_scale": p.guidance_scale,
         "seed": p.seed,
         "batch_size": p.batch_size,  # batched sampling differs from single in the last bits
+        "batching": "aligned",  # image i always in batch i // batch_size (see aligned_batches)
     }
     entry = cache.entry_dir(cache_root, "class_images", spec)
     wanted = [_image_path(entry, i) for i in range(missing)]

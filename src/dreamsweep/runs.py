@@ -8,9 +8,12 @@ Every file is written atomically (temp file + rename), so a killed run never lea
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 RUNNING, COMPLETE, FAILED, PRUNED = "running", "complete", "failed", "pruned"
+STALE = "stale"  # result.json says running, but the process that wrote it is gone
+EXIT_STORAGE_ERROR = 3  # worker exit code: a full disk or unwritable place, its line printed
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,23 @@ def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never a partial one."""
+    """Write ``text`` so that readers see the old file or the new one, never a partial one.
+    The file gets the permissions of a plain open() (mkstemp's 0600 would lock other users
+    of a shared cache or sweep folder out)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -77,6 +94,58 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def owner() -> dict[str, Any]:
+    """Who writes a run or runs a trial: a reader on the same host can check it is alive."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def alive(who: dict[str, Any] | None) -> bool | None:
+    """Whether the owner process still runs; None when that cannot be told (another host)."""
+    if not who or who.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(who["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
+
+
+def run_state(result: dict[str, Any] | None) -> str:
+    """The state to show: a `running` run whose process is gone (killed) is `stale`."""
+    state = (result or {}).get("state", "unknown")
+    if state == RUNNING and alive(result.get("owner")) is False:
+        return STALE
+    return state
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES}
+_STORAGE_TEXT = ("No space left", "StorageFull", "file write failed", "Read-only file system")
+
+
+def storage_error(err: BaseException, where: Path) -> str | None:
+    """A one-line message when ``err`` is a full disk or an unwritable place, else None.
+    Torch and safetensors wrap the OSError in their own errors, hence the text checks."""
+    text = str(err)
+    if not (
+        (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
+        or any(t in text for t in _STORAGE_TEXT)
+    ):
+        return None
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else text.splitlines()[0]
+    file = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
+    return (
+        f"cannot write to {where}{file}: {reason[:200]} ({free}); free space or fix the "
+        "permissions and rerun the same command: the run resumes from its last complete "
+        "checkpoint"
+    )
 
 
 def write_result(paths: RunPaths, state: str, **fields: Any) -> dict[str, Any]:

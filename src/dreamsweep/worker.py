@@ -9,13 +9,25 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dreamsweep.config import RunConfig, load_config, to_dict
-from dreamsweep.runs import COMPLETE, FAILED, PRUNED, RUNNING, RunPaths, write_result
+from dreamsweep.best_weights import BestKeeper
+from dreamsweep.cells import BASE, scored_weights
+from dreamsweep.config import RunConfig, load_config, public_settings
+from dreamsweep.runs import (
+    COMPLETE,
+    EXIT_STORAGE_ERROR,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    RunPaths,
+    owner,
+    storage_error,
+    write_result,
+)
 
 EXIT_RECORDED_FAILURE = 0  # result.json says "failed" and why; no launcher trace on top
 
@@ -40,24 +52,26 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     trackers = open_trackers(cfg, run_dir, resume_step=resume_step) if main else []
     exit_code = 1
     try:
-        evaluate = _eval_hook(evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator))
-        if evaluator is not None and resume_step == 0:
+        keeper = BestKeeper.for_run(paths, public_settings(cfg)) if main else None
+        evaluate = _eval_hook(
+            evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator), keeper
+        )
+        if evaluator is not None:  # always from the base weights, before any checkpoint loads
             evaluator.prepare_baselines(components, model_fp)
-            evaluate(0, {"base": lambda: nullcontext(components)})
+            if resume_step == 0:
+                evaluate(0, {BASE: lambda: nullcontext(components)})
         configure_models(cfg, components, accelerator)
         state = build_state(cfg, components, accelerator, data)
-        start = ckpt.resume_latest(accelerator, paths.checkpoints)
+        start = ckpt.resume_latest(accelerator, paths.checkpoints, state.ema)
         if start:
             log(f"resuming from the checkpoint at step {start}")
-        if evaluator is not None and start:
-            evaluator.prepare_baselines(components, model_fp)  # from the cache
         started, eval_before = time.perf_counter(), evaluate.timing["eval"]
         step = train(
             state,
             start,
             log=lambda values, step: [t.log(values, step) for t in trackers],
             save=lambda step: ckpt.save_checkpoint(
-                accelerator, paths.checkpoints, step, cfg.train.keep_checkpoints
+                accelerator, paths.checkpoints, step, cfg.train.keep_checkpoints, state.ema
             ),
             evaluate=lambda step: evaluate(step, _trained_weights(cfg, state)),
         )
@@ -76,7 +90,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             },
         }
         if main:
-            ckpt.export_pipeline(unwrapped(state), paths.model, to_dict(cfg), ema=state.ema)
+            ckpt.export_pipeline(unwrapped(state), paths.model, public_settings(cfg), ema=state.ema)
             log(f"final weights: {paths.model}")
             fields.update(_best_of_run(paths, trackers))
         exit_code = 0
@@ -96,9 +110,10 @@ def _evaluator(cfg: RunConfig, accelerator, run_dir: Path, cache_root: Path, log
     return Evaluator(cfg, accelerator, run_dir, cache_root, scorer, log)
 
 
-def _eval_hook(evaluator, trackers, run_dir: Path, pruning):
-    """evaluate(step, weights): score the cells of an eval step, log them, and let an Optuna
-    pruner stop the run (the step's best cell is the value reported)."""
+def _eval_hook(evaluator, trackers, run_dir: Path, pruning, keeper: BestKeeper | None):
+    """evaluate(step, weights): score the cells of an eval step, log them, keep the weights
+    of a new best cell (main process), and let an Optuna pruner stop the run (the step's best
+    cell is the value reported)."""
     from dreamsweep.eval_outputs import cell_dir
 
     timing = {"eval": 0.0}
@@ -112,6 +127,8 @@ def _eval_hook(evaluator, trackers, run_dir: Path, pruning):
         grids = {r["cell"]: cell_dir(run_dir, step, r["cell"]) / "grid.png" for r in records}
         for tracker in trackers:
             tracker.log_eval(records, grids)
+        if keeper is not None and step > 0 and (kept := keeper.offer(records, weights)):
+            print(f"[dreamsweep] best so far: step {step} {kept['cell']} -> {keeper.folder}")
         values = [r["objective"] for r in records if r["objective"] is not None]
         pruning.report(step, max(values) if values else None)
 
@@ -120,7 +137,7 @@ def _eval_hook(evaluator, trackers, run_dir: Path, pruning):
 
 
 def _trained_weights(cfg: RunConfig, state) -> dict:
-    """The weights to evaluate: raw, and EMA when it is on (eval.weights chooses)."""
+    """The weights to evaluate, by name (cells.scored_weights): raw, and EMA when it is on."""
     from dreamsweep.training.ema import ema_weights
     from dreamsweep.training.setup import unwrapped
 
@@ -130,12 +147,8 @@ def _trained_weights(cfg: RunConfig, state) -> dict:
         with ema_weights(state.ema, components.unet):
             yield components
 
-    available = {"raw": lambda: nullcontext(unwrapped(state))}
-    if state.ema is not None:
-        available["ema"] = ema
-    return {name: available[name] for name in cfg.eval.weights if name in available} or {
-        "raw": available["raw"]
-    }
+    available = {"raw": lambda: nullcontext(unwrapped(state)), "ema": ema}
+    return {name: available[name] for name in scored_weights(cfg)}
 
 
 def _best_of_run(paths: RunPaths, trackers) -> dict:
@@ -182,6 +195,7 @@ def main(config_file: str) -> int:
     from accelerate import Accelerator
 
     from dreamsweep.sweeps.pruning import TrialPruned
+    from dreamsweep.training.checkpoint import UnsafeCheckpoint
     from dreamsweep.training.loop import TrainingDiverged
 
     run_dir = Path(config_file).resolve().parent
@@ -193,9 +207,9 @@ def main(config_file: str) -> int:
         mixed_precision=cfg.launcher.mixed_precision, cpu=not torch.cuda.is_available()
     )
     main_process = accelerator.is_main_process
-    if main_process:
-        write_result(paths, RUNNING, final_step=None, error=None, objective=None)
     try:
+        if main_process:
+            write_result(paths, RUNNING, final_step=None, error=None, objective=None, owner=owner())
         fields = run(cfg, run_dir, accelerator)
     except TrialPruned as err:
         if main_process:
@@ -209,12 +223,13 @@ def main(config_file: str) -> int:
             )
             print(f"[dreamsweep] {err}", flush=True)
         return EXIT_RECORDED_FAILURE
-    except TrainingDiverged as err:
+    except (TrainingDiverged, UnsafeCheckpoint) as err:  # train.py prints it in one line
         if main_process:
             write_result(paths, FAILED, error=str(err))
-            print(f"[dreamsweep] run failed: {err}", file=sys.stderr, flush=True)
         return EXIT_RECORDED_FAILURE
     except Exception as err:
+        if (message := storage_error(err, run_dir)) is not None:
+            return _storage_failure(paths, message, main_process)
         if main_process:
             write_result(
                 paths,
@@ -224,9 +239,22 @@ def main(config_file: str) -> int:
             )
         raise
     if main_process:
-        write_result(paths, COMPLETE, error=None, **fields)
+        try:
+            write_result(paths, COMPLETE, error=None, **fields)
+        except OSError as err:
+            return _storage_failure(paths, storage_error(err, run_dir) or str(err), True)
     accelerator.end_training()
     return 0
+
+
+def _storage_failure(paths: RunPaths, message: str, main_process: bool) -> int:
+    """Record the failure if the disk still lets us (else the next reader finds the run
+    `stale`: its owner is gone) and say it in one line."""
+    if main_process:
+        with suppress(OSError):
+            write_result(paths, FAILED, error=message)
+        print(f"\nerror: {message}", file=sys.stderr, flush=True)  # below a progress bar
+    return EXIT_STORAGE_ERROR
 
 
 if __name__ == "__main__":

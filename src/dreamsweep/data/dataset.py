@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreamsweep.config import RunConfig
-from dreamsweep.data.images import load_folder, read_caption
+from dreamsweep.data.images import TYPICAL_MAX_IMAGES, load_folder, log, read_caption
 from dreamsweep.data.toy import TOY_SUBJECT_DIR
 
 
@@ -56,8 +56,16 @@ def class_examples(cfg: RunConfig, images: list[Path]) -> list[Example]:
 
 
 def check_data(cfg: RunConfig) -> None:
-    """Raise one error listing every unusable instance (and class_dir) image, before training."""
-    instance_examples(cfg)
+    """Raise one error listing every unusable instance (and class_dir) image, before training;
+    say so when there are far more photos than DreamBooth is meant for."""
+    count = len(instance_examples(cfg))
+    if count > TYPICAL_MAX_IMAGES:
+        log.warning(
+            "%d instance images in %s: DreamBooth is meant for 3-30 photos of one subject; with "
+            "this many, each is seen rarely and training steps should grow accordingly",
+            count,
+            instance_dir(cfg),
+        )
     if cfg.prior.enabled and cfg.prior.class_dir:
         load_folder(
             Path(cfg.prior.class_dir).expanduser(),

@@ -6,6 +6,7 @@ truncated JPEG, and the user gets one message listing everything that needs fixi
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 from collections.abc import Iterator
@@ -18,6 +19,11 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Images in a format we do not read: an error (the user meant them as photos). Any other file
+# (notes.md, .DS_Store, Thumbs.db) is ignored and listed in one line.
+OTHER_IMAGE_EXTENSIONS = (".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".raw")
+TYPICAL_MAX_IMAGES = 50  # DreamBooth is meant for 3-30 photos of one subject
+log = logging.getLogger("dreamsweep")
 CAPTION_EXTENSION = ".txt"
 SKIP_BAD_HINT = "fix or remove them, or set data.skip_bad=true to skip them"
 WHITE = (255, 255, 255)
@@ -93,12 +99,24 @@ def _decode_problem(path: Path, min_size: int) -> str | None:
     return None
 
 
+def ignored_files(folder: Path) -> list[Path]:
+    """Files of the folder that are neither images nor captions: skipped, never an error."""
+    known = (*IMAGE_EXTENSIONS, *OTHER_IMAGE_EXTENSIONS, CAPTION_EXTENSION)
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and (_is_hidden(p) or p.suffix.lower() not in known)
+    )
+
+
 def check_folder(folder: Path, min_size: int) -> tuple[list[Path], list[ImageProblem]]:
-    """Fully decode every file in folder; return (good images, problems)."""
+    """Fully decode every image file in folder; return (good images, problems). Files that
+    are not images at all (ignored_files) are neither."""
     good: list[Path] = []
     problems: list[ImageProblem] = []
+    skipped = set(ignored_files(folder))
     for path in sorted(Path(folder).iterdir()):
-        if not path.is_file() or _is_hidden(path):
+        if not path.is_file() or path in skipped:
             continue
         suffix = path.suffix.lower()
         if suffix == CAPTION_EXTENSION:
@@ -129,6 +147,9 @@ def load_folder(folder: Path | str, *, min_size: int, skip_bad: bool = False) ->
     if not folder.is_dir():
         raise ImageFolderError(f"image folder is not a directory: {folder}")
     good, problems = check_folder(folder, min_size)
+    if ignored := ignored_files(folder):
+        names = ", ".join(p.name for p in ignored[:10]) + (", ..." if len(ignored) > 10 else "")
+        log.info("ignoring %d file(s) that are not images in %s: %s", len(ignored), folder, names)
     if not good and not problems:
         raise ImageFolderError(f"no images in {folder}: put jpg/png/webp/bmp files there")
     if not problems:
@@ -228,5 +249,11 @@ def read_caption(image_path: Path) -> str | None:
     caption_path = Path(image_path).with_name(Path(image_path).stem + CAPTION_EXTENSION)
     if not caption_path.is_file():
         return None
-    text = caption_path.read_text(encoding="utf-8").strip()
+    try:
+        text = caption_path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise ImageFolderError(
+            f"caption {caption_path} is not UTF-8 text (byte {err.start}): save it as UTF-8, "
+            "or set data.captions=false to use data.prompt for every photo"
+        ) from None
     return text or None

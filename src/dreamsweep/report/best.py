@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamsweep.best_weights import kept_cell
 from dreamsweep.cells import reproduce_overrides
 from dreamsweep.metrics.objective import best_cell, objective
 from dreamsweep.report.collect import CellRow, Run, Sweep, flatten, format_value
@@ -176,6 +177,12 @@ def shell_quote(arg: str) -> str:
 
 def weights_of(row: CellRow, run: Run) -> tuple[Path | None, str]:
     """The folder holding the cell's weights, and a sentence saying what it is."""
+    kept = kept_cell(run.path)
+    if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
+        return run.path / "best", (
+            "the pipeline of this cell, kept when it became the run's best "
+            "(StableDiffusionPipeline.from_pretrained; its scheduler is the cell's)"
+        )
     model = run.path / "model"
     if row.step == run.final_step and model.is_dir():
         if row.weights == "raw" and (model / "unet_raw").is_dir():

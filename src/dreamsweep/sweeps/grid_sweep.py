@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 from dreamsweep.cells import planned_cells
 from dreamsweep.config import ConfigError, load_config
@@ -75,6 +75,8 @@ def run_grid(sweeper, arguments: list[str]) -> list:
     if not _sweep_dir_given(cfg) and (previous := previous_sweep(sweep_dir, jobs)):
         log.info("resuming %s (same grid): complete runs are kept, the others resume", previous)
         sweep_dir = previous
+        with read_write(cfg.hydra.sweep):  # the launcher's config: it makes this folder
+            cfg.hydra.sweep.dir = str(previous)
         runs = [run + [f"hydra.sweep.dir={override_value(str(previous))}"] for run in runs]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, sweep_dir / "multirun.yaml")

@@ -10,15 +10,27 @@ failed runs are told FAIL and the sweep goes on until `max_failure_rate` is exce
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
 
+from dreamsweep.cells import EMA_AXIS
 from dreamsweep.launch import gpu_slots
-from dreamsweep.runs import COMPLETE, PRUNED, RunPaths, read_json, update_result
-from dreamsweep.sweeps.search_space import split_overrides
+from dreamsweep.runs import (
+    COMPLETE,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    RunPaths,
+    read_json,
+    update_result,
+    write_result,
+)
+from dreamsweep.secrets import STORAGE_ENV, mask_url, password_of, scrub_files
+from dreamsweep.sweeps.search_space import override_value, split_overrides
 from dreamsweep.sweeps.study import (
     claim,
     create_or_load,
@@ -41,9 +53,13 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()] + list(arguments)
     distributions, fixed, grid = split_overrides(params, sweeper.hydra_context.config_loader)
     study_name = s.get("study_name") or cfg.get("sweep_name") or "dreamsweep"
-    storage = s.get("storage") or default_storage(
-        Path(cfg.hydra.runtime.cwd) / "outputs", study_name
+    storage = (
+        s.get("storage")
+        or os.environ.get(STORAGE_ENV)
+        or default_storage(Path(cfg.hydra.runtime.cwd) / "outputs", study_name)
     )
+    os.environ[STORAGE_ENV] = storage  # the jobs connect with it; files only see `shown`
+    shown = mask_url(storage)
     study = create_or_load(
         study_name,
         storage,
@@ -52,39 +68,44 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         directions=list(s["directions"]),
     )
     if stale := fail_stale_trials(study):
-        log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", stale)
+        for trial in stale:
+            _mark_interrupted(trial)
+        log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", len(stale))
     n_trials = s["n_trials"] if grid is None else min(s["n_trials"], _grid_size(grid))
     link = [
-        f"optuna.storage={_override_value(storage)}",
-        f"optuna.study_name={_override_value(study_name)}",
+        f"optuna.storage={override_value(shown)}",
+        f"optuna.study_name={override_value(study_name)}",
         f"optuna.pruner={s['pruner']}",
-        f"++optuna.pruner_kwargs={_override_value(s.get('pruner_kwargs') or {})}",
+        f"++optuna.pruner_kwargs={override_value(s.get('pruner_kwargs') or {})}",
     ]
     log.info(
-        "study '%s' in %s: %d of %d trials done", study_name, storage, _finished(study), n_trials
+        "study '%s' in %s: %d of %d trials done", study_name, shown, _finished(study), n_trials
     )
-    returns, job_idx = [], len(study.trials)
+    failed_before = _failed(study)  # a resumed sweep judges only its own failures
+    sweep_dir = Path(cfg.hydra.sweep.dir)
+    returns = []
     while (todo := n_trials - _finished(study)) > 0:
         if grid is not None and len(study.trials) >= _grid_size(grid):
             break  # every grid point has been tried
         trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
-        for trial in trials:
-            claim(trial)
+        folders = [claim(trial, sweep_dir) for trial in trials]
         batch = [
             fixed
             + [f"{k}={t.params[k]}" for k in distributions]
+            + _weights_it_stands_for(t.params)
             + link
-            + [f"optuna.trial_id={t._trial_id}"]
+            + [f"optuna.trial_id={t._trial_id}", f"hydra.sweep.subdir={folder.name}"]
             + pin
-            for t, pin in zip(trials, _pins(cfg, len(trials)), strict=True)
+            for t, folder, pin in zip(trials, folders, _pins(cfg, len(trials)), strict=True)
         ]
-        results = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
-        job_idx += len(batch)
+        # job numbers are trial numbers; the folders are claimed above, never counted
+        results = sweeper.launcher.launch(batch, initial_job_idx=trials[0].number)
         for trial, job in zip(trials, results, strict=True):
-            _tell(study, trial, job, s, storage)
+            _tell(study, trial, job, s, shown)
         returns.append(results)
-        _check_failure_rate(study, s["max_failure_rate"], n_trials)
-    _write_results(study, Path(cfg.hydra.sweep.dir), storage)
+        _check_failure_rate(_failed(study) - failed_before, s["max_failure_rate"], n_trials)
+    _write_results(study, Path(cfg.hydra.sweep.dir), shown)
+    scrub_files(Path(cfg.hydra.sweep.dir), password_of(storage))
     return returns
 
 
@@ -106,6 +127,15 @@ def _pins(cfg, n_jobs: int) -> list[list[str]]:
     return [[f"launcher.gpu_ids='{ids}'"] for ids in slots]
 
 
+def _weights_it_stands_for(params: dict[str, Any]) -> list[str]:
+    """A trial that searches ema.enabled is scored only with the weights it stands for: an EMA
+    run also scores its raw weights (identical to the run without EMA), so counting those
+    would let ema.enabled=true never lose. Without the param, a run scores both."""
+    if EMA_AXIS not in params:
+        return []
+    return ["eval.weights=[ema]" if params[EMA_AXIS] in (True, "true") else "eval.weights=[raw]"]
+
+
 def _finished(study: optuna.Study) -> int:
     """Trials that count toward n_trials; failed ones are retried, within max_failure_rate."""
     states = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -117,19 +147,6 @@ def _grid_size(grid: dict[str, list]) -> int:
     for values in grid.values():
         size *= len(values)
     return size
-
-
-def _override_value(value: Any) -> str:
-    """A value in Hydra's override grammar: {a:1,b:'x'}, [1,2], 'text', 3."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_override_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "\\'") + "'"
-    return (
-        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    )
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) -> None:
@@ -159,13 +176,32 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
             raise
 
 
-def _check_failure_rate(study: optuna.Study, max_rate: float, n_trials: int) -> None:
-    """Stop when failures exceed max_rate x n_trials (a broken setting, not bad luck)."""
-    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-    if failed > max_rate * n_trials:
-        raise RuntimeError(
-            f"{failed} trials failed, more than max_failure_rate={max_rate} of "
-            f"n_trials={n_trials}; see the runs' result.json"
+def _mark_interrupted(trial: optuna.trial.FrozenTrial) -> None:
+    """The run folder of a trial whose sweep process died says so, as its trial does."""
+    run_dir = trial.user_attrs.get("run_dir")
+    if not run_dir:
+        return
+    paths = RunPaths(Path(run_dir))
+    if (read_json(paths.result) or {}).get("state") in (None, RUNNING):
+        write_result(
+            paths,
+            FAILED,
+            error=f"interrupted: the sweep process running trial {trial.number} was killed "
+            "(the trial is marked FAIL; a new trial retries its settings if the sampler asks)",
+        )
+
+
+def _failed(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
+def _check_failure_rate(failed: int, max_rate: float, n_trials: int) -> None:
+    """Stop when this sweep's failures exceed max_rate x n_trials (a broken setting, not bad
+    luck); trials that failed before a resume do not count."""
+    if failed > max_rate * n_trials:  # one line and exit code 1, no traceback
+        raise SystemExit(
+            f"error: {failed} trials failed, more than hydra.sweeper.max_failure_rate={max_rate} "
+            f"of n_trials={n_trials}; see the runs' result.json for why"
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -51,3 +53,16 @@ def split_overrides(lines: list[str], config_loader=None):
     ):
         grid = {k: list(d.choices) for k, d in distributions.items()}
     return distributions, list(fixed.values()), grid
+
+
+def override_value(value: Any) -> str:
+    """A value in Hydra's override grammar: {a:1,b:'x'}, [1,2], 'text', 3."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )

@@ -6,15 +6,16 @@ prune). The pruner is not stored in the study, so both build it from the same se
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
+
+from dreamsweep.runs import alive, owner
+from dreamsweep.secrets import real_storage
 
 PRUNERS = ("median", "hyperband", "successive_halving", "patient", "none")
 SAMPLERS = ("tpe", "random", "gp", "grid", "nsga2")
@@ -42,6 +43,19 @@ def make_sampler(
     search_space: dict[str, list] | None = None,
     kwargs: dict[str, Any] | None = None,
 ) -> optuna.samplers.BaseSampler:
+    """The sampler by name. With a seed, each trial draws from a seed of its own (see
+    TrialSeeded), so workers on one study and resumed sweeps never repeat each other."""
+    if seed is None or name == "grid":  # GridSampler already picks its cell by trial number
+        return _sampler(name, seed, search_space, kwargs)
+    return TrialSeeded(lambda trial_seed: _sampler(name, trial_seed, search_space, kwargs), seed)
+
+
+def _sampler(
+    name: str,
+    seed: int | None,
+    search_space: dict[str, list] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> optuna.samplers.BaseSampler:
     kwargs = dict(kwargs or {})
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **kwargs)
@@ -56,6 +70,43 @@ def make_sampler(
     raise ValueError(f"hydra.sweeper.sampler: unknown '{name}'; known: {', '.join(SAMPLERS)}")
 
 
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A sampler re-seeded for every trial from (seed, trial number).
+
+    A seeded sampler proposes the same values in every process that starts with the same
+    history: two workers on one study, or a killed sweep that is started again, would train
+    the same configuration twice. Trial numbers are unique in a study (the storage assigns
+    them), so seeding by them keeps a one-process sweep reproducible and makes every worker's
+    draws its own. Samplers here keep no state between trials except their random state.
+    """
+
+    def __init__(self, build, seed: int) -> None:
+        self._build, self._seed = build, seed
+        self._sampler = build(seed)
+
+    def trial_seed(self, number: int) -> int:
+        return (self._seed * 1_000_003 + number) % 2**32
+
+    def before_trial(self, study, trial) -> None:
+        self._sampler = self._build(self.trial_seed(trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
 def default_storage(outputs_root: Path, study_name: str) -> str:
     """A SQLite file at a stable path: running the same command again resumes the study."""
     path = (outputs_root / "optuna" / f"{study_name}.db").resolve()
@@ -64,7 +115,9 @@ def default_storage(outputs_root: Path, study_name: str) -> str:
 
 
 def storage_object(url: str):
-    """RDB URLs as they are; `journal:<file>` for a journal file on a shared filesystem."""
+    """RDB URLs as they are; `journal:<file>` for a journal file on a shared filesystem. A URL
+    whose password is masked (secrets.py) is swapped for the real one from the environment."""
+    url = real_storage(url)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -91,9 +144,21 @@ def create_or_load(study_name: str, storage: str, **kwargs) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
-def claim(trial: optuna.Trial) -> None:
-    """Record which sweep process runs a trial, so a resuming sweep can tell stale from live."""
-    trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
+def claim(trial: optuna.Trial, sweep_dir: Path) -> Path:
+    """Record which sweep process runs a trial (so a resuming sweep can tell stale from live)
+    and give it a run folder of its own, named by its trial number and created atomically:
+    workers sharing a sweep folder, or a study reusing one, never write into each other's."""
+    trial.set_user_attr("sweeper", owner())
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        folder = sweep_dir / (str(trial.number) if attempt == 0 else f"{trial.number}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        trial.set_user_attr("run_dir", str(folder.resolve()))
+        return folder
+    raise RuntimeError(f"no free run folder for trial {trial.number} in {sweep_dir}")
 
 
 def _is_stale(trial: optuna.trial.FrozenTrial, stale_after: timedelta) -> bool:
@@ -101,24 +166,13 @@ def _is_stale(trial: optuna.trial.FrozenTrial, stale_after: timedelta) -> bool:
     age = datetime.now() - (trial.datetime_start or datetime.now())
     if owner is None:  # asked but not claimed yet (a moment), or by a process that died then
         return age > timedelta(minutes=1)
-    if owner.get("host") == socket.gethostname():
-        return not _alive(owner.get("pid"))
-    return age > stale_after  # another machine: only judge by age
+    live = alive(owner)
+    return age > stale_after if live is None else not live  # other hosts: judged by age
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_stale_trials(study: optuna.Study, stale_after: timedelta = timedelta(hours=24)) -> int:
+def fail_stale_trials(
+    study: optuna.Study, stale_after: timedelta = timedelta(hours=24)
+) -> list[optuna.trial.FrozenTrial]:
     """Trials left RUNNING by a killed sweep can never finish: mark them FAIL on resume.
 
     Trials of sweep processes still alive (another worker on the same study) are left alone.
@@ -127,7 +181,7 @@ def fail_stale_trials(study: optuna.Study, stale_after: timedelta = timedelta(ho
     stale = [t for t in running if _is_stale(t, stale_after)]
     for trial in stale:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-    return len(stale)
+    return stale
 
 
 def open_trial(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dreamsweep.config import RunConfig, to_dict
+from dreamsweep.config import RunConfig, public_settings
 from dreamsweep.runs import RunPaths, read_json, update_result
 
 
@@ -38,7 +38,7 @@ class WandbTracker:
             group=cfg.sweep_name or name,
             job_type=job_type,
             tags=list(cfg.tracker.tags),
-            config=to_dict(cfg),
+            config=public_settings(cfg),
             resume="allow",
             id=_stable_run_id(run_dir, job_type),
             settings=wandb.Settings(console="off", silent=True),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
 
 from dreamsweep.config import EmaConfig
 
@@ -23,6 +26,28 @@ def build_ema(cfg: EmaConfig, unet: UNet2DConditionModel) -> EMAModel:
         inv_gamma=cfg.inv_gamma,
         power=cfg.power,
     )
+
+
+EMA_TENSORS, EMA_SETTINGS = "ema.safetensors", "ema.json"
+
+
+def save_ema(ema: EMAModel, folder: Path) -> None:
+    """The EMA's state as tensors (safetensors) and numbers (JSON): never a pickle, so a
+    checkpoint folder holds no code that a resume would run."""
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    save_file(
+        {f"shadow.{i:05d}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)},
+        str(folder / EMA_TENSORS),
+    )
+    (folder / EMA_SETTINGS).write_text(json.dumps(state, sort_keys=True))
+
+
+def load_ema(ema: EMAModel, folder: Path) -> None:
+    tensors = load_file(str(folder / EMA_TENSORS))
+    state = json.loads((folder / EMA_SETTINGS).read_text())
+    state["shadow_params"] = [tensors[k] for k in sorted(tensors)]
+    ema.load_state_dict(state)
 
 
 @contextmanager

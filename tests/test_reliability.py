@@ -1,0 +1,198 @@
+"""Hostile files and secrets: a run folder holds no code a resume would run, and a storage
+password reaches no file, log or weight metadata."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dreamsweep.secrets import mask_url, real_storage
+from tests.conftest import FAST, train_cli, train_py
+
+pytestmark = pytest.mark.slow
+
+
+class Planted:
+    """Unpickling this runs a command: what a file planted in a shared run folder would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (shutil.copy, (sys.executable, str(self.marker)))
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_never_run(tmp_path):
+    run = tmp_path / "run"
+    settings = (*FAST, "train.max_steps=6", "train.checkpoint_every=3")
+    assert train_cli(run, *settings).returncode == 0
+    checkpoint = run / "checkpoints" / "step_000003"
+    assert (checkpoint / "ema.safetensors").exists()  # the EMA as tensors, not a pickle
+    assert not list(checkpoint.glob("custom_checkpoint_*"))
+    marker = tmp_path / "pwned"
+    for name in ("custom_checkpoint_0.pkl", "ema.pkl"):
+        (checkpoint / name).write_bytes(pickle.dumps(Planted(marker)))
+    shutil.rmtree(run / "model")
+    (run / "result.json").unlink()  # as a run killed after its checkpoint leaves it
+
+    resumed = train_cli(run, *settings)
+    assert not marker.exists()  # refused before anything was loaded
+    assert resumed.returncode == 1
+    errors = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "custom_checkpoint_0.pkl" in errors[0], resumed.stderr[-2000:]
+    assert "refusing to resume" in errors[0] and "Traceback" not in resumed.stderr
+
+    (checkpoint / "custom_checkpoint_0.pkl").unlink()  # ema.pkl stays: it is never read
+    resumed = train_cli(run, *settings)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step 3" in resumed.stdout
+    assert not marker.exists()
+
+
+def test_a_storage_url_is_shown_without_its_password(monkeypatch):
+    url = "postgresql+psycopg://sweeper:s3cret@db.example/studies"
+    assert mask_url(url) == "postgresql+psycopg://sweeper:***@db.example/studies"
+    assert mask_url("sqlite:///outputs/optuna/demo.db") == "sqlite:///outputs/optuna/demo.db"
+    monkeypatch.setenv("DREAMSWEEP_OPTUNA_STORAGE", url)
+    assert real_storage(mask_url(url)) == url
+    monkeypatch.delenv("DREAMSWEEP_OPTUNA_STORAGE")
+    with pytest.raises(ValueError, match="DREAMSWEEP_OPTUNA_STORAGE"):
+        real_storage(mask_url(url))
+
+
+def test_a_postgresql_password_reaches_no_file_log_or_metadata(postgres_url, tmp_path):
+    secret = "s3cretPW"
+    storage = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
+    sweep = tmp_path / "sweep"
+    proc = train_py(
+        "-m", "+sweep=demo_search", "train.max_steps=2", "eval.every_n_steps=null",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "tracker=wandb",
+        f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.study_name=secret",
+        f"hydra.sweep.dir={sweep}", timeout=900, env={"WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert secret not in proc.stdout + proc.stderr
+    files = [p for p in sweep.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)  # weights with their metadata
+    assert any("wandb" in p.parts for p in files)  # the offline W&B runs
+    leaking = [p for p in files if secret.encode() in p.read_bytes()]
+    assert leaking == []
+    import os
+
+    from dreamsweep.report.collect import collect
+
+    os.environ["DREAMSWEEP_OPTUNA_STORAGE"] = storage  # how a report reads a masked study
+    try:
+        assert collect(sweep).study is not None
+    finally:
+        del os.environ["DREAMSWEEP_OPTUNA_STORAGE"]
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], dict, str]]:
+    """case -> (overrides, environment, what the one line must name)."""
+    text_file = tmp / "model.txt"
+    text_file.write_text("not a model")
+    empty = tmp / "empty"
+    empty.mkdir()
+    fake = tmp / "fake.safetensors"
+    fake.write_bytes(b"definitely not tensors")
+    blocker = tmp / "a-file"
+    blocker.write_text("x")
+    photos = tmp / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (96, 96), "red").save(photos / f"dog{i}.png")
+    (photos / "dog0.txt").write_bytes("un chien \xe0 la plage".encode("latin-1"))
+    real = ["model=sd15", "data=folder", f"data.instance_dir={photos}", "data.class_name=dog"]
+    return {
+        "missing model path": (
+            ["model=sd15", "model.path=/nowhere"], {}, "/nowhere does not exist"
+        ),
+        "text file as model": (
+            ["model=sd15", f"model.path={text_file}"], {}, "model.txt is a file"
+        ),
+        "empty model folder": (["model=sd15", f"model.path={empty}"], {}, "is an empty folder"),
+        "fake safetensors": (
+            ["model=sd15", f"model.path={fake}"], {}, "not a valid safetensors file"
+        ),
+        "cache under a file": (
+            [], {"DREAMSWEEP_CACHE_DIR": str(blocker / "cache")}, "a-file is a file"
+        ),
+        "non-UTF-8 caption": (
+            [*real[1:], "model=tiny", "data.resolution=64"], {}, "dog0.txt is not UTF-8"
+        ),
+    }  # fmt: skip
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only tmpfs (root only: chmod does not stop root), or None where none can be made."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)]).returncode:
+        yield None
+        return
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_every_bad_input_is_one_line_naming_the_culprit(tmp_path, read_only):
+    cases = _bad_inputs(tmp_path)
+    if read_only is not None:
+        run_dir_override = f"hydra.run.dir={read_only / 'run'}"
+        cases["cache on a read-only mount"] = (
+            [],
+            {"DREAMSWEEP_CACHE_DIR": str(read_only / "cache")},
+            "Read-only file system",
+        )
+        cases["read-only run folder"] = ([run_dir_override], {}, "hydra.run.dir: cannot write")
+    for case, (overrides, env, culprit) in cases.items():
+        run_dir = tmp_path / "runs" / case.replace(" ", "_")
+        if overrides and overrides[0].startswith("hydra.run.dir="):
+            run_dir, overrides = Path(overrides[0].split("=", 1)[1]), overrides[1:]
+        proc = train_cli(run_dir, *overrides, env=env)
+        assert proc.returncode == 1, (case, proc.stderr[-2000:])
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1 and culprit in errors[0], (case, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, (case, proc.stderr[-2000:])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 13 MB tmpfs: room for one checkpoint of the tiny model (13.2 MB), not two (root only)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=13m", "tmpfs", str(mount)])
+    if made.returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(small_disk, tmp_path):
+    run = small_disk / "run"
+    settings = (*FAST, "eval.enabled=false")
+    proc = train_cli(run, *settings, env={"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "rerun the same command" in errors[0]
+    result = json.loads((run / "result.json").read_text())
+    assert result["state"] == "failed" and "No space left" in result["error"]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000003"]  # no .tmp
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.tmp"))
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = train_cli(run, *settings, env={"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step 3" in resumed.stdout
+    assert json.loads((run / "result.json").read_text())["state"] == "complete"
