@@ -191,3 +191,15 @@ def test_chromium_renders_the_page(grid_report, tmp_path):
         assert image.size == (1280, 2400)
         colours = image.convert("L").getextrema()
     assert colours[0] < 50 and colours[1] > 200  # text and figures drawn, not a blank page
+
+
+def test_the_best_cell_s_weights_exist_and_load(grid_report):
+    """The winner named in best.json has its weights on disk, as a loadable pipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    best = json.loads((grid_report / "best.json").read_text())["best"]
+    weights = Path(best["weights_path"])
+    assert weights.name == "best" and "kept when it became the run's best" in best["weights_note"]
+    kept = json.loads((weights / "cell.json").read_text())
+    assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
+    assert StableDiffusionPipeline.from_pretrained(weights).unet is not None

@@ -188,3 +188,36 @@ def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
     assert not (run_dir / "model" / "unet_raw").exists()
     base = StableDiffusionPipeline.from_pretrained(run_dir / "model", local_files_only=True)
     assert base.text_encoder is not None
+
+
+def test_the_best_cell_s_weights_are_kept_and_sample_what_was_scored(tmp_path):
+    """<run>/best/ holds the best cell's weights (EMA or raw, its scheduler): loaded as a user
+    would, they draw the very images that cell was scored on."""
+    from dreamsweep.cells import Cell
+    from dreamsweep.evaluation import EvalSet, sample_spec
+    from dreamsweep.metrics.objective import best_cell
+    from dreamsweep.models.loading import load_components, saved_model
+    from dreamsweep.sampling import generate
+    from tests.conftest import compose_config
+
+    run = tmp_path / "run"
+    settings = (*FAST, "eval.every_n_steps=2", "eval.schedulers=[ddim,pndm]")
+    assert train_cli(run, *settings).returncode == 0
+    cells = [r for r in read_metrics(RunPaths(run)) if r.get("kind") == "eval"]
+    best = best_cell(cells)
+    kept = json.loads((run / "best" / "cell.json").read_text())
+    assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
+    assert json.loads((run / "result.json").read_text())["best"]["cell"] == best["cell"]
+    scheduler = json.loads((run / "best" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler"}[
+        best["scheduler"]
+    ]
+
+    cfg = compose_config(*settings)
+    eval_set, cell = EvalSet.from_config(cfg), Cell.from_record(best)
+    components = load_components(saved_model(run / "best"))
+    images = generate(components, sample_spec(cfg, cell.sampling), eval_set.jobs)  # same batches
+    scored = run / "eval" / f"step_{best['step']:06d}" / best["cell"] / "p00_s0.png"
+    from PIL import Image
+
+    assert list(images[0].getdata()) == list(Image.open(scored).convert("RGB").getdata())

@@ -1,0 +1,69 @@
+"""Keep the weights of a run's best cell so far in `<run>/best/`, as a loadable pipeline.
+
+At each evaluation, when a trained cell beats the run's best so far, the weights that cell
+scored (EMA or raw) are saved with that cell's scheduler as the pipeline's scheduler, plus
+`cell.json` (the cell's metrics line). The folder is replaced atomically: the previous best
+stays until the new one is complete. So the run folder always holds its best cell's weights,
+which is what best.json, the report and `dreamsweep export` point at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamsweep.metrics.objective import best_cell
+from dreamsweep.runs import RunPaths, read_metrics
+
+CELL_FILE = "cell.json"
+Weights = Callable[[], AbstractContextManager]  # yields the components holding some weights
+
+
+@dataclass
+class BestKeeper:
+    folder: Path
+    settings: dict[str, Any]
+    objective: float | None = None  # of the cell whose weights are in `folder`
+
+    @classmethod
+    def for_run(cls, paths: RunPaths, settings: dict[str, Any]) -> BestKeeper:
+        """The keeper of a (possibly resumed) run: the bar is its best cell scored so far."""
+        best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
+        kept = paths.root / "best" / CELL_FILE
+        objective = best["objective"] if best is not None and kept.exists() else None
+        return cls(paths.root / "best", settings, objective)
+
+    def offer(
+        self,
+        records: list[dict[str, Any]],
+        weights: dict[str, Callable[[], AbstractContextManager]],
+    ) -> dict[str, Any] | None:
+        """Save the weights of the best of ``records`` if it beats the best so far (ties keep
+        the earlier cell, as `best_cell` does); return its record when saved."""
+        top = best_cell(records)
+        if top is None or (self.objective is not None and top["objective"] <= self.objective):
+            return None
+        from dreamsweep.schedulers import make_scheduler
+        from dreamsweep.training.checkpoint import save_pipeline
+
+        with weights[top["weights"]]() as components:
+            scheduler = make_scheduler(top["scheduler"], components.noise_scheduler.config)
+            save_pipeline(
+                components,
+                self.folder,
+                {**self.settings, "dreamsweep_cell": top},
+                scheduler=scheduler,
+                extra={CELL_FILE: json.dumps(top, indent=2, sort_keys=True) + "\n"},
+            )
+        self.objective = top["objective"]
+        return top
+
+
+def kept_cell(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics line of the cell whose weights `<run>/best/` holds, if any."""
+    file = run_dir / "best" / CELL_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.exists() else None
