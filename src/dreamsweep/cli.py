@@ -30,11 +30,47 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also log the report to a W&B run (job_type=report; offline unless WANDB_MODE=online)",
     )
+    export = commands.add_parser(
+        "export",
+        help="export the weights of a sweep's (or run's) best cell, or of a named cell, with a "
+        "model card",
+    )
+    export.add_argument("folder", type=Path, help="a sweep folder or a run folder")
+    export.add_argument(
+        "--cell",
+        default="best",
+        help="best (default), or step_<n>/<cell name> (in a sweep: <run>/step_<n>/<cell name>)",
+    )
+    export.add_argument(
+        "--format", dest="formats", action="append", default=None,
+        help="diffusers (default); may be given several times",
+    )  # fmt: skip
+    export.add_argument("--out", type=Path, default=Path("exports"), help="default: exports/")
+    export.add_argument("--half", action="store_true", help="fp16 weights (half the size)")
     return parser
+
+
+def _export(args) -> int:
+    from dreamsweep.export.choose import ExportError
+    from dreamsweep.export.command import export
+
+    try:
+        out, sizes = export(args.folder, args.cell, tuple(args.formats or ["diffusers"]),
+                            args.out, args.half)  # fmt: skip
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, size in sorted(sizes.items()):
+        if name.endswith((".safetensors", ".png", ".md")):
+            print(f"{size / 2**20:9.2f} MB  {name}")
+    print(f"export: {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "export":
+        return _export(args)
     from dreamsweep.report.export import export_report
 
     started = time.perf_counter()

@@ -1,0 +1,62 @@
+"""The weights a cell was scored with, loaded as pipeline components, wherever they are kept.
+
+In order: `<run>/best/` when it holds this cell (the usual case for the winner), the final
+pipeline `<run>/model/` for a cell of the final step, or a kept training checkpoint
+`<run>/checkpoints/step_<n>/` (base model + the checkpoint's tensors; EMA from ema.safetensors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dreamsweep.best_weights import kept_cell
+from dreamsweep.export.choose import Chosen, ExportError
+from dreamsweep.models.components import SDComponents
+from dreamsweep.runs import checkpoint_dirs
+
+
+def cell_components(chosen: Chosen) -> tuple[SDComponents, str]:
+    """The components holding the chosen cell's weights, and where they came from."""
+    from dreamsweep.models.loading import load_components, saved_model
+
+    run, row = chosen.run.path, chosen.row
+    kept = kept_cell(run)
+    if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
+        return load_components(saved_model(run / "best")), f"{run / 'best'}"
+    if row.step == chosen.run.final_step and (run / "model").is_dir():
+        components = load_components(saved_model(run / "model"))
+        if row.weights == "raw" and (run / "model" / "unet_raw").is_dir():
+            from diffusers import UNet2DConditionModel
+
+            components.unet = UNet2DConditionModel.from_pretrained(run / "model" / "unet_raw")
+        return components, f"{run / 'model'}"
+    for step, path in checkpoint_dirs(run / "checkpoints"):
+        if step == row.step:
+            return _from_checkpoint(chosen, path), str(path)
+    raise ExportError(
+        f"the weights of step {row.step} of {run} were not kept (no best/, model/ or "
+        f"checkpoint of that step); train it again with: {chosen.command}"
+    )
+
+
+def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
+    """Base model + an Accelerate checkpoint: model.safetensors is the UNet, model_1 the text
+    encoder when it was trained; the EMA shadow weights replace the UNet's for an EMA cell."""
+    from safetensors.torch import load_file
+
+    from dreamsweep.config import load_config
+    from dreamsweep.models.loading import load_components
+    from dreamsweep.training.ema import build_ema, ema_weights, load_ema
+
+    cfg = load_config(chosen.run.config, check_machine=False)
+    components = load_components(cfg.model)
+    components.unet.load_state_dict(load_file(str(folder / "model.safetensors")))
+    if (folder / "model_1.safetensors").exists():
+        components.text_encoder.load_state_dict(load_file(str(folder / "model_1.safetensors")))
+    if chosen.row.weights == "ema":
+        ema = build_ema(cfg.ema, components.unet)
+        load_ema(ema, folder)
+        with ema_weights(ema, components.unet):
+            state = {k: v.clone() for k, v in components.unet.state_dict().items()}
+        components.unet.load_state_dict(state)
+    return components

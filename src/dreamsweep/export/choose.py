@@ -1,0 +1,63 @@
+"""Which cell to export: the sweep's (or run's) best, or one named on the command line.
+
+The best is the report's best (report/best.py), so `dreamsweep export` hands over exactly the
+winner the report names, with its scores, noise and reproducing command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dreamsweep.report.best import (
+    BestCard,
+    best_card,
+    objective_per_prompt,
+    reproduce_command,
+    standard_error,
+)
+from dreamsweep.report.collect import CellRow, Run, collect
+
+
+class ExportError(ValueError):
+    """What to export cannot be found; the message says what there is instead."""
+
+
+@dataclass
+class Chosen:
+    run: Run
+    row: CellRow
+    objective_se: float | None
+    command: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.run.path.parent.name}-{self.run.name}-step{self.row.step}-{self.row.cell}"
+
+
+def choose(folder: Path, cell: str = "best") -> Chosen:
+    """``cell``: "best", or "<step_NNNNNN>/<cell name>" (in a sweep, "<run>/<step>/<cell>")."""
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not a folder; give a sweep or run folder")
+    sweep = collect(folder)
+    if cell == "best":
+        card: BestCard | None = best_card(sweep)
+        if card is None:
+            raise ExportError(f"{folder} has no scored cell yet (no trained step evaluated)")
+        return Chosen(card.run, card.row, card.objective_se, card.command)
+    parts = cell.strip("/").split("/")
+    run_name = parts[0] if len(parts) == 3 else (sweep.runs[0].name if sweep.runs else "")
+    step_name, cell_name = parts[-2:] if len(parts) >= 2 else ("", cell)
+    rows = [
+        r
+        for r in sweep.cells
+        if r.run == run_name and f"step_{r.step:06d}" == step_name and r.cell == cell_name
+    ]
+    if not rows or rows[0].step == 0:
+        known = sorted({f"step_{r.step:06d}/{r.cell}" for r in sweep.cells if r.step > 0})
+        raise ExportError(f"no trained cell '{cell}' in {folder}; known: {', '.join(known[:12])}")
+    row = rows[0]
+    run = sweep.run(row.run)
+    return Chosen(
+        run, row, standard_error(objective_per_prompt(row, run)), reproduce_command(row, run)
+    )

@@ -1,0 +1,94 @@
+"""`dreamsweep export <sweep or run folder> [--cell best|<name>] --format ...`.
+
+Writes `exports/<sweep>-<run>-step<n>-<cell>/`: the chosen formats, the cell's sample grid and
+a model card (README.md). Built in a temporary folder and swapped in, like reports.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from dreamsweep.export.card import model_card
+from dreamsweep.export.cell_weights import cell_components
+from dreamsweep.export.choose import Chosen, ExportError, choose
+
+FORMATS = ("diffusers",)
+
+
+def export(
+    folder: Path,
+    cell: str = "best",
+    formats: tuple[str, ...] = ("diffusers",),
+    out_root: Path = Path("exports"),
+    half: bool = False,
+) -> tuple[Path, dict[str, int]]:
+    """Export the chosen cell's weights; returns the export folder and file -> size in bytes."""
+    if unknown := [f for f in formats if f not in FORMATS]:
+        raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
+    chosen = choose(folder, cell)
+    components, source = cell_components(chosen)
+    if half:
+        import torch
+
+        for module in (components.unet, components.vae, components.text_encoder):
+            module.to(torch.float16)
+    out = (out_root / chosen.title).resolve()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        files = {}
+        if "diffusers" in formats:
+            files["diffusers/"] = _diffusers(chosen, components, tmp / "diffusers", source)
+        samples = None
+        if chosen.row.folder is not None and (chosen.row.folder / "grid.png").exists():
+            shutil.copy(chosen.row.folder / "grid.png", tmp / "samples.png")
+            samples = "samples.png"
+        (tmp / "README.md").write_text(model_card(chosen, files, samples), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out, {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+
+
+def provenance(chosen: Chosen) -> dict:
+    """What goes into the weights' metadata: settings (never the optuna section), the cell and
+    its scores."""
+    from dreamsweep.config import load_config, public_settings
+
+    settings = public_settings(load_config(chosen.run.config, check_machine=False))
+    return {
+        **settings,
+        "dreamsweep_cell": {
+            "step": chosen.row.step,
+            "cell": chosen.row.cell,
+            "objective": chosen.row.objective,
+            "scores": chosen.row.scores,
+        },
+    }
+
+
+def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
+    from dreamsweep.schedulers import make_scheduler
+    from dreamsweep.training.checkpoint import save_pipeline
+
+    scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
+    save_pipeline(
+        components,
+        folder,
+        provenance(chosen),
+        scheduler=scheduler,
+        extra={"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"},
+    )
+    return (
+        "a diffusers pipeline (StableDiffusionPipeline.from_pretrained) with the winning "
+        f"cell's scheduler ({chosen.row.scheduler}); weights from {source}"
+    )
