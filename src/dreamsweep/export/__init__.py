@@ -1,0 +1,1 @@
+"""Exports of a cell's weights in the formats users load (`dreamsweep export`)."""
