@@ -141,6 +141,22 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(tmp_path):
     assert states == ["COMPLETE", "FAIL"]
 
 
+@pytest.mark.slow
+def test_too_many_failures_end_the_sweep_in_one_line(tmp_path):
+    proc = sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0",
+        "optim.lr=1e-3",
+        "train.noise_offset=1e38",  # every trial diverges
+        name="broken",
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors[-1].startswith("error: 1 trials failed, more than hydra.sweeper.max_failure")
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
 def plan(*lines: str, fold: bool = True):
     """The grid plan of `train.py -m <lines>`; each run's LR schedule from its composed config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
