@@ -22,7 +22,8 @@ def test_the_sweep_s_winner_exports_as_a_pipeline_with_its_card(demo_grid, tmp_p
     from diffusers import StableDiffusionPipeline
 
     sweep, _ = demo_grid
-    proc = dreamsweep("export", sweep, "--out", tmp_path)
+    proc = dreamsweep("export", sweep, "--out", tmp_path, "--format", "diffusers",
+                      "--format", "single-file")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = next(tmp_path.iterdir())
     assert f"export: {out}" in proc.stdout and "MB  diffusers/unet/" in proc.stdout
@@ -47,3 +48,27 @@ def test_a_cell_whose_weights_were_not_kept_is_one_line_with_the_command(demo_gr
     proc = dreamsweep("export", sweep, "--cell", "nowhere/step_000001/x", "--out", tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("error: no trained cell")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_single_file_loads_as_a1111_would_with_the_same_weights(demo_grid, tmp_path):
+    """from_single_file (the loader of the original SD layout) reads back the exported UNet."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from dreamsweep.export.metadata import read_metadata
+
+    sweep, _ = demo_grid
+    assert dreamsweep("export", sweep, "--out", tmp_path, "--format", "diffusers",
+                      "--format", "single-file").returncode == 0  # fmt: skip
+    out = next(tmp_path.iterdir())
+    file = out / f"{out.name}.safetensors"
+    meta = read_metadata(file)
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1"
+    assert meta["modelspec.trigger_phrase"] == "sks toy" and "dreamsweep.settings" in meta
+    assert "optuna" not in json.loads(meta["dreamsweep.settings"])
+    single = StableDiffusionPipeline.from_single_file(
+        file, config=str(out / "diffusers"), local_files_only=True
+    )
+    folder = StableDiffusionPipeline.from_pretrained(out / "diffusers")
+    a, b = single.unet.state_dict(), folder.unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -14,7 +14,7 @@ from dreamsweep.export.card import model_card
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
 
-FORMATS = ("diffusers",)
+FORMATS = ("diffusers", "single-file")
 
 
 def export(
@@ -29,11 +29,12 @@ def export(
         raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
     chosen = choose(folder, cell)
     components, source = cell_components(chosen)
-    if half:
-        import torch
+    import torch
 
+    dtype = torch.float16 if half else torch.float32
+    if half:
         for module in (components.unet, components.vae, components.text_encoder):
-            module.to(torch.float16)
+            module.to(dtype)
     out = (out_root / chosen.title).resolve()
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -42,6 +43,9 @@ def export(
         files = {}
         if "diffusers" in formats:
             files["diffusers/"] = _diffusers(chosen, components, tmp / "diffusers", source)
+        if "single-file" in formats:
+            name = f"{chosen.title}.safetensors"
+            files[name] = _single_file(chosen, components, tmp / name, dtype)
         samples = None
         if chosen.row.folder is not None and (chosen.row.folder / "grid.png").exists():
             shutil.copy(chosen.row.folder / "grid.png", tmp / "samples.png")
@@ -91,4 +95,44 @@ def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
     return (
         "a diffusers pipeline (StableDiffusionPipeline.from_pretrained) with the winning "
         f"cell's scheduler ({chosen.row.scheduler}); weights from {source}"
+    )
+
+
+def sd_version(components) -> str:
+    """v2 (OpenCLIP text encoder layout) when the UNet attends to 1024-wide text features."""
+    return "v2" if components.unet.config.cross_attention_dim == 1024 else "v1"
+
+
+def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
+    """One .safetensors in the original Stable Diffusion layout, for A1111 and ComfyUI."""
+    from dreamsweep.export.metadata import (
+        IMPL_STABILITY_AI,
+        dreamsweep_metadata,
+        modelspec_metadata,
+        sd_architecture,
+    )
+    from dreamsweep.export.single_file import TEXT_LAYOUTS, write_pipeline_single_file
+
+    version = sd_version(components)
+    prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
+    data = chosen.run.config.get("data", {})
+    metadata = {
+        **modelspec_metadata(
+            architecture=sd_architecture(version, prediction),
+            implementation=IMPL_STABILITY_AI,
+            title=chosen.title,
+            resolution=int(data.get("resolution", 512)),
+            prediction_type=prediction,
+            trigger_phrase=f"{data.get('token', 'sks')} {data.get('class_name', '')}".strip(),
+        ),
+        **dreamsweep_metadata(
+            settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
+        ),
+    }
+    written = write_pipeline_single_file(
+        components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
+    )
+    return (
+        f"Stable Diffusion {version} single file (original key layout, {str(dtype)[6:]}, "
+        f"{written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and from_single_file"
     )

@@ -1,0 +1,172 @@
+"""A diffusers/peft LoRA in the kohya layout that A1111, ComfyUI and diffusers all load.
+
+kohya sd-scripts (`networks/lora.py`, `LoRANetwork.create_modules`) names each LoRA module
+`lora_unet_` / `lora_te_` + the module's path with dots turned into underscores. For SD 1.x/2.x
+it trains on a UNet with diffusers' module names (`library/original_unet.py`), so the names read
+`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q`, and on transformers'
+CLIPTextModel, so `lora_te_text_model_encoder_layers_0_self_attn_q_proj`. Each module stores
+`.lora_down.weight` (peft `lora_A`), `.lora_up.weight` (`lora_B`) and `.alpha`; the loaders scale
+the update by `alpha / rank` (rank = rows of `lora_down`), as peft does by `lora_alpha / r`.
+
+Writing the TRUE alpha matters: diffusers' own writer
+(`diffusers.utils.state_dict_utils.convert_state_dict_to_kohya`) stores alpha = rank
+(`torch.tensor(len(weight))`), which silently changes the strength of every LoRA trained with
+alpha != rank, and names the SD 1.x text encoder `lora_te1_` (kohya's SDXL prefix).
+
+Known limit of the reader, not of the file: diffusers 0.42.1 `load_lora_weights` honours one
+alpha for all attention modules of a kohya file (the most common one); per-module alphas are read
+correctly by A1111 and ComfyUI, which scale each module by its own `.alpha`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft.utils.other import get_pattern_key
+from safetensors import safe_open
+
+from dreamsweep.export.metadata import WrittenFile, write_safetensors
+
+Tensor = torch.Tensor
+UNET = "unet"
+TEXT_ENCODER = "text_encoder"
+_KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
+_PEFT_SUFFIX = {".lora_A.weight": "lora_down.weight", ".lora_B.weight": "lora_up.weight"}
+
+
+def kohya_alpha(lora_alpha: float, rank: int, use_rslora: bool = False) -> float:
+    """The alpha to store so that kohya's scale `alpha / rank` equals peft's scale:
+    `lora_alpha / rank`, or `lora_alpha / sqrt(rank)` with rsLoRA."""
+    return lora_alpha * math.sqrt(rank) if use_rslora else float(lora_alpha)
+
+
+def peft_module_alphas(
+    model: torch.nn.Module, prefix: str, adapter_name: str = "default"
+) -> dict[str, float]:
+    """`{prefix.module: kohya alpha}` for every peft LoRA layer of `model` (the run's
+    `lora_alpha`, per module, as peft applied it). Names match `get_peft_model_state_dict`."""
+    alphas = {}
+    for name, module in model.named_modules():
+        lora_alpha = getattr(module, "lora_alpha", None)
+        if isinstance(lora_alpha, dict) and adapter_name in lora_alpha:
+            rslora = getattr(module, "use_rslora", {}).get(adapter_name, False)
+            rank = module.r[adapter_name]
+            alphas[f"{prefix}.{name}"] = kohya_alpha(lora_alpha[adapter_name], rank, rslora)
+    return alphas
+
+
+def config_module_alphas(
+    config: Mapping[str, Any], module_names: Iterable[str], prefix: str
+) -> dict[str, float]:
+    """`{prefix.module: kohya alpha}` from a LoraConfig as a dict (`LoraConfig.to_dict()`, or
+    the part of diffusers' `lora_adapter_metadata` for one component), resolving
+    `alpha_pattern` / `rank_pattern` as peft does (`peft.utils.other.get_pattern_key`)."""
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rank_pattern = config.get("rank_pattern") or {}
+    alphas = {}
+    for name in module_names:
+        rank = rank_pattern.get(get_pattern_key(rank_pattern.keys(), name), config["r"])
+        alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), name), config["lora_alpha"])
+        alphas[f"{prefix}.{name}"] = kohya_alpha(alpha, rank, bool(config.get("use_rslora")))
+    return alphas
+
+
+def read_diffusers_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """The state dict and per-module kohya alphas of a `pytorch_lora_weights.safetensors`.
+
+    The alphas come from the `lora_adapter_metadata` header diffusers writes when
+    `save_lora_weights(..., unet_lora_adapter_metadata=LoraConfig.to_dict(), ...)` is given the
+    configs; a file saved without it has lost its alpha, which is an error here.
+    """
+    with safe_open(str(path), framework="pt") as handle:
+        state_dict = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        header = (handle.metadata() or {}).get("lora_adapter_metadata")
+    if header is None:
+        raise ValueError(f"{path} has no lora_adapter_metadata: its LoRA alpha is unknown")
+    config = json.loads(header)
+    alphas: dict[str, float] = {}
+    for prefix in (UNET, TEXT_ENCODER):
+        names = {
+            _split_peft_key(k)[0][len(prefix) + 1 :]
+            for k in state_dict
+            if k.startswith(f"{prefix}.")
+        }
+        part = {k[len(prefix) + 1 :]: v for k, v in config.items() if k.startswith(f"{prefix}.")}
+        if names:
+            alphas.update(config_module_alphas(part, names, prefix))
+    return state_dict, alphas
+
+
+def kohya_module_name(module: str) -> str:
+    """`unet.down_blocks.0...to_q` -> `lora_unet_down_blocks_0_..._to_q`; text encoder paths get
+    the `text_model.` root kohya and A1111 expect (transformers >= 5.6 dropped it)."""
+    component, _, path = module.partition(".")
+    if component not in _KOHYA_PREFIX:
+        raise ValueError(f"LoRA module {module!r} is neither unet.* nor text_encoder.*")
+    if component == TEXT_ENCODER and not path.startswith("text_model."):
+        path = f"text_model.{path}"
+    return _KOHYA_PREFIX[component] + path.replace(".", "_")
+
+
+def _split_peft_key(key: str) -> tuple[str, str]:
+    for suffix, kohya in _PEFT_SUFFIX.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], kohya
+    raise ValueError(f"not a plain LoRA weight (lora_A/lora_B): {key!r}")
+
+
+def diffusers_lora_to_kohya(
+    state_dict: Mapping[str, Tensor],
+    alphas: float | Mapping[str, float],
+    dtype: torch.dtype | None = None,
+) -> dict[str, Tensor]:
+    """The kohya state dict for a diffusers LoRA state dict (`unet.<module>.lora_A.weight`...).
+
+    `alphas` is the kohya alpha (see :func:`kohya_alpha`) for all modules, or per module keyed
+    `unet.<module>` / `text_encoder.<module>` as in `state_dict`; a module without one is an
+    error rather than a silent alpha = rank. Alphas are stored as float32 scalars.
+    """
+    out: dict[str, Tensor] = {}
+    modules: dict[str, int] = {}
+    for key, value in state_dict.items():
+        module, kind = _split_peft_key(key)
+        name = kohya_module_name(module)
+        value = value.detach()
+        out[f"{name}.{kind}"] = (value.to(dtype) if dtype else value).contiguous()
+        if kind == "lora_down.weight":
+            modules[module] = value.shape[0]
+    for module in modules:
+        name = kohya_module_name(module)
+        if f"{name}.lora_up.weight" not in out:
+            raise ValueError(f"{module} has lora_A but no lora_B")
+        alpha = alphas if isinstance(alphas, int | float) else alphas.get(module)
+        if alpha is None:
+            raise KeyError(f"no alpha given for LoRA module {module}")
+        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
+    return out
+
+
+def write_kohya_lora(
+    path: str | Path,
+    state_dict: Mapping[str, Tensor],
+    alphas: float | Mapping[str, float],
+    *,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> WrittenFile:
+    """Write :func:`diffusers_lora_to_kohya` with `metadata` (and kohya's `sshs_*` hashes when
+    `ss_*` keys are given). Name the file `<title>.safetensors`: A1111 and ComfyUI list LoRAs
+    by file name in `models/Lora` / `models/loras`."""
+    tensors = diffusers_lora_to_kohya(state_dict, alphas, dtype=dtype)
+    return write_safetensors(path, tensors, metadata or {})
+
+
+def prefixed(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """`get_peft_model_state_dict(model)` keys under `unet.` / `text_encoder.`, as diffusers'
+    `save_lora_weights` writes them."""
+    return {f"{prefix}.{k}": v for k, v in state_dict.items()}
