@@ -209,9 +209,10 @@ def test_the_best_cell_s_weights_are_kept_and_sample_what_was_scored(tmp_path):
     assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
     assert json.loads((run / "result.json").read_text())["best"]["cell"] == best["cell"]
     scheduler = json.loads((run / "best" / "scheduler" / "scheduler_config.json").read_text())
-    assert scheduler["_class_name"] == {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler"}[
-        best["scheduler"]
-    ]
+    assert (
+        scheduler["_class_name"]
+        == {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler"}[best["scheduler"]]
+    )
 
     cfg = compose_config(*settings)
     eval_set, cell = EvalSet.from_config(cfg), Cell.from_record(best)
