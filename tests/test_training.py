@@ -14,8 +14,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
+from dreamsweep.models.saving import read_settings
 from dreamsweep.runs import RunPaths, read_metrics
-from dreamsweep.training.checkpoint import read_settings
 from tests.conftest import FAST, ROOT, train_cli
 
 pytestmark = pytest.mark.slow

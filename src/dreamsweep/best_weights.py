@@ -25,17 +25,18 @@ Weights = Callable[[], AbstractContextManager]  # yields the components holding 
 
 @dataclass
 class BestKeeper:
+    cfg: Any  # RunConfig: how the run's method saves weights (pipeline or LoRA)
     folder: Path
     settings: dict[str, Any]
     objective: float | None = None  # of the cell whose weights are in `folder`
 
     @classmethod
-    def for_run(cls, paths: RunPaths, settings: dict[str, Any]) -> BestKeeper:
+    def for_run(cls, cfg, paths: RunPaths, settings: dict[str, Any]) -> BestKeeper:
         """The keeper of a (possibly resumed) run: the bar is its best cell scored so far."""
         best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
         kept = paths.root / "best" / CELL_FILE
         objective = best["objective"] if best is not None and kept.exists() else None
-        return cls(paths.root / "best", settings, objective)
+        return cls(cfg, paths.root / "best", settings, objective)
 
     def offer(
         self,
@@ -47,12 +48,13 @@ class BestKeeper:
         top = best_cell(records)
         if top is None or (self.objective is not None and top["objective"] <= self.objective):
             return None
+        from dreamsweep.models.saving import save_weights
         from dreamsweep.schedulers import make_scheduler
-        from dreamsweep.training.checkpoint import save_pipeline
 
         with weights[top["weights"]]() as components:
             scheduler = make_scheduler(top["scheduler"], components.noise_scheduler.config)
-            save_pipeline(
+            save_weights(
+                self.cfg,
                 components,
                 self.folder,
                 {**self.settings, "dreamsweep_cell": top},

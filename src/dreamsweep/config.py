@@ -50,7 +50,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = MISSING
+    name: str = MISSING  # dreambooth (full fine-tune) | lora (peft adapters, base frozen)
+    rank: int | None = MISSING  # lora: the adapters' rank
+    alpha: float | None = MISSING  # lora: scale alpha / rank (kept as is in exports)
+    dropout: float | None = MISSING  # lora: dropout on the adapter's input
+    targets: list[str] = MISSING  # lora: attention | feed_forward | conv (UNet resnets)
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,8 @@ class RunConfig:
     cache_dir: str = MISSING
 
 
-METHODS = ("dreambooth",)
+METHODS = ("dreambooth", "lora")
+LORA_TARGETS = ("attention", "feed_forward", "conv")
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULERS = (
     "constant",
@@ -335,6 +340,17 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
     _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
     _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
+    if cfg.method.name == "lora":
+        me = cfg.method
+        _require(bool(me.rank) and me.rank > 0, "method.rank", "must be a positive integer")
+        _require(bool(me.alpha) and me.alpha > 0, "method.alpha", "must be > 0")
+        _require(0 <= (me.dropout or 0) < 1, "method.dropout", "must be in [0, 1)")
+        bad = [t for t in me.targets if t not in LORA_TARGETS]
+        _require(
+            bool(me.targets) and not bad,
+            "method.targets",
+            f"unknown {bad or 'none given'}; known: {', '.join(LORA_TARGETS)}",
+        )
     if p.enabled:
         _require(
             bool(d.class_name.strip()),

@@ -36,6 +36,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     """Evaluate the base model, train (resuming from the last checkpoint) with evaluations
     along the way, then export; returns the fields for result.json."""
     from dreamsweep.models.loading import fingerprint, load_components
+    from dreamsweep.models.saving import export_final, save_base_for_lora
     from dreamsweep.sweeps.pruning import PruningHook
     from dreamsweep.tracking import open_trackers
     from dreamsweep.training import checkpoint as ckpt
@@ -47,12 +48,14 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     evaluator = _evaluator(cfg, accelerator, run_dir, cache_root, log)  # metric models first
     components = load_components(cfg.model)
     model_fp = fingerprint(components)
+    if main:
+        save_base_for_lora(cfg, components, run_dir)
     data = prepare_data(cfg, components, accelerator, model_fp, cache_root, log)
     resume_step = ckpt.latest_step(paths.checkpoints)
     trackers = open_trackers(cfg, run_dir, resume_step=resume_step) if main else []
     exit_code = 1
     try:
-        keeper = BestKeeper.for_run(paths, public_settings(cfg)) if main else None
+        keeper = BestKeeper.for_run(cfg, paths, public_settings(cfg)) if main else None
         evaluate = _eval_hook(
             evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator), keeper
         )
@@ -90,7 +93,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             },
         }
         if main:
-            ckpt.export_pipeline(unwrapped(state), paths.model, public_settings(cfg), ema=state.ema)
+            export_final(cfg, unwrapped(state), paths.model, public_settings(cfg), state.ema)
             log(f"final weights: {paths.model}")
             fields.update(_best_of_run(paths, trackers))
         exit_code = 0

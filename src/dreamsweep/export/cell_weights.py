@@ -17,19 +17,25 @@ from dreamsweep.runs import checkpoint_dirs
 
 def cell_components(chosen: Chosen) -> tuple[SDComponents, str]:
     """The components holding the chosen cell's weights, and where they came from."""
-    from dreamsweep.models.loading import load_components, saved_model
-
     run, row = chosen.run.path, chosen.row
     kept = kept_cell(run)
     if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
-        return load_components(saved_model(run / "best")), f"{run / 'best'}"
+        return load_weights(run / "best"), f"{run / 'best'}"
     if row.step == chosen.run.final_step and (run / "model").is_dir():
-        components = load_components(saved_model(run / "model"))
-        if row.weights == "raw" and (run / "model" / "unet_raw").is_dir():
+        final = run / "model"
+        if row.weights == "raw" and (final / "raw").is_dir():  # a LoRA run's raw adapters
+            return load_weights(final / "raw"), f"{final / 'raw'}"
+        components = load_weights(final)
+        if row.weights == "raw" and (final / "unet_raw").is_dir():
             from diffusers import UNet2DConditionModel
 
-            components.unet = UNet2DConditionModel.from_pretrained(run / "model" / "unet_raw")
-        return components, f"{run / 'model'}"
+            components.unet = UNet2DConditionModel.from_pretrained(final / "unet_raw")
+        return components, str(final)
+    if chosen.run.setting("method.name") == "lora":
+        raise ExportError(
+            f"step {row.step} of {run} is only in a training checkpoint; LoRA cells export from "
+            f"best/ or model/; train it again with: {chosen.command}"
+        )
     for step, path in checkpoint_dirs(run / "checkpoints"):
         if step == row.step:
             return _from_checkpoint(chosen, path), str(path)
@@ -60,3 +66,13 @@ def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
             state = {k: v.clone() for k, v in components.unet.state_dict().items()}
         components.unet.load_state_dict(state)
     return components
+
+
+def load_weights(folder: Path) -> SDComponents:
+    """A saved pipeline folder, or a LoRA folder on its base (training/lora.py)."""
+    from dreamsweep.models.loading import load_components, saved_model
+    from dreamsweep.training.lora import is_lora_folder, load_lora_components
+
+    if is_lora_folder(folder):
+        return load_lora_components(folder)
+    return load_components(saved_model(folder))

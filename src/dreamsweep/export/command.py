@@ -14,7 +14,7 @@ from dreamsweep.export.card import model_card
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
 
-FORMATS = ("diffusers", "single-file")
+FORMATS = ("diffusers", "single-file", "lora-kohya")
 
 
 def export(
@@ -46,6 +46,9 @@ def export(
         if "single-file" in formats:
             name = f"{chosen.title}.safetensors"
             files[name] = _single_file(chosen, components, tmp / name, dtype)
+        if "lora-kohya" in formats:
+            name = f"{chosen.title}-lora.safetensors"
+            files[name] = _kohya(chosen, components, tmp / name, dtype)
         samples = None
         if chosen.row.folder is not None and (chosen.row.folder / "grid.png").exists():
             shutil.copy(chosen.row.folder / "grid.png", tmp / "samples.png")
@@ -81,11 +84,15 @@ def provenance(chosen: Chosen) -> dict:
 
 
 def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
+    from dreamsweep.config import load_config
+    from dreamsweep.models.saving import save_weights
     from dreamsweep.schedulers import make_scheduler
-    from dreamsweep.training.checkpoint import save_pipeline
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
-    save_pipeline(
+    if (lora := _lora_source(chosen)) is not None:
+        return _copy_lora(lora, folder, scheduler)
+    save_weights(
+        load_config(chosen.run.config, check_machine=False),
         components,
         folder,
         provenance(chosen),
@@ -136,3 +143,83 @@ def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
         f"Stable Diffusion {version} single file (original key layout, {str(dtype)[6:]}, "
         f"{written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and from_single_file"
     )
+
+
+def _copy_lora(source: Path, folder: Path, scheduler) -> str:
+    """A LoRA run's diffusers export: its adapters as saved (what was scored), the base named
+    absolutely (the run's relative link would break here) and the cell's scheduler."""
+    from dreamsweep.training.lora import BASE_FILE, lora_base
+
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("raw", "cell.json"))
+    info = {"base": lora_base(source), "scheduler": dict(scheduler.config)}
+    (folder / BASE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return (
+        "the LoRA in diffusers' format: from_pretrained(<base in base_model.json>), then "
+        f"load_lora_weights(this folder); the scheduler to sample with is in {BASE_FILE}"
+    )
+
+
+def _kohya(chosen: Chosen, components, path: Path, dtype) -> str:
+    """The run's LoRA in the kohya/A1111 layout with each module's true alpha."""
+    from dreamsweep.export.kohya_lora import read_diffusers_lora, write_kohya_lora
+    from dreamsweep.export.metadata import (
+        IMPL_DIFFUSERS,
+        dreamsweep_metadata,
+        kohya_base_model_version,
+        kohya_lora_metadata,
+        modelspec_metadata,
+        sd_architecture,
+    )
+    from dreamsweep.training.lora import LORA_FILE
+
+    source = _lora_source(chosen)
+    if source is None:
+        raise ExportError(
+            f"--format lora-kohya needs a LoRA run (method=lora); {chosen.run.path} is a full "
+            "fine-tune: export it as diffusers or single-file"
+        )
+    state, alphas = read_diffusers_lora(source / LORA_FILE)
+    version = sd_version(components)
+    prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
+    cfg = chosen.run.config
+    metadata = {
+        **modelspec_metadata(
+            architecture=sd_architecture(version, prediction, adapter="lora"),
+            implementation=IMPL_DIFFUSERS,
+            title=chosen.title,
+            resolution=int(cfg["data"]["resolution"]),
+            prediction_type=prediction,
+            trigger_phrase=f"{cfg['data']['token']} {cfg['data']['class_name']}".strip(),
+        ),
+        **kohya_lora_metadata(
+            network_dim=int(cfg["method"]["rank"]),
+            network_alpha=float(cfg["method"]["alpha"]),
+            base_model_version=kohya_base_model_version(version, prediction),
+            num_train_images=len(chosen.run.result.get("instance_images", [])) or 0,
+            resolution=int(cfg["data"]["resolution"]),
+            learning_rate=float(cfg["optim"]["lr"]),
+            max_train_steps=int(chosen.row.step),
+        ),
+        **dreamsweep_metadata(
+            settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
+        ),
+    }
+    written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata)
+    return (
+        f"the LoRA in the kohya/A1111 layout (true alpha {cfg['method']['alpha']}, rank "
+        f"{cfg['method']['rank']}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
+        "models/Lora, or diffusers load_lora_weights"
+    )
+
+
+def _lora_source(chosen: Chosen) -> Path | None:
+    """The LoRA folder holding the chosen cell's adapters."""
+    from dreamsweep.best_weights import kept_cell
+    from dreamsweep.training.lora import is_lora_folder
+
+    run, row = chosen.run.path, chosen.row
+    kept = kept_cell(run)
+    if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
+        return run / "best" if is_lora_folder(run / "best") else None
+    final = run / "model" / ("raw" if row.weights == "raw" else "")
+    return final if is_lora_folder(final) else None

@@ -15,10 +15,17 @@ from safetensors.torch import load_file, save_file
 from dreamsweep.config import EmaConfig
 
 
+def trained_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What the optimiser and the EMA see: every parameter of a fine-tuned module, only the
+    adapters of a LoRA one (the frozen base has requires_grad off)."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
 def build_ema(cfg: EmaConfig, unet: UNet2DConditionModel) -> EMAModel:
-    """EMA with decay min(decay, 1 - (1 + step/inv_gamma)^-power) when warm-up is on."""
+    """EMA with decay min(decay, 1 - (1 + step/inv_gamma)^-power) when warm-up is on, of the
+    UNet's trained parameters (the adapters under LoRA: an EMA of the LoRA weights)."""
     return EMAModel(
-        unet.parameters(),
+        trained_parameters(unet),
         decay=cfg.decay,
         min_decay=cfg.min_decay,
         update_after_step=cfg.update_after_step,
@@ -53,9 +60,10 @@ def load_ema(ema: EMAModel, folder: Path) -> None:
 @contextmanager
 def ema_weights(ema: EMAModel, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Temporarily put the EMA weights into ``model`` (for sampling or export)."""
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
+    params = trained_parameters(model)
+    ema.store(params)
+    ema.copy_to(params)
     try:
         yield model
     finally:
-        ema.restore(model.parameters())
+        ema.restore(params)

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamsweep.training.batches import draw_batch, step_generator
+from dreamsweep.training.ema import trained_parameters
 from dreamsweep.training.loss import (
     dreambooth_loss,
     min_snr_weights,
@@ -72,7 +73,7 @@ def train_step(s: TrainState, step: int) -> dict[str, float]:
     s.lr_schedule.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.ema is not None:
-        s.ema.step(acc.unwrap_model(s.unet).parameters())
+        s.ema.step(trained_parameters(acc.unwrap_model(s.unet)))
     return logged
 
 

@@ -6,18 +6,17 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from dreamsweep.config import RunConfig
+from dreamsweep.training.ema import trained_parameters
 
 
 def param_groups(
     cfg: RunConfig, unet: torch.nn.Module, text_encoder: torch.nn.Module | None
 ) -> list[dict]:
     """The UNet at optim.lr; the text encoder (when trained) at its own LR."""
-    groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
+    groups = [{"params": trained_parameters(unet), "lr": cfg.optim.lr}]
     if text_encoder is not None:
         te_lr = cfg.train.text_encoder_lr or cfg.optim.lr
-        groups.append(
-            {"params": [p for p in text_encoder.parameters() if p.requires_grad], "lr": te_lr}
-        )
+        groups.append({"params": trained_parameters(text_encoder), "lr": te_lr})
     return groups
 
 

@@ -17,6 +17,7 @@ from dreamsweep.models.components import SDComponents
 from dreamsweep.training.batches import TrainingData, cache_embeddings, training_data
 from dreamsweep.training.ema import build_ema
 from dreamsweep.training.latents import build_latent_bank
+from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -49,6 +50,10 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
         c.text_encoder.requires_grad_(True).train().to(accelerator.device)
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
+    if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
+        add_adapters(cfg, c)
+        c.unet.to(accelerator.device)
+        c.text_encoder.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:

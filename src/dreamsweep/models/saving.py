@@ -1,0 +1,155 @@
+"""The one place that writes weights as users load them, atomically: a diffusers pipeline
+folder (full fine-tune) or a LoRA folder (adapters + the base's location), with the run's
+settings stamped into every safetensors file's metadata.
+
+A folder is written into `<out>.tmp` and swapped in, so the previous one stays whole until the
+new one is complete (a kill or a full disk loses nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from diffusers.training_utils import EMAModel
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dreamsweep.config import RunConfig
+from dreamsweep.models.components import SDComponents
+from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.training.ema import ema_weights
+from dreamsweep.training.lora import is_lora, save_lora
+
+LORA_BASE_IN_RUN = "base_model"  # a LoRA run on a model without a path saves its base here
+
+
+def base_location(cfg: RunConfig) -> str:
+    """Where a LoRA's frozen base is: the model's path or hub id, else the run's saved copy
+    (relative to the LoRA folder, `<run>/best` or `<run>/model`, so the run folder can move)."""
+    return str(cfg.model.path) if cfg.model.path else f"../{LORA_BASE_IN_RUN}"
+
+
+def save_base_for_lora(cfg: RunConfig, base: SDComponents, run_dir: Path) -> None:
+    """A LoRA on a model built in code (tiny) needs its base on disk to be loaded back:
+    the base pipeline is saved once into the run folder, before any training."""
+    folder = run_dir / LORA_BASE_IN_RUN
+    if is_lora(cfg) and not cfg.model.path and not folder.exists():
+        save_pipeline(base, folder, {})
+
+
+def save_weights(
+    cfg: RunConfig,
+    components: SDComponents,
+    out_dir: Path,
+    settings: dict[str, Any],
+    scheduler=None,
+    extra: dict[str, str] | None = None,
+    base: str | None = None,
+) -> Path:
+    """The weights the components hold now, as the run's method saves them; ``base``: where a
+    LoRA's base is, seen from ``out_dir`` (default: `base_location`)."""
+    if is_lora(cfg):
+        base = base or base_location(cfg)
+        return write_folder(
+            out_dir,
+            lambda tmp: save_lora(cfg, components, tmp, base, scheduler),
+            settings,
+            extra,
+        )
+    return save_pipeline(components, out_dir, settings, scheduler, extra)
+
+
+def export_final(
+    cfg: RunConfig,
+    components: SDComponents,
+    out_dir: Path,
+    settings: dict[str, Any],
+    ema: EMAModel | None = None,
+) -> Path:
+    """The final weights. With EMA, the folder holds the EMA weights and the raw ones go to
+    `unet_raw/` (a pipeline: loadable with `UNet2DConditionModel.from_pretrained`) or `raw/`
+    (a LoRA folder of its own)."""
+    if ema is None:
+        return save_weights(cfg, components, out_dir, settings)
+    raw = out_dir.with_name(out_dir.name + ".raw.tmp")
+    shutil.rmtree(raw, ignore_errors=True)
+    try:
+        if is_lora(cfg):
+            raw.mkdir(parents=True)
+            save_lora(cfg, components, raw, "../" + base_location(cfg))
+            name = "raw"
+        else:
+            components.unet.save_pretrained(str(raw), safe_serialization=True)
+            name = "unet_raw"
+        with ema_weights(ema, components.unet):
+            fill = (
+                (lambda tmp: save_lora(cfg, components, tmp, base_location(cfg)))
+                if is_lora(cfg)
+                else (lambda tmp: _save_pipeline_files(components, tmp))
+            )
+            return write_folder(out_dir, lambda tmp: (fill(tmp), raw.rename(tmp / name)), settings)
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
+
+
+def save_pipeline(
+    components: SDComponents,
+    out_dir: Path,
+    settings: dict[str, Any],
+    scheduler=None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """A `from_pretrained`-loadable pipeline; ``scheduler`` becomes its scheduler."""
+    return write_folder(
+        out_dir, lambda tmp: _save_pipeline_files(components, tmp, scheduler), settings, extra
+    )
+
+
+def _save_pipeline_files(components: SDComponents, folder: Path, scheduler=None) -> None:
+    assemble_pipeline(components, scheduler).save_pretrained(str(folder), safe_serialization=True)
+
+
+def write_folder(
+    out_dir: Path,
+    fill: Callable[[Path], Any],
+    settings: dict[str, Any],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Fill `<out>.tmp`, stamp the settings, add ``extra`` text files, swap it in."""
+    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        stamp_metadata(tmp, settings)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    except BaseException:  # a full disk: no half-written folder left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def stamp_metadata(folder: Path, settings: dict[str, Any]) -> None:
+    """Add `dreamsweep_config` (JSON) to every safetensors file under ``folder``."""
+    extra = {"format": "pt", "dreamsweep_config": json.dumps(settings, sort_keys=True)}
+    for file in folder.rglob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            metadata = {**(f.metadata() or {}), **extra}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+        save_file(tensors, str(file), metadata=metadata)
+
+
+def read_settings(weights_file: Path) -> dict[str, Any]:
+    """The training settings stamped into an exported safetensors file."""
+    with safe_open(str(weights_file), framework="pt") as f:
+        return json.loads((f.metadata() or {})["dreamsweep_config"])
