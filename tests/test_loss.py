@@ -58,3 +58,32 @@ def test_noise_offset_shifts_each_channel_by_a_constant():
     delta = shifted - plain
     assert torch.allclose(delta, delta[:, :, :1, :1].expand_as(delta), atol=1e-6)
     assert delta.abs().sum() > 0
+
+
+def test_multires_noise_has_unit_variance_and_more_low_frequencies():
+    """Pyramid noise: coarse noise added at lower resolutions, rescaled to unit variance."""
+    from dreamsweep.training.loss import multires_noise
+
+    latents = torch.zeros(8, 4, 32, 32)
+    plain = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    pyramid = multires_noise(latents, 6, 0.3, torch.Generator().manual_seed(0))
+    assert abs(pyramid.std().item() - 1) < 1e-4
+    low = lambda x: torch.nn.functional.avg_pool2d(x, 8).var().item()  # noqa: E731
+    assert low(pyramid) > 1.5 * low(plain)  # 8x8 block means vary more than white noise
+
+
+def test_the_noise_setting_picks_the_noise():
+    from types import SimpleNamespace
+
+    from dreamsweep.training.loss import training_noise
+
+    latents = torch.zeros(2, 4, 16, 16)
+    settings = dict(noise_offset=0.1, multires_iterations=6, multires_discount=0.3)
+    noises = {
+        kind: training_noise(
+            latents, SimpleNamespace(noise=kind, **settings), torch.Generator().manual_seed(0)
+        )  # fmt: skip
+        for kind in ("gaussian", "offset", "multires")
+    }
+    assert not torch.equal(noises["gaussian"], noises["offset"])
+    assert not torch.equal(noises["gaussian"], noises["multires"])

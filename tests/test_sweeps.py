@@ -133,7 +133,8 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(tmp_path):
         "hydra.sweeper.max_failure_rate=0.6",
         "optim.lr=1e-3",
         "train.text_encoder=false",
-        "train.noise_offset=0.0,1e38",
+        "train.noise=offset",
+        "train.noise_offset=0.1,1e38",
         name="f",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -148,6 +149,7 @@ def test_too_many_failures_end_the_sweep_in_one_line(tmp_path):
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.max_failure_rate=0",
         "optim.lr=1e-3",
+        "train.noise=offset",
         "train.noise_offset=1e38",  # every trial diverges
         name="broken",
     )

@@ -136,6 +136,7 @@ def test_diverging_run_fails_with_a_hint_on_every_process(tmp_path):
     proc = train_cli(
         run_dir,
         *FAST,
+        "train.noise=offset",
         "train.noise_offset=1e38",
         "launcher=multigpu",
         "launcher.num_processes=2",
@@ -167,6 +168,7 @@ def test_training_options_work_together(tmp_path):
         "train.gradient_checkpointing=true",
         "train.attention=eager",
         "train.snr_gamma=5.0",
+        "train.noise=offset",
         "train.noise_offset=0.05",
         "train.grad_accum=2",
         "train.text_encoder_lr=1e-5",

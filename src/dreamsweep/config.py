@@ -104,7 +104,10 @@ class TrainLoopConfig:
     text_encoder_lr: float | None = MISSING  # default: optim.lr
     gradient_checkpointing: bool = MISSING
     attention: str = MISSING  # sdpa | eager | xformers
-    noise_offset: float = MISSING
+    noise: str = MISSING  # gaussian | offset | multires (kohya's "pyramid" noise)
+    noise_offset: float = MISSING  # noise=offset: per-channel shift strength
+    multires_iterations: int = MISSING  # noise=multires: coarser scales added
+    multires_discount: float = MISSING  # noise=multires: weight of scale i is discount**i
     snr_gamma: float | None = MISSING  # min-SNR-gamma weighting; 5.0 is the paper's choice
     checkpoint_every: int = MISSING
     keep_checkpoints: int = MISSING
@@ -197,6 +200,7 @@ class RunConfig:
 
 METHODS = ("dreambooth", "lora")
 LORA_TARGETS = ("attention", "feed_forward", "conv")
+NOISES = ("gaussian", "offset", "multires")
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULERS = (
     "constant",
@@ -386,7 +390,15 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(
         t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}"
     )
+    _require(t.noise in NOISES, "train.noise", f"'{t.noise}' is not one of: {', '.join(NOISES)}")
     _require(t.noise_offset >= 0, "train.noise_offset", "must be >= 0")
+    _require(
+        t.noise != "offset" or t.noise_offset > 0,
+        "train.noise_offset",
+        "train.noise=offset needs train.noise_offset > 0 (e.g. 0.1)",
+    )
+    _require(t.multires_iterations > 0, "train.multires_iterations", "must be > 0")
+    _require(0 < t.multires_discount < 1, "train.multires_discount", "must be in (0, 1)")
     _require(t.snr_gamma is None or t.snr_gamma > 0, "train.snr_gamma", "must be > 0 or null")
     _require(t.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
     _require(t.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")

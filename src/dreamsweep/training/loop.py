@@ -13,8 +13,8 @@ from dreamsweep.training.ema import trained_parameters
 from dreamsweep.training.loss import (
     dreambooth_loss,
     min_snr_weights,
-    offset_noise,
     regression_target,
+    training_noise,
 )
 from dreamsweep.training.setup import TrainState
 
@@ -39,7 +39,7 @@ def train_step(s: TrainState, step: int) -> dict[str, float]:
         g = step_generator(cfg.train.seed, step, micro, acc.process_index)
         batch = draw_batch(s.data, cfg.train.batch_size, g)
         latents = batch.latents * scale
-        noise = offset_noise(latents, cfg.train.noise_offset, g)
+        noise = training_noise(latents, cfg.train, g)
         timesteps = torch.randint(
             0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g
         )
