@@ -107,3 +107,26 @@ def test_the_kohya_export_keeps_the_true_alpha_and_loads_with_equal_outputs(lora
     theirs = StableDiffusionPipeline.from_pretrained(base)
     theirs.load_lora_weights(str(kohya))
     torch.testing.assert_close(image(theirs), image(ours), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_loha_and_lokr_train_and_reload_to_what_was_scored(kind, tmp_path):
+    """peft's LyCORIS variants: saved in peft's format, read back by the same loader."""
+    from dreamsweep.cells import Cell
+    from dreamsweep.evaluation import EvalSet, sample_spec
+    from dreamsweep.sampling import generate
+    from dreamsweep.training.lora import load_lora_components
+    from tests.conftest import compose_config
+
+    run = tmp_path / "run"
+    settings = (*LORA, f"method.type={kind}")
+    proc = train_cli(run, *settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "best" / "unet" / "adapter_model.safetensors").exists()
+    best = json.loads((run / "best" / "cell.json").read_text())
+    cfg = compose_config(*settings)
+    images = generate(load_lora_components(run / "best"),
+                      sample_spec(cfg, Cell.from_record(best).sampling),
+                      EvalSet.from_config(cfg).jobs)  # fmt: skip
+    scored = run / "eval" / f"step_{best['step']:06d}" / best["cell"] / "p00_s0.png"
+    assert list(images[0].getdata()) == list(Image.open(scored).convert("RGB").getdata())

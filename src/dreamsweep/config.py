@@ -51,6 +51,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class MethodConfig:
     name: str = MISSING  # dreambooth (full fine-tune) | lora (peft adapters, base frozen)
+    type: str | None = MISSING  # lora: lora | loha | lokr (peft's LoRA-family adapters)
     rank: int | None = MISSING  # lora: the adapters' rank
     alpha: float | None = MISSING  # lora: scale alpha / rank (kept as is in exports)
     dropout: float | None = MISSING  # lora: dropout on the adapter's input
@@ -200,6 +201,7 @@ class RunConfig:
 
 METHODS = ("dreambooth", "lora")
 LORA_TARGETS = ("attention", "feed_forward", "conv")
+LORA_TYPES = ("lora", "loha", "lokr")
 NOISES = ("gaussian", "offset", "multires")
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULERS = (
@@ -346,6 +348,11 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
     if cfg.method.name == "lora":
         me = cfg.method
+        _require(
+            me.type in LORA_TYPES,
+            "method.type",
+            f"'{me.type}' is not one of: {', '.join(LORA_TYPES)}",
+        )
         _require(bool(me.rank) and me.rank > 0, "method.rank", "must be a positive integer")
         _require(bool(me.alpha) and me.alpha > 0, "method.alpha", "must be > 0")
         _require(0 <= (me.dropout or 0) < 1, "method.dropout", "must be in [0, 1)")

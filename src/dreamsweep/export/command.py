@@ -28,6 +28,12 @@ def export(
     if unknown := [f for f in formats if f not in FORMATS]:
         raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
     chosen = choose(folder, cell)
+    kind = chosen.run.setting("method.type")
+    if kind in ("loha", "lokr") and set(formats) & {"single-file", "lora-kohya"}:
+        raise ExportError(
+            f"method.type={kind} exports as diffusers (peft's adapter format) only: the "
+            "single-file merge and the kohya (LyCORIS) layout are written for type=lora"
+        )
     components, source = cell_components(chosen)
     import torch
 

@@ -1,9 +1,13 @@
-"""LoRA adapters (Hu et al. 2021, arXiv:2106.09685) on a frozen base, through peft, saved in
-diffusers' LoRA format so that `from_pretrained(base)` + `load_lora_weights(folder)` loads them.
+"""LoRA-family adapters on a frozen base, through peft: LoRA (Hu et al. 2021,
+arXiv:2106.09685) and the LyCORIS variants peft provides, LoHa (Hadamard product, Hyeon-Woo et
+al. 2022, arXiv:2108.06098) and LoKr (Kronecker product, Yeh et al. 2024, arXiv:2309.14859).
 
-The adapters' configs go into the file's metadata (diffusers' `*_lora_adapter_metadata`):
+LoRA is saved in diffusers' format, so that `from_pretrained(base)` + `load_lora_weights(folder)`
+loads it; its configs go into the file's metadata (diffusers' `*_lora_adapter_metadata`):
 without them diffusers reloads a LoRA at alpha = rank, i.e. at the wrong strength whenever
-alpha was set (or swept) to something else.
+alpha was set (or swept) to something else. diffusers cannot load LoHa/LoKr, so those are
+saved in peft's own format (`unet/` and `text_encoder/`, each `adapter_config.json` +
+`adapter_model.safetensors`), which `load_lora_components` (and peft) reads back.
 """
 
 from __future__ import annotations
@@ -12,12 +16,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft import (
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PeftConfig,
+    get_peft_model_state_dict,
+    inject_adapter_in_model,
+    set_peft_model_state_dict,
+)
+from safetensors.torch import load_file, save_file
 
 from dreamsweep.config import MethodConfig, RunConfig
 from dreamsweep.models.components import SDComponents
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")  # per module, LoHa/LoKr
 BASE_FILE = "base_model.json"  # where the frozen base the LoRA goes on lives
 # Module names (peft's suffix match) of each target group, per model.
 UNET_TARGETS = {
@@ -31,8 +45,19 @@ TEXT_TARGETS = {
 }
 
 
-def lora_config(method: MethodConfig, groups: dict[str, list[str]]) -> LoraConfig:
+def lora_config(method: MethodConfig, groups: dict[str, list[str]]) -> PeftConfig:
+    """The adapter config of `method.type` on the modules of `method.targets`."""
     targets = sorted({m for t in method.targets for m in groups.get(t, [])})
+    if method.type == "loha":
+        return LoHaConfig(
+            r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
+            target_modules=targets, init_weights=True,  # one factor zero: starts at the base
+        )  # fmt: skip
+    if method.type == "lokr":
+        return LoKrConfig(
+            r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
+            target_modules=targets, init_weights=True,
+        )  # fmt: skip
     return LoraConfig(
         r=method.rank,
         lora_alpha=method.alpha,
@@ -50,16 +75,39 @@ def add_adapters(cfg: RunConfig, c: SDComponents) -> None:
     """Freeze the base and add the adapters (the text encoder's only when it is trained);
     only the adapters' parameters then require grad."""
     c.unet.requires_grad_(False)
-    c.unet.add_adapter(lora_config(cfg.method, UNET_TARGETS))
+    inject_adapter_in_model(lora_config(cfg.method, UNET_TARGETS), c.unet)
     c.text_encoder.requires_grad_(False)
-    if cfg.train.text_encoder:  # transformers' add_adapter wants a newer peft; same layers
+    if cfg.train.text_encoder:  # (transformers' add_adapter wants a newer peft; same layers)
         inject_adapter_in_model(lora_config(cfg.method, TEXT_TARGETS), c.text_encoder)
 
 
 def save_lora(cfg: RunConfig, c: SDComponents, folder: Path, base: str, scheduler=None) -> None:
-    """The adapters in diffusers' format, their configs in the metadata, plus `base_model.json`
-    (the base's location and the scheduler to sample with) into ``folder`` (made by the caller,
-    e.g. a temporary folder that is swapped in)."""
+    """The adapters (LoRA: diffusers' format, configs in the metadata; LoHa/LoKr: peft's),
+    plus `base_model.json` (the base's location and the scheduler to sample with) into
+    ``folder`` (made by the caller, e.g. a temporary folder that is swapped in)."""
+    if cfg.method.type != "lora":
+        _save_peft(cfg, c, folder)
+    else:
+        _save_diffusers_lora(cfg, c, folder)
+    info: dict[str, Any] = {"base": base, "type": cfg.method.type}
+    if scheduler is not None:
+        info["scheduler"] = scheduler.config
+    (folder / BASE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _save_peft(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
+    modules = {"unet": (c.unet, UNET_TARGETS)}
+    if cfg.train.text_encoder:
+        modules["text_encoder"] = (c.text_encoder, TEXT_TARGETS)
+    for name, (module, groups) in modules.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        config = lora_config(cfg.method, groups).to_dict()
+        (folder / name / PEFT_FILES[0]).write_text(json.dumps(config, indent=2, default=list))
+        state = {k: v.contiguous() for k, v in get_peft_model_state_dict(module).items()}
+        save_file(state, str(folder / name / PEFT_FILES[1]))
+
+
+def _save_diffusers_lora(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
     from diffusers import StableDiffusionPipeline
 
     text = cfg.train.text_encoder
@@ -73,14 +121,12 @@ def save_lora(cfg: RunConfig, c: SDComponents, folder: Path, base: str, schedule
         ),
         safe_serialization=True,
     )
-    info: dict[str, Any] = {"base": base}
-    if scheduler is not None:
-        info["scheduler"] = scheduler.config
-    (folder / BASE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
 def is_lora_folder(folder: Path) -> bool:
-    return (folder / LORA_FILE).exists() and (folder / BASE_FILE).exists()
+    """Adapters and the base's location: a LoRA (diffusers' format) or a LoHa/LoKr (peft's)."""
+    saved = (folder / LORA_FILE).exists() or (folder / "unet" / PEFT_FILES[1]).exists()
+    return saved and (folder / BASE_FILE).exists()
 
 
 def lora_base(folder: Path) -> str:
@@ -98,6 +144,13 @@ def load_lora_components(folder: Path) -> SDComponents:
     from dreamsweep.models.pipeline import assemble_pipeline
 
     components = load_components(saved_model(lora_base(folder)))
+    if not (folder / LORA_FILE).exists():  # LoHa/LoKr: peft's own format
+        for name in ("unet", "text_encoder"):
+            if (folder / name / PEFT_FILES[1]).exists():
+                module = getattr(components, name)
+                inject_adapter_in_model(PeftConfig.from_pretrained(str(folder / name)), module)
+                set_peft_model_state_dict(module, load_file(str(folder / name / PEFT_FILES[1])))
+        return components  # adapters live (not fused): a merged export needs type=lora
     pipe = assemble_pipeline(components)  # shares these modules
     pipe.load_lora_weights(str(folder))
     pipe.fuse_lora()
