@@ -159,6 +159,8 @@ def test_the_command_line_logs_the_report_to_an_offline_wandb_run(demo_grid, tmp
     run = report / link["dir"]  # relative to the report folder
     assert run.parent == report / "wandb" and run.name.startswith("offline-run-")
     assert list(run.glob("*.wandb"))  # the run's log, what `wandb sync` uploads
+    log = next(run.glob("*.wandb")).read_bytes()
+    assert b"demo-best-model" in log  # the winner's weights as a model artifact
 
 
 def test_chromium_renders_the_page(grid_report, tmp_path):
@@ -203,3 +205,5 @@ def test_the_best_cell_s_weights_exist_and_load(grid_report):
     kept = json.loads((weights / "cell.json").read_text())
     assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
     assert StableDiffusionPipeline.from_pretrained(weights).unet is not None
+    page = (grid_report / "index.html").read_text()
+    assert f'<a href="file://{weights}">' in page and "dreamsweep export " in page

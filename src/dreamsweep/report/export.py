@@ -79,6 +79,7 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "best": best,
         "best_label": sweep.label(best.run) if best and sweep.varying else "",
         "best_cell": describe_cell(best.row) if best else "",
+        "export_command": export_command(sweep),
         "best_scores": [
             (k, best.row.scores.get(k), best.row.scores.get(f"{k}_sem")) for k in score_columns
         ]
@@ -176,6 +177,11 @@ def best_trials(study) -> list[int]:
         return []
 
 
+def export_command(sweep: Sweep) -> str:
+    """What turns the winner into files A1111, ComfyUI and diffusers load."""
+    return f"dreamsweep export {sweep.root} --format diffusers --format single-file"
+
+
 def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, Any]:
     """The machine-readable answer: the best cell, how to get it, and what is within noise."""
     states = [r.state for r in sweep.runs]
@@ -217,6 +223,7 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
         "command": best.command,
         "weights_path": str(best.weights) if best.weights else None,
         "weights_note": best.weights_note,
+        "export_command": export_command(sweep),
     }
     out["within_noise"] = [
         {

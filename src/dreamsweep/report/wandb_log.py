@@ -80,7 +80,32 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
                 "best/command": best.command,
             }
         )
+    if best is not None and best.weights is not None and best.weights.is_dir():
+        run.log_artifact(model_artifact(sweep, best))
     link = run_link(run)
     run.finish()
     # relative: the report is built in a temporary folder and moved into place afterwards
     return {**link, "dir": str(Path(link["dir"]).relative_to(out))}
+
+
+def model_artifact(sweep: Sweep, best):
+    """The winner's weights (its `best/` folder) as a W&B model artifact, with its cell and
+    scores as metadata (never the Optuna storage)."""
+    import wandb
+
+    artifact = wandb.Artifact(
+        name=f"{sweep.name}-best-model",
+        type="model",
+        description=f"best cell of {sweep.root}: {best.run.name} step {best.row.step} "
+        f"{best.row.cell}",
+        metadata={
+            "run": best.run.name,
+            "step": best.row.step,
+            "cell": best.row.cell,
+            "objective": best.row.objective,
+            "scores": best.row.scores,
+            "command": best.command,
+        },
+    )
+    artifact.add_dir(str(best.weights))
+    return artifact
