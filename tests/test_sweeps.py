@@ -159,6 +159,34 @@ def test_too_many_failures_end_the_sweep_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_a_conditional_lr_range_follows_the_method(tmp_path):
+    """LoRA and full fine-tune trials draw their LR from their own range (it wins over the
+    preset's unconditional optim.lr)."""
+    proc = sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=none",
+        "hydra.sweeper.sampler=random",
+        "train.max_steps=2",
+        "eval.every_n_steps=null",
+        "method=dreambooth,lora",
+        "+hydra.sweeper.conditional={method:{dreambooth:{optim.lr:'interval(1e-6,2e-6)'},"
+        "lora:{optim.lr:'interval(1e-4,2e-4)'}}}",
+        name="cond",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(tmp_path, "cond").trials
+    assert {t.params["method"] for t in trials} == {"dreambooth", "lora"}
+    for trial in trials:
+        method = trial.params["method"]
+        lr = trial.params[f"optim.lr | method={method}"]
+        low = {"dreambooth": 1e-6, "lora": 1e-4}[method]
+        assert low <= lr <= 2 * low
+        config = OmegaConf.load(Path(trial.user_attrs["run_dir"]) / "config.yaml")
+        assert config.optim.lr == lr and config.method.name == method
+
+
 def plan(*lines: str, fold: bool = True):
     """The grid plan of `train.py -m <lines>`; each run's LR schedule from its composed config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -30,7 +30,12 @@ from dreamsweep.runs import (
     write_result,
 )
 from dreamsweep.secrets import STORAGE_ENV, mask_url, password_of, scrub_files
-from dreamsweep.sweeps.search_space import override_value, split_overrides
+from dreamsweep.sweeps.search_space import (
+    conditional_params,
+    conditional_space,
+    override_value,
+    split_overrides,
+)
 from dreamsweep.sweeps.study import (
     claim,
     create_or_load,
@@ -52,6 +57,11 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     }
     params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()] + list(arguments)
     distributions, fixed, grid = split_overrides(params, sweeper.hydra_context.config_loader)
+    conditional = conditional_space(s.get("conditional"), sweeper.hydra_context.config_loader)
+    if conditional and grid is not None:
+        grid = None  # a conditional space is not a grid: the sampler asks as usual
+    if conditional and s["sampler"] == "grid":
+        raise SystemExit("error: hydra.sweeper.conditional needs a sampler other than grid")
     study_name = s.get("study_name") or cfg.get("sweep_name") or "dreamsweep"
     storage = (
         s.get("storage")
@@ -88,15 +98,21 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         if grid is not None and len(study.trials) >= _grid_size(grid):
             break  # every grid point has been tried
         trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
+        chosen = [
+            {**{k: t.params[k] for k in distributions}, **conditional_params(t, conditional)}
+            for t in trials
+        ]
         folders = [claim(trial, sweep_dir) for trial in trials]
         batch = [
             fixed
-            + [f"{k}={t.params[k]}" for k in distributions]
+            + [f"{k}={v}" for k, v in values.items()]
             + _weights_it_stands_for(t.params)
             + link
             + [f"optuna.trial_id={t._trial_id}", f"hydra.sweep.subdir={folder.name}"]
             + pin
-            for t, folder, pin in zip(trials, folders, _pins(cfg, len(trials)), strict=True)
+            for t, values, folder, pin in zip(
+                trials, chosen, folders, _pins(cfg, len(trials)), strict=True
+            )
         ]
         # job numbers are trial numbers; the folders are claimed above, never counted
         results = sweeper.launcher.launch(batch, initial_job_idx=trials[0].number)

@@ -55,6 +55,46 @@ def split_overrides(lines: list[str], config_loader=None):
     return distributions, list(fixed.values()), grid
 
 
+def conditional_space(
+    conditional: dict[str, dict[str, dict[str, str]]], config_loader=None
+) -> dict[tuple[str, str], dict[str, BaseDistribution]]:
+    """`{method: {lora: {optim.lr: "tag(log, interval(3e-5, 3e-4))"}}}` ->
+    {("method", "lora"): {"optim.lr": FloatDistribution(...)}}: params asked only in trials
+    whose setting has that value (a LoRA and a full fine-tune need LRs 20x apart)."""
+    space = {}
+    for key, branches in (conditional or {}).items():
+        for value, params in branches.items():
+            lines = [f"{k}={v}" for k, v in params.items()]
+            distributions, fixed, _ = split_overrides(lines, config_loader)
+            if fixed:
+                raise ValueError(
+                    f"hydra.sweeper.conditional.{key}.{value}: {fixed} are not searches"
+                )
+            space[(str(key), str(value))] = distributions
+    return space
+
+
+def suggest(trial, name: str, distribution: BaseDistribution) -> Any:
+    """Ask a trial for one param through Optuna's public API (define-by-run)."""
+    d = distribution
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(d.choices))
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+
+
+def conditional_params(trial, space) -> dict[str, Any]:
+    """The conditional params of a trial, asked as `<param> | <setting>=<value>` (one Optuna
+    param per branch), returned as setting -> value."""
+    asked = {}
+    for (key, value), distributions in space.items():
+        if str(trial.params.get(key)) == value:
+            for param, distribution in distributions.items():
+                asked[param] = suggest(trial, f"{param} | {key}={value}", distribution)
+    return asked
+
+
 def override_value(value: Any) -> str:
     """A value in Hydra's override grammar: {a:1,b:'x'}, [1,2], 'text', 3."""
     if isinstance(value, dict):

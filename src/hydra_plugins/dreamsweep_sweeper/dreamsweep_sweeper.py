@@ -27,6 +27,8 @@ class OptunaSweeperConfig:
     seed: int | None = None
     max_failure_rate: float = 0.5
     params: dict[str, str] = field(default_factory=dict)
+    # Params searched only when a setting has a value: {method: {lora: {optim.lr: "..."}}}
+    conditional: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(
