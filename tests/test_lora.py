@@ -70,6 +70,12 @@ def test_method_is_a_training_axis_of_a_grid(tmp_path):
     assert sorted(r["state"] for r in results.values()) == ["complete", "complete"]
     assert (sweep / "1" / "best" / "pytorch_lora_weights.safetensors").exists()
     assert (sweep / "0" / "best" / "model_index.json").exists()
+    from dreamsweep.report.export import export_report
+
+    report = export_report(sweep, tmp_path / "report")  # the two methods side by side
+    summary = json.loads((report / "best.json").read_text())
+    assert "method.name" in summary["sweep"]["varying"]
+    assert "method.name=lora" in (report / "index.html").read_text().replace(" ", "")
 
 
 def test_the_kohya_export_keeps_the_true_alpha_and_loads_with_equal_outputs(lora_run, tmp_path):
