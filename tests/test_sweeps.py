@@ -272,6 +272,11 @@ def test_the_demo_grid_folds_steps_and_schedulers_and_survives_bad_runs(demo_gri
         cells = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert sum(c["kind"] == "eval" for c in cells) == 10
         assert results[run.name]["state"] == "complete"
+    names = [OmegaConf.load(run / "config.yaml").run_name for run in runs if run.name not in failed]
+    assert sorted(sorted(n.split()) for n in names) == [  # W&B run names: what differs
+        ["lr=0.001", "prior=false"],
+        ["lr=0.001", "prior=true"],
+    ]
     # shared work is done once for the sweep: the second run finds it in the cache
     assert proc.stdout.count("class images of") == 1  # only the prior-preservation run
     assert proc.stdout.count("encoding VAE latents of 6 images") == 1

@@ -17,7 +17,7 @@ from dreamsweep.cells import planned_cells
 from dreamsweep.config import ConfigError, load_config
 from dreamsweep.runs import RunPaths, atomic_write_text, read_json
 from dreamsweep.sweeps.folding import GridPlan, plan_grid
-from dreamsweep.sweeps.search_space import override_value
+from dreamsweep.sweeps.search_space import override_value, run_names
 
 log = logging.getLogger("dreamsweep.sweep")
 
@@ -82,6 +82,11 @@ def run_grid(sweeper, arguments: list[str]) -> list:
     OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
     summary = {"folded": plan.folded, "warnings": plan.warnings, "jobs": jobs}
     atomic_write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
+    settings = [dict(o.split("=", 1) for o in run if "=" in o) for run in plan.runs]
+    runs = [
+        run + [f"run_name={override_value(name)}"]
+        for run, name in zip(runs, run_names(settings), strict=True)
+    ]
     results = sweeper.launcher.launch(runs, initial_job_idx=0)
     states = [
         (read_json(RunPaths(Path(r.hydra_cfg.hydra.runtime.output_dir)).result) or {}).get(

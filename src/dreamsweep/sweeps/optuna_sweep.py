@@ -34,6 +34,7 @@ from dreamsweep.sweeps.search_space import (
     conditional_params,
     conditional_space,
     override_value,
+    short_key,
     split_overrides,
 )
 from dreamsweep.sweeps.study import (
@@ -109,6 +110,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
             + _weights_it_stands_for(t.params)
             + link
             + [f"optuna.trial_id={t._trial_id}", f"hydra.sweep.subdir={folder.name}"]
+            + [f"run_name={override_value(_trial_name(t.number, values))}"]
             + pin
             for t, values, folder, pin in zip(
                 trials, chosen, folders, _pins(cfg, len(trials)), strict=True
@@ -123,6 +125,15 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     _write_results(study, Path(cfg.hydra.sweep.dir), shown)
     scrub_files(Path(cfg.hydra.sweep.dir), password_of(storage))
     return returns
+
+
+def _trial_name(number: int, values: dict[str, Any]) -> str:
+    """`#3 lr=2.1e-06 text_encoder=true`: the trial and what it tries (W&B run names)."""
+    shown = " ".join(
+        f"{short_key(k)}={v:.2g}" if isinstance(v, float) else f"{short_key(k)}={v}"
+        for k, v in values.items()
+    )
+    return f"#{number} {shown}".strip()
 
 
 def _pins(cfg, n_jobs: int) -> list[list[str]]:

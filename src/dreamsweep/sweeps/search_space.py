@@ -106,3 +106,18 @@ def override_value(value: Any) -> str:
     return (
         "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     )
+
+
+def short_key(key: str) -> str:
+    """optim.lr -> lr, prior.enabled -> prior, method -> method: what a run name shows."""
+    parts = key.lstrip("+~").split(".")
+    return parts[-2] if parts[-1] in ("enabled", "name") and len(parts) > 1 else parts[-1]
+
+
+def run_names(runs: list[dict[str, str]]) -> list[str]:
+    """Names of a sweep's runs from the settings that differ between them (`lr=1e-06
+    prior=true`), unique within the sweep (`#<n>` added where two would be equal)."""
+    keys = [k for k in dict.fromkeys(k for run in runs for k in run)
+            if len({run.get(k) for run in runs}) > 1]  # fmt: skip
+    names = [" ".join(f"{short_key(k)}={run.get(k)}" for k in keys) or "run" for run in runs]
+    return [f"{name} #{i}" if names.count(name) > 1 else name for i, name in enumerate(names)]

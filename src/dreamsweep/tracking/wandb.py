@@ -27,23 +27,29 @@ class WandbTracker:
     def __init__(self, cfg: RunConfig, run_dir: Path, job_type: str = "train") -> None:
         import wandb
 
+        from dreamsweep.cells import scored_weights
+
         point_wandb_dirs_at(run_dir)
         name = cfg.run_name or run_dir.name
+        self.run_dir, self.weights = run_dir, scored_weights(cfg)
         self.run = wandb.init(
             project=cfg.tracker.project,
             entity=cfg.tracker.entity,
             mode=os.environ.get("WANDB_MODE", cfg.tracker.mode),  # the environment wins
             dir=str(run_dir),
             name=name,
-            group=cfg.sweep_name or name,
+            # a sweep and its start: a repeated sweep is a group of its own
+            group=f"{cfg.sweep_name}-{run_dir.parent.name}" if cfg.sweep_name else name,
             job_type=job_type,
             tags=list(cfg.tracker.tags),
             config=public_settings(cfg),
             resume="allow",
             id=_stable_run_id(run_dir, job_type),
-            settings=wandb.Settings(console="off", silent=True),
+            settings=wandb.Settings(console="wrap", silent=True),  # the run's console too
         )
         self.run.define_metric("train/step")
+        # one objective series per run (its best cell at each evaluation), comparable across runs
+        self.run.define_metric("eval/objective", step_metric="train/step", summary="max")
         self.run.define_metric("train/*", step_metric="train/step")
         self.run.define_metric("eval/*", step_metric="train/step")
         self.run.define_metric("samples/*", step_metric="train/step")
@@ -57,25 +63,50 @@ class WandbTracker:
         """Scores per cell against the training step, the cell's grid as an image."""
         import wandb
 
+        values: dict[str, Any] = {}
         for r in records:
-            values = {
-                f"eval/{r['cell']}/{k[5:]}": v
-                for k, v in r.items()
-                if k.startswith("eval/") and v is not None
-            }
-            values[f"eval/{r['cell']}/objective"] = r.get("objective")
+            for cell in self._curves_of(r):  # the step-0 baseline starts every curve
+                values.update(
+                    {
+                        f"eval/{cell}/{k[5:]}": v
+                        for k, v in r.items()
+                        if k.startswith("eval/") and v is not None
+                    }
+                )
+                values[f"eval/{cell}/objective"] = r.get("objective")
             if r["cell"] in grids:
                 values[f"samples/{r['cell']}"] = wandb.Image(
                     str(grids[r["cell"]]), caption=f"step {r['step']}"
                 )
-            self.run.log({"train/step": r["step"], **values})
+        scored = [r["objective"] for r in records if r.get("objective") is not None]
+        if scored:
+            values["eval/objective"] = max(scored)
+        if records:
+            self.run.log({"train/step": records[0]["step"], **values})
         self.cells += records
+
+    def _curves_of(self, record: dict[str, Any]) -> list[str]:
+        """The curve names a cell's scores go to: a base (step 0) cell belongs to the curve of
+        every weights the run scores, under the same key as the trained cells."""
+        from dreamsweep.cells import BASE, Cell
+
+        cell = Cell.from_record(record)
+        if cell.weights != BASE:
+            return [cell.name]
+        return [f"{cell.sampling.name}-{w}" for w in self.weights]
 
     def summary(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
             self.run.summary[key] = value
 
     def finish(self, exit_code: int = 0) -> None:
+        best = self.run_dir / "best"
+        if exit_code == 0 and best.is_dir():  # a reference: no copy of the weights
+            import wandb
+
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model")
+            artifact.add_reference(best.resolve().as_uri())
+            self.run.log_artifact(artifact, aliases=["best"])
         if self.cells:
             import wandb
 
