@@ -109,6 +109,8 @@ def test_an_optuna_search_prunes_a_bad_learning_rate_and_names_the_best_run(prun
         assert result["optuna"]["trial"] == trial.number and result["best"] is not None
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert summary["best"][0]["number"] == study.best_trial.number
+    assert study.metric_names == ["objective"]  # what optuna-dashboard shows, not "Objective 0"
+    assert study.user_attrs["sweep_dirs"] == [str(sweep_dir.resolve())]
 
 
 @pytest.mark.slow

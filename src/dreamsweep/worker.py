@@ -223,8 +223,7 @@ def main(config_file: str) -> int:
                 pruned=str(err),
                 final_step=err.step,
                 **_best_of_run(paths, []),
-            )
-            print(f"[dreamsweep] {err}", flush=True)
+            )  # train.py says it, once
         return EXIT_RECORDED_FAILURE
     except (TrainingDiverged, UnsafeCheckpoint) as err:  # train.py prints it in one line
         if main_process:

@@ -78,6 +78,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         pruner=make_pruner(s["pruner"], s.get("pruner_kwargs")),
         directions=list(s["directions"]),
     )
+    _describe(study, s["objectives"], Path(cfg.hydra.sweep.dir))
     if stale := fail_stale_trials(study):
         for trial in stale:
             _mark_interrupted(trial)
@@ -193,14 +194,26 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
     try:
         if state == COMPLETE and all(v is not None for v in values):
             study.tell(trial, values, skip_if_finished=True)
+            log.info("trial %d complete: %s = %s", trial.number, s["objectives"], values)
         elif state == PRUNED:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+            log.info("trial %d pruned at step %s", trial.number, result.get("final_step"))
         else:
             log.warning("trial %d failed: %s", trial.number, result.get("error"))
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except RuntimeError as err:  # GridSampler stops the study after its last cell
         if "Study.stop" not in str(err):
             raise
+
+
+def _describe(study: optuna.Study, objectives: list[str], sweep_dir: Path) -> None:
+    """What a dashboard shows: the objectives' names (not "Objective 0") and the sweep
+    folders that hold the study's runs."""
+    if len(objectives) == len(study.directions):
+        study.set_metric_names(list(objectives))
+    folders = list(study.user_attrs.get("sweep_dirs", []))
+    if str(sweep_dir.resolve()) not in folders:
+        study.set_user_attr("sweep_dirs", [*folders, str(sweep_dir.resolve())])
 
 
 def _mark_interrupted(trial: optuna.trial.FrozenTrial) -> None:

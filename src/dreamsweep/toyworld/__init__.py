@@ -1,0 +1,12 @@
+"""A synthetic world of coloured shapes where a tiny Stable Diffusion really learns on a CPU.
+
+``world`` draws captioned pictures, ``oracle`` scores pictures, ``pipeline`` loads the
+shipped base model; ``tools/pretrain_toyworld.py`` trains and exports both.
+"""
+
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "toyworld"
+BASE_DIR = ASSETS_DIR / "base"
+ORACLE_DIR = ASSETS_DIR / "oracle"
+SUBJECT_DIR = ASSETS_DIR / "subject"

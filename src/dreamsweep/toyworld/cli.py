@@ -1,0 +1,172 @@
+"""Command line of tools/pretrain_toyworld.py: vae -> base (resumable) / oracle -> export.
+
+Every step reads and writes under --work (checkpoints, logs, snapshots, contact sheets);
+only ``export`` and ``base --export`` write into the package's assets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "toyworld"
+DEFAULT_WORK = Path("/work/toyworld_work")
+
+
+def _log_to(work: Path, name: str):
+    def log(message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        print(line, flush=True)
+        with open(work / f"{name}.events.log", "a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
+def cmd_vae(args: argparse.Namespace) -> None:
+    from dreamsweep.toyworld.autoencoder import run
+    from dreamsweep.toyworld.models import DESIGNS
+    from dreamsweep.toyworld.tokenizer import write_tokenizer
+
+    write_tokenizer(args.work / "tokenizer")
+    report = run(DESIGNS[args.design], args.work / "vae", args.minutes, seed=args.seed)
+    _log_to(args.work, "vae")(f"design {args.design} {asdict(report)}")
+
+
+def cmd_base(args: argparse.Namespace) -> None:
+    from dreamsweep.toyworld.pretrain import BaseConfig, setup, train
+
+    config = BaseConfig(
+        design=args.design, seed=args.seed, lr=args.lr, snapshot_minutes=args.snapshot_minutes
+    )
+    log = _log_to(args.work, "base")
+    warm = None if args.no_warm_start else args.assets / "base"
+    trainer = setup(config, args.work, warm_start=warm)
+
+    def on_snapshot(trainer, folder: Path) -> None:
+        _sheet(folder, _oracle_dir(args), args.work, log)
+        if args.export:
+            export(folder, args.work / "oracle", args.assets)
+
+    train(trainer, args.minutes, log=log, on_snapshot=on_snapshot)
+
+
+def _oracle_dir(args: argparse.Namespace) -> Path:
+    """The oracle trained in --work, else the shipped one (a new session has only that)."""
+    trained = args.work / "oracle"
+    return trained if trained.exists() else ASSETS / "oracle"
+
+
+def cmd_oracle(args: argparse.Namespace) -> None:
+    from dreamsweep.toyworld.oracle import save_oracle
+    from dreamsweep.toyworld.oracle_train import measure, train_oracle
+
+    oracle = train_oracle(seed=args.seed)
+    metrics = measure(oracle)
+    save_oracle(oracle, args.work / "oracle", metrics)
+    _log_to(args.work, "oracle")(f"held-out {metrics}")
+
+
+def _sheet(folder: Path, oracle_dir: Path, work: Path, log) -> dict:
+    """Sample the fixed prompt set, score it with the oracle, save the sheet, log the numbers."""
+    from dreamsweep.toyworld.evaluate import contact_sheet, grid
+    from dreamsweep.toyworld.oracle import load_oracle
+    from dreamsweep.toyworld.pipeline import load
+
+    result = contact_sheet(load(folder), load_oracle(oracle_dir))
+    info = folder / "toyworld_info.json"
+    meta = json.loads(info.read_text()) if info.exists() else {}
+    tag = f"step{meta['step']:07d}" if "step" in meta else folder.name
+    grid(result.images).save(work / f"sheet_{tag}.png")
+    metrics = {k: v for k, v in asdict(result).items() if k != "images"}
+    log(f"sheet {folder} {meta} {metrics} -> {work / f'sheet_{tag}.png'}")
+    return metrics
+
+
+def cmd_sheet(args: argparse.Namespace) -> None:
+    folder = args.folder or args.work / "snapshots" / "latest"
+    _sheet(folder, args.oracle or _oracle_dir(args), args.work, _log_to(args.work, "sheet"))
+
+
+def export(base: Path, oracle: Path, assets: Path) -> None:
+    """Swap a pipeline folder (UNet and VAE stored fp16, about half the bytes; they load as
+    fp32) and the oracle into the assets, each replaced whole."""
+    from dreamsweep.toyworld.pipeline import folder_bytes, load, save_folder
+
+    if base.exists():
+        pipe = load(base)
+        pipe.unet.half()
+        pipe.vae.half()
+        save_folder(pipe, assets / "base")
+        shutil.copy(base / "toyworld_info.json", assets / "base" / "toyworld_info.json")
+        print(f"base: {base} -> {assets / 'base'} ({folder_bytes(assets / 'base') / 1e6:.2f} MB)")
+    if oracle.exists():
+        tmp = assets / "oracle.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(oracle, tmp)
+        shutil.rmtree(assets / "oracle", ignore_errors=True)
+        os.replace(tmp, assets / "oracle")
+        print(f"oracle: {oracle} -> {assets / 'oracle'}", flush=True)
+    export_subject(assets / "subject")
+
+
+def export_subject(folder: Path) -> None:
+    """The 5 instance images on white, as PNGs a run can use as data.instance_dir."""
+    from dreamsweep.toyworld.world import subject_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(subject_images(5)):
+        image.save(folder / f"subject_{i:02d}.png")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    export(args.folder or args.work / "snapshots" / "latest", args.work / "oracle", args.assets)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    p.add_argument("--seed", type=int, default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+    vae = sub.add_parser("vae", help="write the tokenizer and train the VAE (minutes)")
+    vae.add_argument("--design", default="f2", choices=["f1", "f2"])
+    vae.add_argument("--minutes", type=float, default=8.0)
+    base = sub.add_parser("base", help="pretrain UNet + text encoder; resumes from --work")
+    base.add_argument("--design", default="f2", choices=["f1", "f2"])
+    base.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
+    base.add_argument("--lr", type=float, default=5e-4)
+    base.add_argument("--snapshot-minutes", type=float, default=30.0)
+    base.add_argument("--export", action="store_true", help="export each snapshot to assets")
+    base.add_argument("--assets", type=Path, default=ASSETS, help="warm-start/export folder")
+    base.add_argument("--no-warm-start", action="store_true", help="ignore assets/base")
+    sub.add_parser("oracle", help="train the oracle and report held-out accuracy")
+    sheet = sub.add_parser("sheet", help="oracle-scored contact sheet of a pipeline folder")
+    sheet.add_argument("--folder", type=Path, default=None)
+    sheet.add_argument("--oracle", type=Path, default=None)
+    out = sub.add_parser("export", help="copy a snapshot, the oracle, the subject into assets")
+    out.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
+    out.add_argument("--assets", type=Path, default=ASSETS)
+    return p
+
+
+COMMANDS = {
+    "vae": cmd_vae,
+    "base": cmd_base,
+    "oracle": cmd_oracle,
+    "sheet": cmd_sheet,
+    "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    torch.set_num_threads(1)  # the machine is shared: one core is someone else's
+    args = parser().parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    COMMANDS[args.command](args)
