@@ -87,3 +87,21 @@ def test_the_noise_setting_picks_the_noise():
     }
     assert not torch.equal(noises["gaussian"], noises["offset"])
     assert not torch.equal(noises["gaussian"], noises["multires"])
+
+
+def test_the_validation_loss_is_exactly_repeatable_and_moves_with_the_weights():
+    """Fixed timesteps and noise: the same weights give the same number, bit for bit."""
+    from dreamsweep.models.tiny import build_tiny
+    from dreamsweep.training.latents import LatentBank
+    from dreamsweep.training.val_loss import denoising_loss, timesteps
+
+    c = build_tiny(seed=0, sample_size=16)
+    mean = torch.randn(3, 1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    bank = LatentBank(mean, torch.zeros_like(mean))
+    context = torch.randn(3, 8, c.unet.config.cross_attention_dim)
+    first = denoising_loss(c, bank, context, buckets=4)
+    assert denoising_loss(c, bank, context, buckets=4) == first
+    assert timesteps(1000, 4) == [125, 375, 625, 875]
+    with torch.no_grad():
+        c.unet.conv_out.bias += 0.1
+    assert denoising_loss(c, bank, context, buckets=4) != first

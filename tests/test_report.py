@@ -48,6 +48,7 @@ def test_the_grid_report_has_every_page_and_figure(grid_report):
         "heatmap.png",
         "samples_runs.png",
         "samples_schedulers.png",
+        "val_loss.png",
     ):
         assert expected in figures
     for name in figures:

@@ -133,6 +133,10 @@ class EvalConfig:
     seeds: list[int] = MISSING
     batch_size: int = MISSING
     resolution: int | None = MISSING  # default: data.resolution
+    val_loss: bool = MISSING  # the denoising loss at fixed timesteps and noise (val_loss.py)
+    val_buckets: int = MISSING  # fixed timesteps: the middles of this many slices
+    val_every: int | None = MISSING  # also every N steps (cheap: no sampling); null: eval steps
+    val_dir: str | None = MISSING  # held-out photos of the subject (never trained on)
 
 
 @dataclass(frozen=True)
@@ -471,6 +475,13 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     _require(all(s >= 0 for s in ev.at_steps), "eval.at_steps", "steps must be >= 0")
     _require(all(n > 0 for n in ev.num_inference_steps), "eval.num_inference_steps", "must be > 0")
     _require(set(ev.weights) <= {"ema", "raw"}, "eval.weights", "allowed values: ema, raw")
+    _require(ev.val_buckets > 0, "eval.val_buckets", "must be > 0")
+    _require(ev.val_every is None or ev.val_every > 0, "eval.val_every", "must be > 0 or null")
+    _require(
+        ev.val_dir is None or Path(ev.val_dir).expanduser().is_dir(),
+        "eval.val_dir",
+        f"{ev.val_dir} is not a folder: give a folder of held-out photos of the subject or null",
+    )
     _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
     _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
     _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")

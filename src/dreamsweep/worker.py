@@ -56,8 +56,9 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     exit_code = 1
     try:
         keeper = BestKeeper.for_run(cfg, paths, public_settings(cfg)) if main else None
+        validate = _validation(cfg, data, accelerator.device) if main else None
         evaluate = _eval_hook(
-            evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator), keeper
+            evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator), keeper, validate
         )
         if evaluator is not None:  # always from the base weights, before any checkpoint loads
             evaluator.prepare_baselines(components, model_fp)
@@ -113,16 +114,22 @@ def _evaluator(cfg: RunConfig, accelerator, run_dir: Path, cache_root: Path, log
     return Evaluator(cfg, accelerator, run_dir, cache_root, scorer, log)
 
 
-def _eval_hook(evaluator, trackers, run_dir: Path, pruning, keeper: BestKeeper | None):
-    """evaluate(step, weights): score the cells of an eval step, log them, keep the weights
-    of a new best cell (main process), and let an Optuna pruner stop the run (the step's best
-    cell is the value reported)."""
+def _eval_hook(
+    evaluator, trackers, run_dir: Path, pruning, keeper: BestKeeper | None, validate=None
+):
+    """evaluate(step, weights): the validation loss when due (main process), then score the
+    cells of an eval step, log them, keep the weights of a new best cell (main process), and
+    let an Optuna pruner stop the run (the step's best cell is the value reported)."""
     from dreamsweep.eval_outputs import cell_dir
 
     timing = {"eval": 0.0}
 
     def evaluate(step: int, weights: dict) -> None:
-        if evaluator is None or step not in evaluator.steps:
+        is_eval_step = evaluator is not None and step in evaluator.steps
+        if validate is not None and (records := validate(step, weights, is_eval_step)):
+            for tracker in trackers:
+                tracker.log_val(records)
+        if not is_eval_step:
             return
         started = time.perf_counter()
         records = evaluator.evaluate(step, weights)
@@ -137,6 +144,32 @@ def _eval_hook(evaluator, trackers, run_dir: Path, pruning, keeper: BestKeeper |
 
     evaluate.timing = timing
     return evaluate
+
+
+def _validation(cfg: RunConfig, data, device):
+    """validate(step, weights, is_eval_step) -> metrics lines (kind val), one per weights,
+    at every evaluation and every eval.val_every steps; None when eval.val_loss is off."""
+    from dreamsweep.training.val_loss import validation_losses, validation_sets
+
+    ev = cfg.eval
+    if not ev.val_loss:
+        return None
+    sets = validation_sets(data)
+
+    def validate(step: int, weights: dict, is_eval_step: bool) -> list[dict]:
+        due = is_eval_step or step == 0 or (ev.val_every and step % ev.val_every == 0)
+        if not due:
+            return []
+        records = []
+        for name, use in weights.items():
+            with use() as components:
+                losses = validation_losses(components, sets, ev.val_buckets, device)
+            records.append(
+                {"step": step, "weights": name, **{f"val/{k}_loss": v for k, v in losses.items()}}
+            )
+        return records
+
+    return validate
 
 
 def _trained_weights(cfg: RunConfig, state) -> dict:

@@ -77,6 +77,7 @@ class Run:
     overrides: list[str]  # what the command line and the sweep set (Hydra's overrides.yaml)
     result: dict[str, Any]
     cells: list[CellRow]
+    val: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl kind=val lines
 
     @property
     def final_step(self) -> int | None:
@@ -237,11 +238,16 @@ def read_run(path: Path, notes: list[str]) -> Run:
     if not result:
         notes.append(f"{path.name}: no result.json (the job was stopped before its run started)")
     latest: dict[tuple[int, str], dict] = {}  # a re-scored cell replaces the earlier line
+    val: list[dict[str, Any]] = []
     for record in read_metrics(paths):
         if record.get("kind") == "eval":
             latest[(record["step"], record["cell"])] = record
+        elif record.get("kind") == "val":
+            val.append(record)
     cells = [_cell_row(path, r) for _, r in sorted(latest.items())]
-    return Run(path.name, path, state, config, [str(o) for o in overrides], result, cells)
+    run = Run(path.name, path, state, config, [str(o) for o in overrides], result, cells)
+    run.val = val
+    return run
 
 
 def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:

@@ -27,6 +27,10 @@ class DiskTracker:
         for record in records:
             append_metrics(self.paths, {"kind": "eval", "time": round(time.time(), 3), **record})
 
+    def log_val(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            append_metrics(self.paths, {"kind": "val", "time": round(time.time(), 3), **record})
+
     def summary(self, values: dict[str, Any]) -> None:
         update_result(self.paths, summary=values)
 

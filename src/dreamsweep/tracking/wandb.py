@@ -52,6 +52,7 @@ class WandbTracker:
         self.run.define_metric("eval/objective", step_metric="train/step", summary="max")
         self.run.define_metric("train/*", step_metric="train/step")
         self.run.define_metric("eval/*", step_metric="train/step")
+        self.run.define_metric("val/*", step_metric="train/step", summary="min")
         self.run.define_metric("samples/*", step_metric="train/step")
         self.cells: list[dict[str, Any]] = []
         _link_run(RunPaths(run_dir), job_type, self.run)
@@ -84,6 +85,17 @@ class WandbTracker:
         if records:
             self.run.log({"train/step": records[0]["step"], **values})
         self.cells += records
+
+    def log_val(self, records: list[dict[str, Any]]) -> None:
+        """val/<set>_loss/<weights>; the step-0 (base) value on every weights' curve."""
+        values: dict[str, Any] = {}
+        for r in records:
+            names = self.weights if r["weights"] == "base" else [r["weights"]]
+            for key, value in r.items():
+                if key.startswith("val/"):
+                    values.update({f"{key}/{w}": value for w in names})
+        if records:
+            self.run.log({"train/step": records[0]["step"], **values})
 
     def _curves_of(self, record: dict[str, Any]) -> list[str]:
         """The curve names a cell's scores go to: a base (step 0) cell belongs to the curve of

@@ -58,6 +58,7 @@ class TrainingData:
     prior: LatentBank | None
     prior_prompts: torch.Tensor | None
     table: PromptTable
+    held_out: tuple[LatentBank, torch.Tensor] | None = None  # eval.val_dir: latents, token ids
 
 
 def training_data(

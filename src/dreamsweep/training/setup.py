@@ -103,11 +103,30 @@ def prepare_data(
                 **{**bank_args, "flip": False},
             )
     data = training_data(instances, instance_bank, classes, class_bank, c.tokenizer)
+    if cfg.eval.val_loss and cfg.eval.val_dir:
+        data.held_out = _held_out(cfg, c, model_fp, cache_root, bank_args, accelerator)
     log(
         f"{len(instances)} instance images, {len(classes or [])} class images, "
         f"{len(data.table.prompts)} prompts"
     )
     return data
+
+
+def _held_out(cfg: RunConfig, c: SDComponents, model_fp: str, cache_root: Path, bank_args,
+              accelerator):  # fmt: skip
+    """eval.val_dir's photos with the instance prompt, for the held-out validation loss."""
+    from dreamsweep.data.dataset import fill_prompt, min_image_size
+    from dreamsweep.data.images import load_folder
+    from dreamsweep.training.batches import build_prompt_table
+
+    d = cfg.data
+    images = load_folder(Path(cfg.eval.val_dir).expanduser(), min_size=min_image_size(cfg))
+    with accelerator.main_process_first():
+        bank = build_latent_bank(
+            images, c.vae, model_fp, cache_root, **{**bank_args, "flip": False}
+        )
+    ids = build_prompt_table([fill_prompt(d.prompt, d.token, d.class_name)], c.tokenizer).ids
+    return bank, ids.expand(len(images), -1)
 
 
 def build_state(

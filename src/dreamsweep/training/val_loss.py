@@ -1,0 +1,86 @@
+"""A validation loss that shows overtraining without sampling: the denoising loss at a fixed set
+of timesteps with fixed noise, so it is exactly repeatable across checkpoints and runs.
+
+Sets: `instance` (the subject's training photos: how closely the model fits them), `class` (the
+class images of prior preservation: held out from the subject; it rises as the class prior is
+overwritten) and `held_out` (photos of the subject in `eval.val_dir`, never trained on: it turns
+up when the model starts to memorise instead of generalise). Each image is its cached VAE
+latent mean (no crop/flip or posterior sampling), paired with its own prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dreamsweep.models.components import SDComponents
+from dreamsweep.training.latents import LatentBank
+from dreamsweep.training.loss import regression_target
+
+NOISE_SEED = 20221208  # fixed: every evaluation, checkpoint and run sees the same noise
+
+
+def timesteps(num_train_timesteps: int, buckets: int) -> list[int]:
+    """The middle of `buckets` equal slices of the schedule: low, middle and high noise."""
+    width = num_train_timesteps / buckets
+    return [int((k + 0.5) * width) for k in range(buckets)]
+
+
+@torch.no_grad()
+def denoising_loss(
+    c: SDComponents,
+    bank: LatentBank,
+    conditioning: torch.Tensor,
+    buckets: int,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Mean MSE over images x fixed timesteps; conditioning: [images, tokens, dim]."""
+    latents = bank.mean[:, 0].to(device) * c.vae.config.scaling_factor
+    scheduler = c.noise_scheduler
+    steps = timesteps(scheduler.config.num_train_timesteps, buckets)
+    generator = torch.Generator().manual_seed(NOISE_SEED)
+    noise = torch.randn((len(steps), *latents.shape), generator=generator).to(device)
+    was_training = c.unet.training
+    c.unet.eval()
+    try:
+        losses = []
+        for k, t in enumerate(steps):
+            t_batch = torch.full((latents.shape[0],), t, dtype=torch.long, device=device)
+            noisy = scheduler.add_noise(latents, noise[k], t_batch)
+            pred = c.unet(noisy, t_batch, conditioning.to(device)).sample
+            target = regression_target(scheduler, latents, noise[k], t_batch)
+            losses.append(torch.nn.functional.mse_loss(pred.float(), target.float()))
+    finally:
+        c.unet.train(was_training)
+    return float(torch.stack(losses).mean())
+
+
+@torch.no_grad()
+def embed(c: SDComponents, ids: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Text conditioning from token ids with the components' text encoder as it is now."""
+    was_training = c.text_encoder.training
+    c.text_encoder.eval()
+    try:
+        return c.text_encoder(ids.to(device))[0]
+    finally:
+        c.text_encoder.train(was_training)
+
+
+def validation_losses(
+    c: SDComponents, sets: dict[str, tuple[LatentBank, torch.Tensor]], buckets: int, device
+) -> dict[str, float]:
+    """`{name: loss}` for each set of (latents, prompt token ids per image)."""
+    return {
+        name: denoising_loss(c, bank, embed(c, ids, device), buckets, device)
+        for name, (bank, ids) in sets.items()
+    }
+
+
+def validation_sets(data) -> dict[str, tuple[LatentBank, torch.Tensor]]:
+    """The run's validation sets from its training data (batches.TrainingData)."""
+    ids = data.table.ids
+    sets = {"instance": (data.instance, ids[data.instance_prompts])}
+    if data.prior is not None:
+        sets["class"] = (data.prior, ids[data.prior_prompts])
+    if data.held_out is not None:
+        sets["held_out"] = data.held_out
+    return sets
