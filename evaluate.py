@@ -9,12 +9,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dreamsweep.config import ConfigError
+from dreamsweep.console import quiet_library_noise
 from dreamsweep.rescore import rescore
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(raw: DictConfig) -> float | None:
     try:
+        quiet_library_noise()
         hydra_cfg = HydraConfig.get()
         return rescore(raw, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     except (ConfigError, FileNotFoundError) as err:

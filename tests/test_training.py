@@ -88,6 +88,9 @@ def test_same_seed_gives_same_losses(default_run, tmp_path):
     again = tmp_path / "again"
     proc = train_cli(again, *FAST, "tracker=wandb")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"[dreamsweep] run {again}: 1 process(es) on cpu" in proc.stdout  # where, how
+    assert f"; next: dreamsweep report {again}" in proc.stdout  # how it ended, what next
+    assert "torchvision" not in proc.stdout + proc.stderr  # library noise filtered
     assert train_losses(again) == train_losses(default_run)
     other_seed = tmp_path / "other"
     assert train_cli(other_seed, *FAST, "train.seed=7").returncode == 0

@@ -69,6 +69,9 @@ def _export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from dreamsweep.console import quiet_library_noise
+
+    quiet_library_noise()
     if args.command == "export":
         return _export(args)
     from dreamsweep.report.export import export_report

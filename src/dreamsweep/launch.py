@@ -25,6 +25,7 @@ from dreamsweep.cells import (
     steps_beyond_training,
 )
 from dreamsweep.config import ConfigError, RunConfig, load_config, save_yaml
+from dreamsweep.console import end_line
 from dreamsweep.data.dataset import check_data
 from dreamsweep.preflight import check_places
 from dreamsweep.runs import (
@@ -167,6 +168,8 @@ def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
     )
     code = subprocess.call(cmd, env=worker_env(cfg))
     result = read_json(paths.result) or {}
+    if result.get("state") in (COMPLETE, PRUNED):
+        print(end_line(run_dir, result), flush=True)
     if code == 0 and result.get("state") == PRUNED:
         log.info("run pruned: %s", result.get("pruned"))
         return result.get("objective")

@@ -35,6 +35,7 @@ EXIT_RECORDED_FAILURE = 0  # result.json says "failed" and why; no launcher trac
 def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     """Evaluate the base model, train (resuming from the last checkpoint) with evaluations
     along the way, then export; returns the fields for result.json."""
+    from dreamsweep.console import start_line
     from dreamsweep.models.loading import fingerprint, load_components
     from dreamsweep.models.saving import export_final, save_base_for_lora
     from dreamsweep.sweeps.pruning import PruningHook
@@ -52,6 +53,8 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
         save_base_for_lora(cfg, components, run_dir)
     data = prepare_data(cfg, components, accelerator, model_fp, cache_root, log)
     resume_step = ckpt.latest_step(paths.checkpoints)
+    if main:
+        print(start_line(run_dir, accelerator.num_processes, accelerator.device, resume_step))
     trackers = open_trackers(cfg, run_dir, resume_step=resume_step) if main else []
     exit_code = 1
     try:
@@ -227,6 +230,9 @@ def _logger(accelerator):
 def main(config_file: str) -> int:
     """Exit code 0: the outcome is in result.json (complete, or failed with a message such as
     a diverged loss); 1: a crash, with its traceback also in result.json."""
+    from dreamsweep.console import quiet_library_noise
+
+    quiet_library_noise()  # before diffusers loads
     import torch
     from accelerate import Accelerator
 
