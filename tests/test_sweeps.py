@@ -111,6 +111,7 @@ def test_an_optuna_search_prunes_a_bad_learning_rate_and_names_the_best_run(prun
     assert summary["best"][0]["number"] == study.best_trial.number
     assert study.metric_names == ["objective"]  # what optuna-dashboard shows, not "Objective 0"
     assert study.user_attrs["sweep_dirs"] == [str(sweep_dir.resolve())]
+    assert "+sweep=demo_search" in study.user_attrs["commands"][0]
 
 
 @pytest.mark.slow
@@ -187,6 +188,25 @@ def test_a_conditional_lr_range_follows_the_method(tmp_path):
         assert low <= lr <= 2 * low
         config = OmegaConf.load(Path(trial.user_attrs["run_dir"]) / "config.yaml")
         assert config.optim.lr == lr and config.method.name == method
+
+
+@pytest.mark.slow
+def test_the_validation_loss_can_be_the_objective(tmp_path):
+    proc = sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner=none",
+        "hydra.sweeper.objectives=[val/instance_loss]",
+        "hydra.sweeper.directions=[minimize]",
+        "train.max_steps=2",
+        "eval.every_n_steps=null",
+        name="val",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for trial in load(tmp_path, "val").trials:
+        result = json.loads((Path(trial.user_attrs["run_dir"]) / "result.json").read_text())
+        assert trial.values == [result["val"]["val/instance_loss"]]
+        assert result["val"]["step"] == 2 and result["val"]["weights"] == "ema"
 
 
 def plan(*lines: str, fold: bool = True):

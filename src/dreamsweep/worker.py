@@ -100,6 +100,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             export_final(cfg, unwrapped(state), paths.model, public_settings(cfg), state.ema)
             log(f"final weights: {paths.model}")
             fields.update(_best_of_run(paths, trackers))
+            fields.update(_last_validation(paths))
         exit_code = 0
     finally:
         for tracker in trackers:
@@ -207,6 +208,20 @@ def _best_of_run(paths: RunPaths, trackers) -> dict:
             }
         )
     return {"objective": best["objective"], "best": best}
+
+
+def _last_validation(paths: RunPaths) -> dict:
+    """result.json `val`: the validation losses of the last evaluation (EMA weights when the
+    run has them), e.g. for `hydra.sweeper.objectives=[val/class_loss]` (minimize)."""
+    from dreamsweep.runs import read_metrics
+
+    val = [r for r in read_metrics(paths) if r.get("kind") == "val" and r["weights"] != BASE]
+    if not val:
+        return {}
+    last = max(r["step"] for r in val)
+    at_last = {r["weights"]: r for r in val if r["step"] == last}
+    chosen = at_last.get("ema") or next(iter(at_last.values()))
+    return {"val": {k: v for k, v in chosen.items() if k != "time"}}
 
 
 def weights_in_sync(accelerator, model) -> bool:

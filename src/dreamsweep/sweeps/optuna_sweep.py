@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +190,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
         )
     state, values = result.get("state"), None
     if state == COMPLETE:
-        best = result.get("best") or {}
-        values = [result.get(k) if k == "objective" else best.get(k) for k in s["objectives"]]
+        values = [_objective_value(result, k) for k in s["objectives"]]
     try:
         if state == COMPLETE and all(v is not None for v in values):
             study.tell(trial, values, skip_if_finished=True)
@@ -214,6 +214,10 @@ def _describe(study: optuna.Study, objectives: list[str], sweep_dir: Path) -> No
     folders = list(study.user_attrs.get("sweep_dirs", []))
     if str(sweep_dir.resolve()) not in folders:
         study.set_user_attr("sweep_dirs", [*folders, str(sweep_dir.resolve())])
+    command = mask_url(" ".join(["python", *sys.argv]))  # the storage password never stored
+    commands = list(study.user_attrs.get("commands", []))
+    if command not in commands:
+        study.set_user_attr("commands", [*commands, command])
 
 
 def _mark_interrupted(trial: optuna.trial.FrozenTrial) -> None:
@@ -229,6 +233,17 @@ def _mark_interrupted(trial: optuna.trial.FrozenTrial) -> None:
             error=f"interrupted: the sweep process running trial {trial.number} was killed "
             "(the trial is marked FAIL; a new trial retries its settings if the sampler asks)",
         )
+
+
+def _objective_value(result: dict, key: str) -> float | None:
+    """A run's value for one of hydra.sweeper.objectives: `objective` (its best cell's),
+    a score of its best cell (`eval/dino`), or a validation loss of its last evaluation
+    (`val/class_loss`, `val/instance_loss`, `val/held_out_loss`; direction minimize)."""
+    if key == "objective":
+        return result.get("objective")
+    if key.startswith("val/"):
+        return (result.get("val") or {}).get(key)
+    return (result.get("best") or {}).get(key)
 
 
 def _failed(study: optuna.Study) -> int:
