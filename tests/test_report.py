@@ -208,3 +208,25 @@ def test_the_best_cell_s_weights_exist_and_load(grid_report):
     assert StableDiffusionPipeline.from_pretrained(weights).unet is not None
     page = (grid_report / "index.html").read_text()
     assert f'<a href="file://{weights}">' in page and "dreamsweep export " in page
+
+
+def test_every_link_of_the_page_resolves(grid_report):
+    """The contents' anchors exist; run folders, weights, cell grids, scores and cells.csv
+    are there to click."""
+    import re
+    from urllib.parse import unquote
+
+    page = (grid_report / "index.html").read_text()
+    anchors = set(re.findall(r'id="([^"]+)"', page))
+    links = re.findall(r'href="([^"]+)"', page)
+    assert {"#best", "#runs", "#figures", "#cells", "cells.csv"} <= set(links)
+    assert any(link.endswith("/grid.png") for link in links)
+    assert any(link.endswith("/scores.json") for link in links)
+    for link in links:
+        if link.startswith("#"):
+            assert link[1:] in anchors, link
+        elif link.startswith("file://"):
+            assert Path(unquote(link.removeprefix("file://"))).exists(), link
+        elif not link.startswith("http"):
+            assert (grid_report / link).exists(), link
+    assert page.index('id="runs"') < page.index('id="figures"')  # tables before figures

@@ -221,7 +221,7 @@ def collect(folder: Path) -> Sweep:
             "a sweep folder holds run folders 0/, 1/, ...)"
         )
     notes: list[str] = []
-    runs = [read_run(p, notes) for p in run_dirs]
+    runs = [read_run(p.resolve(), notes) for p in run_dirs]  # absolute: the report links them
     study = read_study(folder, runs, notes)
     name = next((r.config.get("sweep_name") for r in runs if r.config.get("sweep_name")), None)
     return Sweep(root=folder, name=name or "run", runs=runs, study=study, notes=notes)

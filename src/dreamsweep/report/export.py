@@ -120,8 +120,12 @@ def _run_row(sweep: Sweep, run) -> dict[str, Any]:
     top = run.best_cell
     tracker = (run.result.get("wandb") or {}).get("train") or {}  # the run's W&B run
     offline = sorted((run.path / "wandb").glob("offline-run-*"))
+    grid = top.folder / "grid.png" if top is not None and top.folder is not None else None
     return {
         "name": run.name,
+        "path": run.path.resolve(),
+        "best_grid": grid.resolve() if grid is not None and grid.exists() else None,
+        "best_weights": (run.path / "best").resolve() if (run.path / "best").is_dir() else None,
         "label": sweep.label(run),
         "state": run.state,
         "final_step": run.final_step,
