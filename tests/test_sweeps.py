@@ -419,8 +419,8 @@ def test_the_submitit_launcher_runs_trials_side_by_side_each_under_accelerate(tm
 def test_the_same_grid_command_again_continues_its_sweep_folder(tmp_path):
     """No hydra.sweep.dir given: the second run of the command finds the first one's folder."""
     name = f"rerun-test-{os.getpid()}"
-    grid = ("-m", "hydra/sweeper=grid", "train.max_steps=2,3", "eval.enabled=false",
-            "prior=off", "tracker=disk", f"sweep_name={name}")  # fmt: skip
+    grid = ("-m", "hydra/sweeper=grid", "optim.lr=1e-5,2e-5", "train.max_steps=2",
+            "eval.enabled=false", "prior=off", "tracker=disk", f"sweep_name={name}")  # fmt: skip
     env = {"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}
     try:
         first = train_py(*grid, timeout=600, env=env)
