@@ -222,6 +222,8 @@ def test_every_link_of_the_page_resolves(grid_report):
     assert {"#best", "#runs", "#figures", "#cells", "cells.csv"} <= set(links)
     assert any(link.endswith("/grid.png") for link in links)
     assert any(link.endswith("/scores.json") for link in links)
+    assert any(link.startswith("gallery/best_") for link in links)  # the best cell's samples
+    assert any(link.startswith("gallery/base_") for link in links)  # next to the base model's
     for link in links:
         if link.startswith("#"):
             assert link[1:] in anchors, link

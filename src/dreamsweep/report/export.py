@@ -16,6 +16,7 @@ from typing import Any
 from dreamsweep.report.best import BestCard, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
+from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
 
@@ -41,6 +42,7 @@ def export_report(
         best = best_card(sweep)
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)
         context = page_context(sweep, best, figures, sweep.notes + figure_notes)
+        context["gallery"] = gallery(sweep, best, tmp)
         render_pages(context, tmp)
         write_cells_csv(sweep, tmp / "cells.csv", context["score_columns"])
         summary = best_json(sweep, best, time.perf_counter() - started)
@@ -80,6 +82,7 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "best_label": sweep.label(best.run) if best and sweep.varying else "",
         "best_cell": describe_cell(best.row) if best else "",
         "export_command": export_command(sweep),
+        "gallery_px": MIN_SHOWN_PX,
         "best_scores": [
             (k, best.row.scores.get(k), best.row.scores.get(f"{k}_sem")) for k in score_columns
         ]
@@ -228,6 +231,7 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
         "weights_path": str(best.weights) if best.weights else None,
         "weights_note": best.weights_note,
         "export_command": export_command(sweep),
+        "gallery_px": MIN_SHOWN_PX,
     }
     out["within_noise"] = [
         {
