@@ -73,8 +73,12 @@ def intermediate_values(sweep: Sweep, folder: Path) -> list[Figure]:
         steps, values = zip(*sorted(t.intermediate.items()), strict=True)
         style = TRIAL_STYLE.get(t.state, TRIAL_STYLE["running"])
         ax.plot(steps, values, label=f"trial {t.number} ({t.state})", markersize=5, **style)
-        if t.state == "pruned":
+        if t.state == "pruned":  # where the pruner stopped it, labelled by its number
             ax.plot(steps[-1], values[-1], marker="X", markersize=11, color="black")
+            ax.annotate(
+                f"#{t.number}", (steps[-1], values[-1]), xytext=(6, 4),
+                textcoords="offset points", fontsize=8,
+            )  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("reported objective (best cell of the step)")
     ax.grid(alpha=0.3)
