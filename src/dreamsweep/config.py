@@ -3,16 +3,15 @@
 The YAML in `conf/` holds every default; these dataclasses only type the keys (every field is
 MISSING, so there is no second set of values to drift apart). Hydra composes `conf/`;
 `load_config` merges it onto the schema (OmegaConf rejects unknown keys, wrong types and keys
-left without a value), `validate` checks what a schema cannot express (ranges, combinations,
-what this machine can do), and the result is frozen. Every error names the key. Importing
-this module and validating import neither torch nor diffusers: a config error answers at once.
+left without a value), `config_checks.validate` checks what a schema cannot express (ranges,
+combinations, what this machine can do), and the result is frozen. Every error names the key.
+Importing this module and validating import neither torch nor diffusers: a config error
+answers at once.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -203,25 +202,6 @@ class RunConfig:
     cache_dir: str = MISSING
 
 
-METHODS = ("dreambooth", "lora")
-LORA_TARGETS = ("attention", "feed_forward", "conv")
-LORA_TYPES = ("lora", "loha", "lokr")
-NOISES = ("gaussian", "offset", "multires")
-OPTIMIZERS = ("adamw", "adamw8bit")
-LR_SCHEDULERS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-)
-ATTENTION = ("sdpa", "eager", "xformers")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-TRACKERS = ("wandb", "disk")
-WANDB_MODES = ("offline", "online", "disabled")
-
-
 def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True) -> RunConfig:
     """Merge composed config onto the schema, validate, freeze; ConfigError names the key."""
     try:
@@ -229,6 +209,8 @@ def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True)
         cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         raise ConfigError(_explain_omegaconf_error(err)) from None
+    from dreamsweep.config_checks import validate  # (it imports this module's types)
+
     validate(cfg, check_machine=check_machine)
     return cfg
 
@@ -312,216 +294,3 @@ def _known_keys(section: str) -> str:
         if node is None:
             return "(see conf/)"
     return ", ".join(sorted(vars(node)))
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def validate(cfg: RunConfig, *, check_machine: bool = True) -> None:
-    """Check ranges and combinations; with check_machine, also what this machine can run."""
-    _validate_model_and_data(cfg)
-    _validate_training(cfg)
-    _validate_eval_and_tracking(cfg)
-    if check_machine:
-        validate_machine(cfg)
-
-
-def _validate_model_and_data(cfg: RunConfig) -> None:
-    m, d, p = cfg.model, cfg.data, cfg.prior
-    _require(
-        m.name == "tiny" or bool(m.path),
-        "model.path",
-        f"model={m.name} needs model.path: a local folder, a .safetensors/.ckpt file or a hub id",
-    )
-    _require(m.sample_size % 8 == 0, "model.sample_size", "must be a multiple of 8")
-    _require(d.name in ("toy", "folder"), "data", f"'{d.name}' is not one of: toy, folder")
-    _require(
-        d.name == "toy" or bool(d.instance_dir),
-        "data.instance_dir",
-        "data=folder needs data.instance_dir: the folder of your subject's photos",
-    )
-    _require(
-        d.resolution > 0 and d.resolution % 8 == 0,
-        "data.resolution",
-        f"{d.resolution} is not a positive multiple of 8 (try 512 or 768)",
-    )
-    _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
-    _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
-    _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
-    if cfg.method.name == "lora":
-        me = cfg.method
-        _require(
-            me.type in LORA_TYPES,
-            "method.type",
-            f"'{me.type}' is not one of: {', '.join(LORA_TYPES)}",
-        )
-        _require(bool(me.rank) and me.rank > 0, "method.rank", "must be a positive integer")
-        _require(bool(me.alpha) and me.alpha > 0, "method.alpha", "must be > 0")
-        _require(0 <= (me.dropout or 0) < 1, "method.dropout", "must be in [0, 1)")
-        bad = [t for t in me.targets if t not in LORA_TARGETS]
-        _require(
-            bool(me.targets) and not bad,
-            "method.targets",
-            f"unknown {bad or 'none given'}; known: {', '.join(LORA_TARGETS)}",
-        )
-    if p.enabled:
-        _require(
-            bool(d.class_name.strip()),
-            "data.class_name",
-            "prior preservation (prior=on) needs a class name, e.g. data.class_name=dog",
-        )
-        _require(p.weight > 0, "prior.weight", f"must be > 0, got {p.weight}")
-        _require(p.num_images > 0, "prior.num_images", f"must be > 0, got {p.num_images}")
-        _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
-        _require(p.batch_size > 0, "prior.batch_size", "must be > 0")
-
-
-def _validate_training(cfg: RunConfig) -> None:
-    o, t, e = cfg.optim, cfg.train, cfg.ema
-    _require(o.name in OPTIMIZERS, "optim.name", f"'{o.name}' is not one of: {OPTIMIZERS}")
-    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
-    _require(
-        o.lr_scheduler in LR_SCHEDULERS,
-        "optim.lr_scheduler",
-        f"'{o.lr_scheduler}' is not one of: {LR_SCHEDULERS}",
-    )
-    _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
-    _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)")
-    _require(o.max_grad_norm > 0, "optim.max_grad_norm", "must be > 0")
-    _require(t.max_steps > 0, "train.max_steps", f"must be > 0, got {t.max_steps}")
-    _require(t.batch_size > 0, "train.batch_size", "must be > 0")
-    _require(t.grad_accum > 0, "train.grad_accum", "must be > 0")
-    _require(
-        t.text_encoder_lr is None or t.text_encoder_lr > 0,
-        "train.text_encoder_lr",
-        f"must be > 0, got {t.text_encoder_lr}",
-    )
-    _require(
-        t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}"
-    )
-    _require(t.noise in NOISES, "train.noise", f"'{t.noise}' is not one of: {', '.join(NOISES)}")
-    _require(t.noise_offset >= 0, "train.noise_offset", "must be >= 0")
-    _require(
-        t.noise != "offset" or t.noise_offset > 0,
-        "train.noise_offset",
-        "train.noise=offset needs train.noise_offset > 0 (e.g. 0.1)",
-    )
-    _require(t.multires_iterations > 0, "train.multires_iterations", "must be > 0")
-    _require(0 < t.multires_discount < 1, "train.multires_discount", "must be in (0, 1)")
-    _require(t.snr_gamma is None or t.snr_gamma > 0, "train.snr_gamma", "must be > 0 or null")
-    _require(t.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
-    _require(t.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
-    _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
-
-
-SCORERS = ("clip_i", "clip_t", "dino", "diversity", "prior_drift", "memorization", "identity")
-
-
-def _validate_eval_and_tracking(cfg: RunConfig) -> None:
-    from dreamsweep.metrics.objective import OBJECTIVES
-    from dreamsweep.prompts import SUITES
-    from dreamsweep.schedulers import SCHEDULERS
-
-    ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
-    unknown = [s for s in ev.schedulers if s not in SCHEDULERS]
-    _require(
-        not unknown, "eval.schedulers", f"unknown {unknown}; known: {', '.join(sorted(SCHEDULERS))}"
-    )
-    _require(
-        ev.prompts == "auto" or ev.prompts in SUITES,
-        "eval.prompts",
-        f"'{ev.prompts}' is not one of: auto, {', '.join(SUITES)} (or set eval.prompt_list)",
-    )
-    _require(
-        ev.num_prompts > 0 and len(ev.seeds) > 0,
-        "eval.num_prompts/eval.seeds",
-        "need at least one prompt and one seed",
-    )
-    _require(ev.every_n_steps is None or ev.every_n_steps > 0, "eval.every_n_steps", "must be > 0")
-    _require(
-        bool(ev.schedulers) and bool(ev.guidance_scale),
-        "eval.schedulers/guidance_scale",
-        "must not be empty",
-    )
-    _require(
-        ev.resolution is None or ev.resolution % 8 == 0,
-        "eval.resolution",
-        "must be a multiple of 8",
-    )
-    for key, source in (
-        ("metrics.clip.model", me.clip.model),
-        ("metrics.dino.model", me.dino.model),
-    ):
-        looks_local = source.startswith(("/", "./", "../", "~"))
-        _require(
-            not looks_local or Path(source).expanduser().exists(),
-            key,
-            f"{source} does not exist: give a local model folder, a hub id, tiny or auto",
-        )
-    bad = [s for s in me.scorers if s not in SCORERS]
-    _require(not bad, "metrics.scorers", f"unknown {bad}; known: {', '.join(SCORERS)}")
-    _require(
-        me.objective in OBJECTIVES,
-        "metrics.objective",
-        f"'{me.objective}' is not one of: {', '.join(OBJECTIVES)}",
-    )
-    _require(
-        me.objective != "identity" or "identity" in me.scorers,
-        "metrics.objective",
-        "objective=identity needs the identity scorer (metrics=faces)",
-    )
-    _require(all(s >= 0 for s in ev.at_steps), "eval.at_steps", "steps must be >= 0")
-    _require(all(n > 0 for n in ev.num_inference_steps), "eval.num_inference_steps", "must be > 0")
-    _require(set(ev.weights) <= {"ema", "raw"}, "eval.weights", "allowed values: ema, raw")
-    _require(ev.val_buckets > 0, "eval.val_buckets", "must be > 0")
-    _require(ev.val_every is None or ev.val_every > 0, "eval.val_every", "must be > 0 or null")
-    _require(
-        ev.val_dir is None or Path(ev.val_dir).expanduser().is_dir(),
-        "eval.val_dir",
-        f"{ev.val_dir} is not a folder: give a folder of held-out photos of the subject or null",
-    )
-    _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
-    _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
-    _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
-    _require(
-        la.mixed_precision in MIXED_PRECISION,
-        "launcher.mixed_precision",
-        f"'{la.mixed_precision}' is not one of: {MIXED_PRECISION}",
-    )
-
-
-def validate_machine(cfg: RunConfig) -> None:
-    """Options that need CUDA or an optional package fail here, before any model is loaded
-    (torch is imported only when such an option is asked for)."""
-    cuda_only = {
-        "optim.name=adamw8bit": cfg.optim.name == "adamw8bit",
-        "train.attention=xformers": cfg.train.attention == "xformers",
-        "launcher.mixed_precision=fp16": cfg.launcher.mixed_precision == "fp16",
-        f"launcher.gpu_ids={cfg.launcher.gpu_ids}": cfg.launcher.gpu_ids is not None,
-    }
-    if not any(cuda_only.values()):
-        return
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    for option, asked in cuda_only.items():
-        _require(
-            not asked or has_cuda,
-            option.split("=")[0],
-            f"{option} needs a CUDA GPU and none is visible; remove it to train on CPU"
-            " (bf16 mixed precision works on CPU)",
-        )
-    if cfg.optim.name == "adamw8bit":
-        _require(
-            importlib.util.find_spec("bitsandbytes") is not None,
-            "optim.name",
-            "adamw8bit needs bitsandbytes: pip install 'dreamsweep[gpu]'",
-        )
-    if cfg.train.attention == "xformers":
-        _require(
-            importlib.util.find_spec("xformers") is not None,
-            "train.attention",
-            "xformers is not installed: pip install 'dreamsweep[gpu]', or use sdpa",
-        )
