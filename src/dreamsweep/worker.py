@@ -43,6 +43,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     from dreamsweep.training import checkpoint as ckpt
     from dreamsweep.training.loop import train
     from dreamsweep.training.setup import build_state, configure_models, prepare_data, unwrapped
+    from dreamsweep.training.val_loss import last_validation, validation_hook
 
     paths, main, log = RunPaths(run_dir), accelerator.is_main_process, _logger(accelerator)
     cache_root = Path(cfg.cache_dir).expanduser()
@@ -59,7 +60,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
     exit_code = 1
     try:
         keeper = BestKeeper.for_run(cfg, paths, public_settings(cfg)) if main else None
-        validate = _validation(cfg, data, accelerator.device) if main else None
+        validate = validation_hook(cfg, data, accelerator.device) if main else None
         evaluate = _eval_hook(
             evaluator, trackers, run_dir, PruningHook(cfg.optuna, accelerator), keeper, validate
         )
@@ -100,7 +101,7 @@ def run(cfg: RunConfig, run_dir: Path, accelerator) -> dict:
             export_final(cfg, unwrapped(state), paths.model, public_settings(cfg), state.ema)
             log(f"final weights: {paths.model}")
             fields.update(_best_of_run(paths, trackers))
-            fields.update(_last_validation(paths))
+            fields.update(last_validation(paths))
         exit_code = 0
     finally:
         for tracker in trackers:
@@ -150,32 +151,6 @@ def _eval_hook(
     return evaluate
 
 
-def _validation(cfg: RunConfig, data, device):
-    """validate(step, weights, is_eval_step) -> metrics lines (kind val), one per weights,
-    at every evaluation and every eval.val_every steps; None when eval.val_loss is off."""
-    from dreamsweep.training.val_loss import validation_losses, validation_sets
-
-    ev = cfg.eval
-    if not ev.val_loss:
-        return None
-    sets = validation_sets(data)
-
-    def validate(step: int, weights: dict, is_eval_step: bool) -> list[dict]:
-        due = is_eval_step or step == 0 or (ev.val_every and step % ev.val_every == 0)
-        if not due:
-            return []
-        records = []
-        for name, use in weights.items():
-            with use() as components:
-                losses = validation_losses(components, sets, ev.val_buckets, device)
-            records.append(
-                {"step": step, "weights": name, **{f"val/{k}_loss": v for k, v in losses.items()}}
-            )
-        return records
-
-    return validate
-
-
 def _trained_weights(cfg: RunConfig, state) -> dict:
     """The weights to evaluate, by name (cells.scored_weights): raw, and EMA when it is on."""
     from dreamsweep.training.ema import ema_weights
@@ -208,20 +183,6 @@ def _best_of_run(paths: RunPaths, trackers) -> dict:
             }
         )
     return {"objective": best["objective"], "best": best}
-
-
-def _last_validation(paths: RunPaths) -> dict:
-    """result.json `val`: the validation losses of the last evaluation (EMA weights when the
-    run has them), e.g. for `hydra.sweeper.objectives=[val/class_loss]` (minimize)."""
-    from dreamsweep.runs import read_metrics
-
-    val = [r for r in read_metrics(paths) if r.get("kind") == "val" and r["weights"] != BASE]
-    if not val:
-        return {}
-    last = max(r["step"] for r in val)
-    at_last = {r["weights"]: r for r in val if r["step"] == last}
-    chosen = at_last.get("ema") or next(iter(at_last.values()))
-    return {"val": {k: v for k, v in chosen.items() if k != "time"}}
 
 
 def weights_in_sync(accelerator, model) -> bool:

@@ -84,3 +84,41 @@ def validation_sets(data) -> dict[str, tuple[LatentBank, torch.Tensor]]:
     if data.held_out is not None:
         sets["held_out"] = data.held_out
     return sets
+
+
+def validation_hook(cfg, data, device):
+    """validate(step, weights, is_eval_step) -> metrics lines (kind val), one per weights,
+    at every evaluation and every eval.val_every steps; None when eval.val_loss is off."""
+    ev = cfg.eval
+    if not ev.val_loss:
+        return None
+    sets = validation_sets(data)
+
+    def validate(step: int, weights: dict, is_eval_step: bool) -> list[dict]:
+        due = is_eval_step or step == 0 or (ev.val_every and step % ev.val_every == 0)
+        if not due:
+            return []
+        records = []
+        for name, use in weights.items():
+            with use() as components:
+                losses = validation_losses(components, sets, ev.val_buckets, device)
+            records.append(
+                {"step": step, "weights": name, **{f"val/{k}_loss": v for k, v in losses.items()}}
+            )
+        return records
+
+    return validate
+
+
+def last_validation(paths) -> dict:
+    """result.json `val`: the validation losses of the last evaluation (EMA weights when the
+    run has them), e.g. for `hydra.sweeper.objectives=[val/class_loss]` (minimize)."""
+    from dreamsweep.runs import read_metrics
+
+    val = [r for r in read_metrics(paths) if r.get("kind") == "val" and r["weights"] != "base"]
+    if not val:
+        return {}
+    last = max(r["step"] for r in val)
+    at_last = {r["weights"]: r for r in val if r["step"] == last}
+    chosen = at_last.get("ema") or next(iter(at_last.values()))
+    return {"val": {k: v for k, v in chosen.items() if k != "time"}}
