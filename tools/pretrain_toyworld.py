@@ -1,0 +1,26 @@
+"""Pretrain the toy-world Stable Diffusion and its oracle on one CPU thread.
+
+Everything trains under --work (default /work/toyworld_work); only ``export`` (or ``base
+--export``) writes the package assets in src/dreamsweep/assets/toyworld/.
+
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    nice -n 10 python tools/pretrain_toyworld.py vae --minutes 6   # tokenizer + VAE
+    nice -n 10 python tools/pretrain_toyworld.py oracle            # ~4 min
+    nice -n 10 python tools/pretrain_toyworld.py base --minutes 100 --export
+    python tools/pretrain_toyworld.py sheet    # oracle-scored contact sheet of the latest snapshot
+    python tools/pretrain_toyworld.py export   # latest snapshot + oracle + subject -> assets
+
+``base`` resumes from --work/base_checkpoint.pt; without one it warm-starts from the
+committed assets/toyworld/base (weights only), so a new machine continues the shipped base.
+The logic lives in dreamsweep.toyworld; see dreamsweep/toyworld/cli.py.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from dreamsweep.toyworld.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
