@@ -53,9 +53,15 @@ def test_every_preset_plans_its_runs(preset):
     if "fold" in cfg.hydra.sweeper:  # a grid
         grid = plan(f"+sweep={preset}", *params)
         assert len(grid.runs) == EXPECTED_RUNS[preset] and not grid.warnings
-    else:  # an Optuna search
+    else:  # an Optuna search: the LR searched, for every method where it is conditional
+        from dreamsweep.sweeps.search_space import conditional_space
+
         distributions, _, _ = split_overrides(params)
-        assert "optim.lr" in distributions
+        conditional = conditional_space(
+            OmegaConf.to_container(cfg.hydra.sweeper.get("conditional") or {})
+        )
+        searched = set(distributions) | {k for d in conditional.values() for k in d}
+        assert "optim.lr" in searched
 
 
 def test_the_search_space_follows_hydra_override_grammar():
