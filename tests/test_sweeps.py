@@ -57,9 +57,8 @@ def test_every_preset_plans_its_runs(preset):
         from dreamsweep.sweeps.search_space import conditional_space
 
         distributions, _, _ = split_overrides(params)
-        conditional = conditional_space(
-            OmegaConf.to_container(cfg.hydra.sweeper.get("conditional") or {})
-        )
+        sweeper = OmegaConf.to_container(cfg.hydra.sweeper)
+        conditional = conditional_space(sweeper.get("conditional") or {})
         searched = set(distributions) | {k for d in conditional.values() for k in d}
         assert "optim.lr" in searched
 
