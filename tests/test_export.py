@@ -18,14 +18,22 @@ def dreamsweep(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_the_sweep_s_winner_exports_as_a_pipeline_with_its_card(demo_grid, tmp_path):
+@pytest.fixture(scope="module")
+def exported(demo_grid, tmp_path_factory):
+    """The demo grid's winner exported as a diffusers folder and a single file."""
+    sweep, _ = demo_grid
+    root = tmp_path_factory.mktemp("exports")
+    proc = dreamsweep("export", sweep, "--out", root, "--format", "diffusers",
+                      "--format", "single-file")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return next(root.iterdir()), proc
+
+
+def test_the_sweep_s_winner_exports_as_a_pipeline_with_its_card(demo_grid, exported, tmp_path):
     from diffusers import StableDiffusionPipeline
 
     sweep, _ = demo_grid
-    proc = dreamsweep("export", sweep, "--out", tmp_path, "--format", "diffusers",
-                      "--format", "single-file")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = next(tmp_path.iterdir())
+    out, proc = exported
     assert f"export: {out}" in proc.stdout and "MB  diffusers/unet/" in proc.stdout
     cell = json.loads((out / "diffusers" / "dreamsweep_cell.json").read_text())
     assert cell["cell"] in out.name and f"step{cell['step']}" in out.name
@@ -50,17 +58,14 @@ def test_a_cell_whose_weights_were_not_kept_is_one_line_with_the_command(demo_gr
     assert "Traceback" not in proc.stderr
 
 
-def test_the_single_file_loads_as_a1111_would_with_the_same_weights(demo_grid, tmp_path):
+def test_the_single_file_loads_as_a1111_would_with_the_same_weights(exported):
     """from_single_file (the loader of the original SD layout) reads back the exported UNet."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     from dreamsweep.export.metadata import read_metadata
 
-    sweep, _ = demo_grid
-    assert dreamsweep("export", sweep, "--out", tmp_path, "--format", "diffusers",
-                      "--format", "single-file").returncode == 0  # fmt: skip
-    out = next(tmp_path.iterdir())
+    out, _ = exported
     file = out / f"{out.name}.safetensors"
     meta = read_metadata(file)
     assert meta["modelspec.architecture"] == "stable-diffusion-v1"
