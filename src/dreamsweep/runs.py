@@ -88,6 +88,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def swap_in(new: Path, out: Path) -> Path:
+    """Replace folder ``out`` by the complete folder ``new``: the old one is moved aside first
+    and removed last, so a reader (or a kill) never meets half of either."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 

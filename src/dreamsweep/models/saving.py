@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from dreamsweep.config import RunConfig
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.runs import swap_in
 from dreamsweep.training.ema import ema_weights
 from dreamsweep.training.lora import is_lora, save_lora
 
@@ -120,7 +121,7 @@ def write_folder(
     extra: dict[str, str] | None = None,
 ) -> Path:
     """Fill `<out>.tmp`, stamp the settings, add ``extra`` text files, swap it in."""
-    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -131,12 +132,7 @@ def write_folder(
     except BaseException:  # a full disk: no half-written folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    return swap_in(tmp, out_dir)
 
 
 def stamp_metadata(folder: Path, settings: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
+from dreamsweep.runs import swap_in
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -54,18 +55,8 @@ def export_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _replace(out, tmp)
+    swap_in(tmp, out)
     return out
-
-
-def _replace(out: Path, new: Path) -> None:
-    """Swap the new report in; the old one is moved aside first and removed last."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    new.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str]) -> dict[str, Any]:
