@@ -86,13 +86,16 @@ def export_final(
         else:
             components.unet.save_pretrained(str(raw), safe_serialization=True)
             name = "unet_raw"
+
+        def fill(tmp: Path) -> None:  # the EMA weights, then the raw ones moved in beside them
+            if is_lora(cfg):
+                save_lora(cfg, components, tmp, base_location(cfg))
+            else:
+                _save_pipeline_files(components, tmp)
+            raw.rename(tmp / name)
+
         with ema_weights(ema, components.unet):
-            fill = (
-                (lambda tmp: save_lora(cfg, components, tmp, base_location(cfg)))
-                if is_lora(cfg)
-                else (lambda tmp: _save_pipeline_files(components, tmp))
-            )
-            return write_folder(out_dir, lambda tmp: (fill(tmp), raw.rename(tmp / name)), settings)
+            return write_folder(out_dir, fill, settings)
     finally:
         shutil.rmtree(raw, ignore_errors=True)
 

@@ -245,9 +245,7 @@ def read_run(path: Path, notes: list[str]) -> Run:
         elif record.get("kind") == "val":
             val.append(record)
     cells = [_cell_row(path, r) for _, r in sorted(latest.items())]
-    run = Run(path.name, path, state, config, [str(o) for o in overrides], result, cells)
-    run.val = val
-    return run
+    return Run(path.name, path, state, config, [str(o) for o in overrides], result, cells, val)
 
 
 def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:
