@@ -64,16 +64,8 @@ def train_cli(run_dir: Path, *overrides: str, timeout: float = 600, env: dict | 
     return train_py(f"hydra.run.dir={run_dir}", *overrides, timeout=timeout, env=env or {})
 
 
-# Small and fast: a few steps of the tiny model with two class images.
-FAST = (
-    "train.max_steps=6",
-    "train.checkpoint_every=3",
-    "prior.num_images=2",
-    "prior.sample_steps=2",
-    "tracker=disk",
-    "eval.num_inference_steps=[2]",
-    "eval.num_prompts=2",
-)
+# Small and fast: a few steps of the tiny model with two class images (conf/debug/fast.yaml).
+FAST = ("+debug=fast",)
 
 
 def multirun(sweep_dir: Path, *overrides: str, cache: Path, timeout: float = 900):
@@ -97,6 +89,7 @@ def demo_grid(tmp_path_factory):
     proc = multirun(
         root / "sweep",
         "+sweep=demo",
+        *FAST,  # after the preset: the tiny model and its small settings win
         "optim.lr=1e-3,-1",
         "train.max_steps=2,4",
         MARKUP_PROMPTS,
@@ -124,6 +117,7 @@ def pruned_search(tmp_path_factory):
     proc = multirun(
         root / "sweep",
         "+sweep=demo_search",
+        *FAST,
         *SEARCH,
         "hydra.sweeper.n_trials=4",
         "optim.lr=choice(1e-3,1e-5,3.0)",

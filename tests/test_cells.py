@@ -106,7 +106,7 @@ def test_the_plan_a_grid_prints_is_what_its_runs_score(tmp_path):
     the cells printed before training are the cells found in the run folders afterwards."""
     sweep = tmp_path / "sweep"
     proc = multirun(
-        sweep, "+sweep=demo", "train.max_steps=2,4", "prior.enabled=false", *SMALL,
+        sweep, "+sweep=demo", *FAST, "train.max_steps=2,4", "prior.enabled=false", *SMALL,
         "eval.every_n_steps=3", "eval.at_steps=[1,50]", cache=tmp_path / "cache",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,13 +13,28 @@ from dreamsweep.config import ConfigError, to_dict
 from tests.conftest import ROOT, compose_config, train_cli
 
 
-def test_default_is_the_cpu_demo():
+def test_default_is_the_cpu_demo_on_the_shipped_toy_world():
     cfg = compose_config()
-    assert cfg.model.name == "tiny" and cfg.data.name == "toy"
+    assert cfg.model.name == "toyworld" and cfg.data.name == "toyworld"
+    assert cfg.metrics.scorers == ["toyworld"] and cfg.model.path.endswith("assets/toyworld/base")
+    assert cfg.optim.lr == cfg.model.lr == 1e-4 and cfg.train.noise == "offset"
     assert cfg.prior.enabled and cfg.ema.enabled and cfg.train.text_encoder
     assert cfg.tracker.name == "wandb" and cfg.tracker.mode == "offline"
     assert cfg.launcher.num_processes == 1
     assert to_dict(cfg)["optim"]["lr"] == cfg.optim.lr
+
+
+def test_a_model_brings_its_own_learning_rates_and_an_override_still_wins():
+    assert compose_config("model=tiny").optim.lr == 5e-6
+    assert compose_config("model=toyworld", "method=lora").optim.lr == 1e-3
+    assert compose_config("model=tiny", "method=lora").optim.lr == 1e-4
+    assert compose_config("model=toyworld", "method=lora", "optim.lr=3e-4").optim.lr == 3e-4
+
+
+def test_the_debug_config_is_the_tiny_model_in_a_few_steps():
+    cfg = compose_config("+debug=fast", "train.max_steps=2")
+    assert cfg.model.name == "tiny" and cfg.data.name == "toy" and cfg.tracker.name == "disk"
+    assert cfg.train.max_steps == 2 and "clip_i" in cfg.metrics.scorers
 
 
 def test_groups_switch_settings():
@@ -71,8 +86,11 @@ def test_real_models_get_real_model_defaults_not_the_cpu_demo(model, tmp_path):
     assert cfg.prior.sample_steps >= 50
     assert cfg.eval.num_prompts * len(cfg.eval.seeds) >= 16  # samples per cell
     assert cfg.eval.every_n_steps  # an overfitting curve, not just the two ends
+    assert cfg.eval.schedulers == ["pndm"] and cfg.eval.guidance_scale == [7.5]
+    assert cfg.train.noise == "gaussian" and cfg.optim.lr == 5e-6
     demo = compose_config()
-    assert demo.train.max_steps == 40 and demo.data.resolution == demo.model.sample_size
+    assert demo.data.resolution == demo.model.sample_size == 32
+    assert demo.eval.schedulers == ["ddim"] and demo.eval.guidance_scale == [3.0]
 
 
 def test_conf_holds_every_default_and_the_schema_none():

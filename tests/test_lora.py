@@ -62,7 +62,7 @@ def test_the_kept_lora_loads_on_its_base_and_draws_what_was_scored(lora_run):
 
 def test_method_is_a_training_axis_of_a_grid(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = multirun(sweep, "hydra/sweeper=grid", "method=dreambooth,lora", *FAST[:-1],
+    proc = multirun(sweep, "hydra/sweeper=grid", "method=dreambooth,lora", *FAST,
                     "eval.num_prompts=1", cache=tmp_path / "cache")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {p.name: json.loads((p / "result.json").read_text()) for p in sweep.iterdir()

@@ -71,7 +71,7 @@ def test_a_postgresql_password_reaches_no_file_log_or_metadata(postgres_url, tmp
     storage = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
     sweep = tmp_path / "sweep"
     proc = train_py(
-        "-m", "+sweep=demo_search", "train.max_steps=2", "eval.every_n_steps=null",
+        "-m", "+sweep=demo_search", *FAST, "train.max_steps=2", "eval.every_n_steps=null",
         "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "tracker=wandb",
         f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.study_name=secret",
         f"hydra.sweep.dir={sweep}", timeout=900, env={"WANDB_MODE": "offline"},

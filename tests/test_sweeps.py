@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
+from tests.conftest import FAST, ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
@@ -87,6 +87,7 @@ def sweep(tmp_path: Path, *overrides: str, name: str = "s") -> subprocess.Comple
     return multirun(
         tmp_path / "sweep",
         "+sweep=demo_search",
+        *FAST,
         *SEARCH,
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweeper.study_name={name}",
@@ -320,6 +321,7 @@ def shared_storage(request, tmp_path):
 
 SHARED = (  # the demo search cut short; seeded, so each process would propose the same values
     "+sweep=demo_search",
+    *FAST,
     "train.max_steps=2",
     "eval.every_n_steps=null",
     "hydra.sweeper.pruner=none",

@@ -134,3 +134,32 @@ def test_the_oracle_recognises_the_shipped_instance_images(oracle):
     star = draw(Scene("star", "green", "white", cx=16.0, cy=16.0, radius=10.0, rotation=0.0))
     similarity = subject_similarity(oracle, [fresh, star], instances)
     assert similarity[0] > similarity[1]
+
+
+def test_the_scorer_reads_what_a_prompt_asks_for():
+    from dreamsweep.metrics.toyworld import requested
+
+    assert requested("a sks toy on a light blue background") == {"background": "light blue"}
+    assert requested("a red toy on a black background") == {"colour": "red", "background": "black"}
+    assert requested("a sks toy") == {}
+
+
+def test_the_toyworld_scores_of_drawn_pictures_are_what_was_drawn(oracle):
+    """Drawn pictures with known content: the subject on the requested backgrounds scores a
+    subject rate and prompt fidelity of 1; world pictures as class samples drift 0."""
+    from dreamsweep.metrics.toyworld import reference_embedding, toyworld_scores
+
+    instances = [Image.open(p).convert("RGB") for p in sorted(SUBJECT_DIR.glob("*.png"))]
+    asked = ["a toy", "a toy on a black background", "a toy on a gray background"]
+    samples = [*subject_images(4, seed=1), *subject_images(4, seed=2, background="black")]
+    samples += subject_images(4, seed=3, background="white")  # asked gray, drawn on white
+    scenes, world, _ = sample_world(16, seed=5)
+    scores, per_prompt = toyworld_scores(
+        oracle, reference_embedding(oracle, instances), samples, [0] * 4 + [1] * 4 + [2] * 4,
+        asked, world,
+    )  # fmt: skip
+    assert per_prompt["subject_rate"] == [1.0, 1.0, 1.0]
+    assert per_prompt["prompt_fidelity"] == [1.0, 0.0]  # black kept; gray not drawn
+    assert min(per_prompt["subject_sim"]) > 0.8
+    assert scores["prior_drift"] == 0.0 and scores["damage"] == 0.0
+    assert scores["class_diversity"] == len({(s.shape, s.colour) for s in scenes})

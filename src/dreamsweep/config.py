@@ -12,10 +12,28 @@ answers at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def asset_path(name: str) -> str:
+    """`${asset:toyworld/base}` in conf/: a folder shipped inside the package, wherever it is
+    installed (conf/model/toyworld.yaml, conf/data/toyworld.yaml)."""
+    return str(ASSETS_DIR / name)
+
+
+def seed_range(n: int) -> list[int]:
+    """`${range:64}` in conf/: the seeds 0..63 (eval.seeds with many samples per prompt)."""
+    return list(range(int(n)))
+
+
+OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+OmegaConf.register_new_resolver("range", seed_range, replace=True)
 
 
 class ConfigError(ValueError):
@@ -30,6 +48,8 @@ class ModelConfig:
     variant: str | None = MISSING  # e.g. fp16 weights on the hub
     seed: int = MISSING  # tiny only: the random init of the embedded model
     sample_size: int = MISSING  # tiny only: native image size
+    lr: float = MISSING  # this model's default LR for a full fine-tune (optim.lr wins)
+    lora_lr: float = MISSING  # ... and for LoRA adapters (method=lora)
 
 
 @dataclass(frozen=True)

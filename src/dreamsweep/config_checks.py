@@ -52,7 +52,7 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
         f"model={m.name} needs model.path: a local folder, a .safetensors/.ckpt file or a hub id",
     )
     _require(m.sample_size % 8 == 0, "model.sample_size", "must be a multiple of 8")
-    _require(d.name in ("toy", "folder"), "data", f"'{d.name}' is not one of: toy, folder")
+    _require(d.name in DATA, "data", f"'{d.name}' is not one of: {', '.join(DATA)}")
     _require(
         d.name == "toy" or bool(d.instance_dir),
         "data.instance_dir",
@@ -132,7 +132,17 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
 
 
-SCORERS = ("clip_i", "clip_t", "dino", "diversity", "prior_drift", "memorization", "identity")
+SCORERS = (
+    "clip_i",
+    "clip_t",
+    "dino",
+    "diversity",
+    "prior_drift",
+    "memorization",
+    "identity",
+    "toyworld",
+)
+DATA = ("toy", "toyworld", "folder")
 
 
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:

@@ -69,7 +69,6 @@ LIVE_CLASSES = {
     "bird",
     "horse",
 }
-CLASS_PROMPT = "a photo of a {class}"
 
 
 def suite_name(name: str, class_name: str) -> str:

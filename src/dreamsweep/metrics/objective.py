@@ -1,7 +1,8 @@
 """The run's objective from a cell's scores, and the best cell of a run.
 
-`balanced` (default): geometric mean of subject fidelity (DINO, else CLIP-I, or face identity
-with `objective=identity`) and prompt fidelity (CLIP-T), minus `drift_penalty` x prior drift.
+`balanced` (default): geometric mean of subject fidelity (the toy world's subject rate, else
+DINO, else CLIP-I, or face identity with `objective=identity`) and prompt fidelity (the toy
+world's requested background produced, else CLIP-T), minus `drift_penalty` x prior drift.
 A geometric mean rewards cells that are good at both, which is the overfitting trade-off.
 
 Face identity counts a sample without a face as a failure: the identity term is the face
@@ -17,11 +18,20 @@ from typing import Any
 OBJECTIVES = ("balanced", "subject", "prompt", "identity")
 
 
+SUBJECT_KEYS = ("subject_rate", "dino", "clip_i")  # the toy world's oracle, else DINO, CLIP-I
+PROMPT_KEYS = ("prompt_fidelity", "clip_t")
+
+
+def _first(scores: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    return next((scores[k] for k in keys if scores.get(k) is not None), None)
+
+
 def subject_fidelity(scores: dict[str, Any]) -> float | None:
-    for key in ("dino", "clip_i"):
-        if scores.get(key) is not None:
-            return scores[key]
-    return None
+    return _first(scores, SUBJECT_KEYS)
+
+
+def prompt_fidelity(scores: dict[str, Any]) -> float | None:
+    return _first(scores, PROMPT_KEYS)
 
 
 def face_identity(scores: dict[str, Any]) -> float | None:
@@ -35,7 +45,7 @@ def face_identity(scores: dict[str, Any]) -> float | None:
 def objective(
     scores: dict[str, Any], name: str = "balanced", drift_penalty: float = 0.5
 ) -> float | None:
-    subject, prompt = subject_fidelity(scores), scores.get("clip_t")
+    subject, prompt = subject_fidelity(scores), prompt_fidelity(scores)
     if name == "subject":
         return subject
     if name == "prompt":
@@ -50,19 +60,21 @@ def objective(
     return value
 
 
+SUBJECT_WORDS = "subject fidelity (the toy world's subject rate, else DINO, else CLIP-I)"
+PROMPT_WORDS = "prompt fidelity (the toy world's requested background produced, else CLIP-T)"
+
+
 def describe(name: str = "balanced", drift_penalty: float = 0.5) -> str:
     """The objective in words, for reports."""
     if name == "subject":
-        return "subject fidelity (DINO, else CLIP-I)"
+        return SUBJECT_WORDS
     if name == "prompt":
-        return "prompt fidelity (CLIP-T)"
+        return PROMPT_WORDS
     subject = (
-        "face identity (detection rate x identity cosine)"
-        if name == "identity"
-        else "subject fidelity (DINO, else CLIP-I)"
+        "face identity (detection rate x identity cosine)" if name == "identity" else SUBJECT_WORDS
     )
     return (
-        f"the geometric mean of {subject} and prompt fidelity (CLIP-T), minus "
+        f"the geometric mean of {subject} and {PROMPT_WORDS}, minus "
         f"{drift_penalty:g} x prior drift: high only when a cell looks like the subject and "
         "follows the prompt"
     )

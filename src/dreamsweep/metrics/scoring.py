@@ -53,12 +53,16 @@ class Scorer:
     reference_dino: torch.Tensor | None = None
     faces: object | None = None  # identity.FaceEmbedder
     reference_faces: list = field(default_factory=list)
+    oracle: torch.nn.Module | None = None  # the toy world's classifier (metrics=toyworld)
+    reference_oracle: torch.Tensor | None = None  # its mean embedding of the instance images
 
     def describe(self) -> dict:
         models = {"clip": self.clip, "dino": self.dino}
         out = {k: m.describe() for k, m in models.items() if m is not None}
         if self.faces is not None:
             out["faces"] = self.faces.description()
+        if self.oracle is not None:
+            out["oracle"] = "dreamsweep toy-world oracle (dreamsweep/assets/toyworld/oracle)"
         return out
 
     def score(
@@ -101,6 +105,14 @@ class Scorer:
 
             faces = [self.faces.embed_faces(im) for im in samples]
             out.update(identity_scores(faces, self.reference_faces))
+        if "toyworld" in s:
+            from dreamsweep.metrics.toyworld import toyworld_scores
+
+            oracle_scores, oracle_per_prompt = toyworld_scores(
+                self.oracle, self.reference_oracle, samples, sample_prompt, texts, class_samples
+            )
+            out.update(oracle_scores)
+            per_prompt.update(oracle_per_prompt)
         for key, values in per_prompt.items():
             out[key] = statistics.fmean(values)
             # spread across prompts: a gap smaller than this is noise, not a better setting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from dreamsweep.metrics.objective import PROMPT_KEYS, SUBJECT_KEYS
 from dreamsweep.report.best import BestCard, candidates, describe_cell
 from dreamsweep.report.collect import Sweep, format_value
 
@@ -110,8 +111,9 @@ def _pattern(at_best: dict, at_last: dict) -> str:
         a, b = at_best.get(key), at_last.get(key)
         return None if a is None or b is None else b > a
 
-    subject = rose("dino") if at_best.get("dino") is not None else rose("clip_i")
-    if subject and rose("clip_t") is False:
+    subject = rose(next((k for k in SUBJECT_KEYS if at_best.get(k) is not None), "dino"))
+    prompt = rose(next((k for k in PROMPT_KEYS if at_best.get(k) is not None), "clip_t"))
+    if subject and prompt is False:
         return "; overfitting: closer to the photos, further from the prompts"
     if rose("prior_drift"):
         return "; the class prior drifts away from the base model's"
@@ -121,9 +123,12 @@ def _pattern(at_best: dict, at_last: dict) -> str:
 def _change(at_best: dict, at_last: dict) -> str:
     parts = []
     for key, name in (
+        ("subject_rate", "subject rate"),
         ("dino", "subject fidelity (DINO)"),
+        ("prompt_fidelity", "prompt fidelity"),
         ("clip_t", "prompt fidelity (CLIP-T)"),
         ("prior_drift", "prior drift"),
+        ("damage", "damaged samples"),
     ):
         a, b = at_best.get(key), at_last.get(key)
         if a is not None and b is not None:

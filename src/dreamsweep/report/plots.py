@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from dreamsweep.metrics.objective import PROMPT_KEYS, SUBJECT_KEYS
 from dreamsweep.report.best import BestCard, candidates, objective_per_prompt, standard_error
 from dreamsweep.report.collect import CellRow, Run, Sweep, format_value
 from dreamsweep.report.figure import MARKERS, Figure, legend_name, save, style
@@ -22,6 +23,9 @@ from dreamsweep.report.val_plots import val_loss_figure
 # Scores drawn as curves, in the order a reader wants them; only those a sweep has are drawn.
 CURVES = {
     "objective": "objective",
+    "subject_rate": "subject rate (toy-world oracle: samples recognised as the subject)",
+    "subject_sim": "subject similarity (oracle embedding)",
+    "prompt_fidelity": "prompt fidelity (requested background produced)",
     "dino": "DINO (subject fidelity)",
     "clip_i": "CLIP-I (subject fidelity)",
     "clip_t": "CLIP-T (prompt fidelity)",
@@ -29,6 +33,8 @@ CURVES = {
     "face_detection_rate": "face detection rate",
     "diversity": "diversity",
     "prior_drift": "prior drift",
+    "class_diversity": "class diversity (distinct shape x colour)",
+    "damage": "damaged samples (oracle unsure)",
     "pres": "PRES",
     "memorization": "memorization (mean)",
 }
@@ -116,18 +122,17 @@ def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, bes
 
 def pareto(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
     """Subject fidelity vs prompt fidelity of every trained cell, with the Pareto front."""
-    subject = next(
-        (
-            k
-            for k in ("dino", "clip_i", "identity")
-            if any(c.scores.get(k) is not None for c in sweep.cells)
-        ),
-        None,
-    )
+
+    def present(keys: tuple[str, ...]) -> str | None:
+        return next(
+            (k for k in keys if any(c.scores.get(k) is not None for c in sweep.cells)), None
+        )
+
+    subject, prompt = present((*SUBJECT_KEYS, "identity")), present(PROMPT_KEYS)
     cells = [
         c
         for c in candidates(sweep)
-        if subject and c.scores.get(subject) is not None and c.scores.get("clip_t") is not None
+        if subject and prompt and None not in (c.scores.get(subject), c.scores.get(prompt))
     ]
     if not cells:
         return []
@@ -137,19 +142,19 @@ def pareto(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
         if mine:
             ax.scatter(
                 [c.scores[subject] for c in mine],
-                [c.scores["clip_t"] for c in mine],
+                [c.scores[prompt] for c in mine],
                 marker=MARKERS[index % len(MARKERS)],
                 facecolors="none",
                 edgecolors=f"C{index % 10}",
                 label=legend_name(sweep, run),
             )
-    front = pareto_front([(c.scores[subject], c.scores["clip_t"]) for c in cells])
+    front = pareto_front([(c.scores[subject], c.scores[prompt]) for c in cells])
     xs, ys = zip(*front, strict=True)
     ax.step(xs, ys, where="post", color="black", linewidth=1, label="Pareto front")
     if best is not None and best.row in cells:
         ax.scatter(
             [best.row.scores[subject]],
-            [best.row.scores["clip_t"]],
+            [best.row.scores[prompt]],
             marker="*",
             s=220,
             color="black",
@@ -157,7 +162,7 @@ def pareto(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
             zorder=5,
         )
     ax.set_xlabel(f"subject fidelity ({subject})")
-    ax.set_ylabel("prompt fidelity (clip_t)")
+    ax.set_ylabel(f"prompt fidelity ({prompt})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     save(fig, folder, "pareto.png")
