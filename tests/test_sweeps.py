@@ -37,6 +37,11 @@ EXPECTED_RUNS = {
     "text_encoder": 2,
     "ema": 2,
     "demo": 4,
+    "toyworld_lr_steps": 3,
+    "toyworld_prior": 4,
+    "toyworld_text_encoder": 2,
+    "toyworld_ema": 1,
+    "toyworld_schedulers": 1,
 }
 
 

@@ -50,8 +50,10 @@ def reference_embedding(oracle: Oracle, instances: list[Image.Image]) -> torch.T
 
 def per_prompt_scores(
     seen: OracleScores, reference: torch.Tensor, sample_prompt: list[int], texts: list[str]
-) -> dict[str, list[float]]:
-    """subject_rate, subject_sim and prompt_fidelity for each prompt (index into texts)."""
+) -> tuple[dict[str, list[float]], float | None]:
+    """subject_rate and subject_sim for each prompt (index into texts), prompt_fidelity per
+    prompt when every prompt asks for something; else (the second value) its mean over the
+    prompts that ask, so the per-prompt lists stay aligned prompt by prompt."""
     groups = sorted(set(sample_prompt))
     rows = {p: [i for i, q in enumerate(sample_prompt) if q == p] for p in groups}
     similarity = seen.embedding @ reference
@@ -64,9 +66,10 @@ def per_prompt_scores(
     fidelity = [
         sum(follows(seen, i, asks[p]) for i in rows[p]) / len(rows[p]) for p in groups if asks[p]
     ]
-    if fidelity:
+    if fidelity and len(fidelity) == len(groups):
         out["prompt_fidelity"] = fidelity
-    return out
+        return out, None
+    return out, (sum(fidelity) / len(fidelity) if fidelity else None)
 
 
 def class_scores(seen: OracleScores) -> dict[str, float]:
@@ -89,9 +92,9 @@ def toyworld_scores(
     """(run-level scores, per-prompt scores) of one cell; the means of the per-prompt lists
     are the cell's subject_rate, subject_sim and prompt_fidelity."""
     seen = score_images(oracle, samples)
-    per_prompt = per_prompt_scores(seen, reference, sample_prompt, texts)
+    per_prompt, fidelity = per_prompt_scores(seen, reference, sample_prompt, texts)
     confidence = seen.confidence
-    scores: dict[str, float] = {}
+    scores: dict[str, float] = {} if fidelity is None else {"prompt_fidelity": fidelity}
     if class_samples:
         class_seen = score_images(oracle, class_samples)
         scores.update(class_scores(class_seen))
