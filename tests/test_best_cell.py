@@ -39,7 +39,7 @@ def run(name: str, cells: list[CellRow], state: str = "complete", **settings) ->
         Path(f"/runs/{name}"),
         state,
         config,
-        ["+sweep=lr_steps", "optim.lr=1e-6", "optuna.trial_id=3"],
+        ["+sweep=lr_steps", "optim.lr=1e-6", "optuna.trial_number=3"],
         {"state": state, "final_step": 800},
         cells,
     )

@@ -134,7 +134,9 @@ def test_running_the_same_search_again_resumes_its_study(pruned_search, tmp_path
 
     assert again.returncode == 0, again.stderr[-3000:]
     done = [t for t in load(tmp_path).trials if t.state != optuna.trial.TrialState.FAIL]
-    assert len(done) == 5  # one more trial, none run twice
+    assert len(done) == 5  # one more trial
+    ran_here = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit())
+    assert ran_here == [str(done[-1].number)]  # and only it ran: none of the 4 ran twice
     assert "4 of 5 trials done" in again.stdout + again.stderr
 
 
@@ -367,7 +369,7 @@ def test_two_sweep_processes_share_one_study_without_running_a_trial_twice(
     assert [f.name for f in folders] == [str(t.number) for t in trials]  # named by trial
     for trial, folder in zip(trials, folders, strict=True):  # each folder is its trial's
         config = OmegaConf.load(folder / "config.yaml")
-        assert config.optuna.trial_id == trial._trial_id
+        assert config.optuna.trial_number == trial.number
         assert config.optim.lr == trial.params["optim.lr"]
         assert json.loads((folder / "result.json").read_text())["state"] == "complete"
 

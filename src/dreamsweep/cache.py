@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from dreamsweep.runs import atomic_write_bytes  # the one atomic write (cache entries use it)
 
 
 def cache_key(kind: str, spec: dict[str, Any]) -> str:
@@ -35,17 +35,6 @@ def locked(entry: Path) -> Iterator[Path]:
     entry.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
         yield entry
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_spec(entry: Path, spec: dict[str, Any]) -> None:

@@ -198,7 +198,7 @@ class TrialLink:
 
     storage: str | None = MISSING
     study_name: str | None = MISSING
-    trial_id: int | None = MISSING  # the storage's id (not trial.number)
+    trial_number: int | None = MISSING  # trial.number in the study
     pruner: str = MISSING
     pruner_kwargs: dict[str, Any] = MISSING
 

@@ -1,15 +1,9 @@
-"""CLIP-I (subject fidelity) and CLIP-T (prompt fidelity), Ruiz et al. 2022, sec. 4.1."""
+"""CLIP-T (prompt fidelity), Ruiz et al. 2022, sec. 4.1. (CLIP-I and DINO, subject fidelity,
+are `similarity.mean_cross_cosine` of sample and instance-image embeddings: metrics/scoring.py.)"""
 
 from __future__ import annotations
 
 import torch
-
-from dreamsweep.metrics.similarity import mean_cross_cosine
-
-
-def clip_i(samples: torch.Tensor, references: torch.Tensor) -> float:
-    """Mean cosine of CLIP image embeddings over all (sample, instance image) pairs."""
-    return mean_cross_cosine(samples, references)
 
 
 def clip_t(samples: torch.Tensor, prompts: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ from dreamsweep.metrics.diversity import diversity
 from dreamsweep.metrics.drift import pres, prior_drift
 from dreamsweep.metrics.features import ClipFeatures, DinoFeatures
 from dreamsweep.metrics.memorization import memorization
-from dreamsweep.metrics.similarity import cross_cosine
+from dreamsweep.metrics.similarity import mean_cross_cosine
 
 
 def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> torch.Tensor:
@@ -80,17 +80,17 @@ class Scorer:
         per_prompt: dict[str, list[float]] = {}
         if s & {"clip_i", "clip_t"}:
             emb = self.clip.images(samples)
-            if "clip_i" in s:
-                sims = cross_cosine(emb, self.reference_clip).mean(dim=1)
-                per_prompt["clip_i"] = [sims[rows[p]].mean().item() for p in groups]
+            if "clip_i" in s:  # CLIP-I: Ruiz et al. 2022, sec. 4.1
+                ref = self.reference_clip
+                per_prompt["clip_i"] = [mean_cross_cosine(emb[rows[p]], ref) for p in groups]
             if "clip_t" in s:
                 text = self.clip.texts(texts)[torch.tensor(sample_prompt)]
                 per_prompt["clip_t"] = [clip_t(emb[rows[p]], text[rows[p]]) for p in groups]
         if s & {"dino", "diversity", "memorization", "prior_drift"}:
             emb = self.dino.images(samples)
-            if "dino" in s:
-                sims = cross_cosine(emb, self.reference_dino).mean(dim=1)
-                per_prompt["dino"] = [sims[rows[p]].mean().item() for p in groups]
+            if "dino" in s:  # DINO: the same in DINO ViT space, which separates subjects better
+                ref = self.reference_dino
+                per_prompt["dino"] = [mean_cross_cosine(emb[rows[p]], ref) for p in groups]
             if "diversity" in s:
                 out["diversity"] = diversity([emb[rows[p]] for p in groups])
             if "memorization" in s:

@@ -111,7 +111,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
             + [f"{k}={v}" for k, v in values.items()]
             + _weights_it_stands_for(t.params)
             + link
-            + [f"optuna.trial_id={t._trial_id}", f"hydra.sweep.subdir={folder.name}"]
+            + [f"optuna.trial_number={t.number}", f"hydra.sweep.subdir={folder.name}"]
             + [f"run_name={override_value(_trial_name(t.number, values))}"]
             + pin
             for t, values, folder, pin in zip(

@@ -20,11 +20,11 @@ class TrialPruned(Exception):
 class PruningHook:
     def __init__(self, link: TrialLink, accelerator) -> None:
         self.accelerator, self.trial = accelerator, None
-        if link.trial_id is not None and accelerator.is_main_process:
+        if link.trial_number is not None and accelerator.is_main_process:
             from dreamsweep.sweeps.study import make_pruner, open_trial
 
             pruner = make_pruner(link.pruner, link.pruner_kwargs)
-            trial = open_trial(link.storage, link.study_name, link.trial_id, pruner)
+            trial = open_trial(link.storage, link.study_name, link.trial_number, pruner)
             # report/should_prune do not exist for multi-objective studies (e.g. NSGA-II)
             self.trial = trial if len(trial.study.directions) == 1 else None
 

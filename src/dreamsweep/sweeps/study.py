@@ -185,8 +185,13 @@ def fail_stale_trials(
 
 
 def open_trial(
-    storage: str, study_name: str, trial_id: int, pruner: optuna.pruners.BasePruner
+    storage: str, study_name: str, number: int, pruner: optuna.pruners.BasePruner
 ) -> optuna.Trial:
-    """A live handle on a trial that another process asked for (notes/sweeps.md)."""
-    study = optuna.load_study(study_name=study_name, storage=storage_object(storage), pruner=pruner)
-    return optuna.trial.Trial(study, trial_id)
+    """A live handle on trial `number` that another process asked for (notes/sweeps.md); the
+    storage's own id comes from its public lookup, not from Optuna's private attributes."""
+    store = optuna.storages.get_storage(storage_object(storage))
+    study = optuna.load_study(study_name=study_name, storage=store, pruner=pruner)
+    study_id = store.get_study_id_from_name(study_name)
+    return optuna.trial.Trial(
+        study, store.get_trial_id_from_study_id_trial_number(study_id, number)
+    )
