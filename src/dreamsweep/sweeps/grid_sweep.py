@@ -18,6 +18,7 @@ from dreamsweep.config import ConfigError, load_config
 from dreamsweep.runs import RunPaths, atomic_write_text, read_json
 from dreamsweep.sweeps.folding import GridPlan, plan_grid
 from dreamsweep.sweeps.search_space import override_value, run_names
+from hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper import GridSweeperConfig
 
 log = logging.getLogger("dreamsweep.sweep")
 
@@ -27,7 +28,8 @@ def plan_sweep(sweeper, arguments: list[str]) -> tuple[GridPlan, list[dict]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg, loader = sweeper.config, sweeper.hydra_context.config_loader
-    params = [f"{k}={v}" for k, v in (sweeper.settings.get("params") or {}).items()]
+    settings = GridSweeperConfig(**{k: v for k, v in sweeper.settings.items() if k != "_target_"})
+    params = [f"{k}={v}" for k, v in (settings.params or {}).items()]
 
     def compose(overrides: list[str]):
         return loader.load_sweep_config(cfg, list(overrides))
@@ -36,7 +38,7 @@ def plan_sweep(sweeper, arguments: list[str]) -> tuple[GridPlan, list[dict]]:
         OverridesParser.create(config_loader=loader).parse_overrides(params + list(arguments)),
         list(cfg.eval.at_steps),
         schedule_of=lambda run: str(compose(run).optim.lr_scheduler),
-        fold=sweeper.settings.get("fold", True),
+        fold=settings.fold,
     )
     jobs = []
     for number, overrides in enumerate(plan.runs):

@@ -46,27 +46,34 @@ from dreamsweep.sweeps.study import (
     make_pruner,
     make_sampler,
 )
+from hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper import OptunaSweeperConfig
 
 log = logging.getLogger("dreamsweep.sweep")
 TrialState = optuna.trial.TrialState
 
 
-def run_sweep(sweeper, arguments: list[str]) -> list:
-    cfg = sweeper.config
-    s = {
+def typed_settings(settings: dict[str, Any]) -> OptunaSweeperConfig:
+    """`hydra.sweeper.*` as the plugin's typed dataclass (plain containers inside)."""
+    plain = {
         k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-        for k, v in sweeper.settings.items()
+        for k, v in settings.items()
+        if k != "_target_"
     }
-    params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()] + list(arguments)
+    return OptunaSweeperConfig(**plain)
+
+
+def run_sweep(sweeper, arguments: list[str]) -> list:
+    cfg, s = sweeper.config, typed_settings(sweeper.settings)
+    params = [f"{k}={v}" for k, v in s.params.items()] + list(arguments)
     distributions, fixed, grid = split_overrides(params, sweeper.hydra_context.config_loader)
-    conditional = conditional_space(s.get("conditional"), sweeper.hydra_context.config_loader)
+    conditional = conditional_space(s.conditional, sweeper.hydra_context.config_loader)
     if conditional and grid is not None:
         grid = None  # a conditional space is not a grid: the sampler asks as usual
-    if conditional and s["sampler"] == "grid":
+    if conditional and s.sampler == "grid":
         raise SystemExit("error: hydra.sweeper.conditional needs a sampler other than grid")
-    study_name = s.get("study_name") or cfg.get("sweep_name") or "dreamsweep"
+    study_name = s.study_name or cfg.get("sweep_name") or "dreamsweep"
     storage = (
-        s.get("storage")
+        s.storage
         or os.environ.get(STORAGE_ENV)
         or default_storage(Path(cfg.hydra.runtime.cwd) / "outputs", study_name)
     )
@@ -75,21 +82,21 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     study = create_or_load(
         study_name,
         storage,
-        sampler=make_sampler(s["sampler"], s.get("seed"), grid, s.get("sampler_kwargs")),
-        pruner=make_pruner(s["pruner"], s.get("pruner_kwargs")),
-        directions=list(s["directions"]),
+        sampler=make_sampler(s.sampler, s.seed, grid, s.sampler_kwargs),
+        pruner=make_pruner(s.pruner, s.pruner_kwargs),
+        directions=list(s.directions),
     )
-    _describe(study, s["objectives"], Path(cfg.hydra.sweep.dir))
+    _describe(study, s.objectives, Path(cfg.hydra.sweep.dir))
     if stale := fail_stale_trials(study):
         for trial in stale:
             _mark_interrupted(trial)
         log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", len(stale))
-    n_trials = s["n_trials"] if grid is None else min(s["n_trials"], _grid_size(grid))
+    n_trials = s.n_trials if grid is None else min(s.n_trials, _grid_size(grid))
     link = [
         f"optuna.storage={override_value(shown)}",
         f"optuna.study_name={override_value(study_name)}",
-        f"optuna.pruner={s['pruner']}",
-        f"++optuna.pruner_kwargs={override_value(s.get('pruner_kwargs') or {})}",
+        f"optuna.pruner={s.pruner}",
+        f"++optuna.pruner_kwargs={override_value(s.pruner_kwargs or {})}",
     ]
     log.info(
         "study '%s' in %s: %d of %d trials done", study_name, shown, _finished(study), n_trials
@@ -100,7 +107,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     while (todo := n_trials - _finished(study)) > 0:
         if grid is not None and len(study.trials) >= _grid_size(grid):
             break  # every grid point has been tried
-        trials = [study.ask(distributions) for _ in range(min(s["n_jobs"], todo))]
+        trials = [study.ask(distributions) for _ in range(min(s.n_jobs, todo))]
         chosen = [
             {**{k: t.params[k] for k in distributions}, **conditional_params(t, conditional)}
             for t in trials
@@ -123,7 +130,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         for trial, job in zip(trials, results, strict=True):
             _tell(study, trial, job, s, shown)
         returns.append(results)
-        _check_failure_rate(_failed(study) - failed_before, s["max_failure_rate"], n_trials)
+        _check_failure_rate(_failed(study) - failed_before, s.max_failure_rate, n_trials)
     _write_results(study, Path(cfg.hydra.sweep.dir), shown)
     scrub_files(Path(cfg.hydra.sweep.dir), password_of(storage))
     return returns
@@ -178,7 +185,9 @@ def _grid_size(grid: dict[str, list]) -> int:
     return size
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) -> None:
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, job, s: OptunaSweeperConfig, storage: str
+) -> None:
     """Read the run's result.json; link trial and run folder both ways."""
     run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
     paths = RunPaths(run_dir)
@@ -190,11 +199,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job, s: dict, storage: str) 
         )
     state, values = result.get("state"), None
     if state == COMPLETE:
-        values = [_objective_value(result, k) for k in s["objectives"]]
+        values = [_objective_value(result, k) for k in s.objectives]
     try:
         if state == COMPLETE and all(v is not None for v in values):
             study.tell(trial, values, skip_if_finished=True)
-            log.info("trial %d complete: %s = %s", trial.number, s["objectives"], values)
+            log.info("trial %d complete: %s = %s", trial.number, s.objectives, values)
         elif state == PRUNED:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             log.info("trial %d pruned at step %s", trial.number, result.get("final_step"))
