@@ -16,6 +16,7 @@ from tests.conftest import ROOT, train_cli
 pytestmark = pytest.mark.slow
 
 EVAL = (
+    "+debug=fast",  # the tiny model and its random feature models, whatever the default model
     "train.max_steps=6",
     "train.checkpoint_every=3",
     "prior.num_images=2",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from dreamsweep import prompts
+from dreamsweep.models.components import SDComponents
+from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.tiny import build_tiny
-from dreamsweep.sampling import Job, SampleSpec, generate
+from dreamsweep.sampling import Job, PromptEmbeddings, SampleSpec, generate, job_seed
 from dreamsweep.schedulers import SCHEDULERS, make_scheduler
 
 TINY = build_tiny(seed=0, sample_size=32)
@@ -60,3 +63,74 @@ def test_batching_does_not_change_an_image():
     for a, b in zip(one_by_one, together, strict=True):
         diff = torch.tensor(list(a.getdata())).float() - torch.tensor(list(b.getdata())).float()
         assert diff.abs().max() <= 2  # equal up to float rounding of batched matmuls
+
+
+def max_pixel_difference(a: list, b: list) -> int:
+    assert len(a) == len(b)
+    return max(
+        int(np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)).max())
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def pipeline_images(components: SDComponents, spec: SampleSpec, jobs: list[Job]) -> list:
+    """What a plain StableDiffusionPipeline.__call__ draws with the jobs' generators."""
+    pipe = assemble_pipeline(
+        components, make_scheduler(spec.scheduler, components.noise_scheduler.config)
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        [j.prompt for j in jobs],
+        negative_prompt=[spec.negative_prompt] * len(jobs) if spec.negative_prompt else None,
+        height=spec.resolution,
+        width=spec.resolution,
+        num_inference_steps=spec.num_inference_steps,
+        guidance_scale=spec.guidance_scale,
+        generator=[torch.Generator().manual_seed(job_seed(j)) for j in jobs],
+    ).images
+
+
+JOBS = [Job("a photo of sks toy", 0), Job("a red sks toy", 1), Job("a photo of sks toy", 5)]
+
+
+@pytest.mark.parametrize(
+    "scheduler, negative",
+    [("ddim", ""), ("pndm", "blurry"), ("euler_a", "")],  # euler_a: noise at every step
+)
+def test_our_loop_draws_what_the_diffusers_pipeline_draws(scheduler, negative):
+    spec = SampleSpec(scheduler, 3, 7.5, 32, negative, batch_size=3)
+    ours = generate(TINY, spec, JOBS)
+    assert max_pixel_difference(ours, pipeline_images(TINY, spec, JOBS)) <= 2
+
+
+def test_the_toy_world_prompts_keep_their_own_token_length():
+    """The toy world's tokenizer holds 16 tokens: prompts are padded to that, never to 77."""
+    from dreamsweep.toyworld.pipeline import load
+
+    pipe = load()
+    components = SDComponents(
+        pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
+    )
+    assert PromptEmbeddings(components)(["a sks toy"]).shape[1] == 16
+    spec = SampleSpec("ddim", 4, 3.0, 32, batch_size=2)
+    jobs = [Job("a sks toy", 0), Job("a sks toy on a blue background", 1)]
+    ours = generate(components, spec, jobs)
+    assert max_pixel_difference(ours, pipeline_images(components, spec, jobs)) <= 2
+
+
+def test_a_prompt_is_encoded_once_for_every_batch_and_cell():
+    calls = []
+    handle = TINY.text_encoder.register_forward_pre_hook(lambda m, args: calls.append(1))
+    texts = PromptEmbeddings(TINY)
+    try:
+        for scheduler in ("ddim", "pndm"):  # two cells with the same weights
+            generate(TINY, SampleSpec(scheduler, 1, 7.5, 32, batch_size=1), JOBS, texts=texts)
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # two prompts and the empty negative prompt, each once
+
+
+def test_sampling_again_gives_the_same_bits():
+    spec = SampleSpec("euler_a", 2, 7.5, 32, batch_size=2)
+    first, second = generate(TINY, spec, JOBS), generate(TINY, spec, JOBS)
+    assert [im.tobytes() for im in first] == [im.tobytes() for im in second]

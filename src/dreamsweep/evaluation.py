@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from dreamsweep import cache, prompts
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
@@ -22,7 +23,7 @@ from dreamsweep.data.dataset import instance_examples
 from dreamsweep.metrics.objective import objective
 from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
-from dreamsweep.sampling import Job, SampleSpec, generate
+from dreamsweep.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 
 
 def sample_spec(cfg: RunConfig, sampling: Sampling) -> SampleSpec:
@@ -40,7 +41,8 @@ def sample_spec(cfg: RunConfig, sampling: Sampling) -> SampleSpec:
 
 @dataclass
 class EvalSet:
-    """The prompt suite of a run: prompts x seeds, plus the class prompt for drift."""
+    """The prompt suite of a run: prompts x seeds, plus the class prompt for drift (the prompt
+    prior preservation protects, prior.class_prompt)."""
 
     templates: list[str]
     jobs: list[Job]
@@ -55,7 +57,7 @@ class EvalSet:
             ev.prompts, d.class_name, ev.num_prompts, ev.prompt_list
         )
         pairs = list(itertools.product(range(len(templates)), ev.seeds))
-        class_prompt = prompts.fill(prompts.CLASS_PROMPT, d.token, d.class_name)
+        class_prompt = prompts.fill(cfg.prior.class_prompt, d.token, d.class_name)
         return cls(
             templates=templates,
             jobs=[Job(prompts.fill(templates[p], d.token, d.class_name), s) for p, s in pairs],
@@ -84,14 +86,21 @@ class Evaluator:
         self.steps = set(eval_steps(cfg))
         self.base_class = {}  # sampling -> DINO embeddings of the base model's class samples
 
-    def sample(self, components: SDComponents, spec: SampleSpec, jobs: list[Job]) -> list:
-        """Each process samples its share of the jobs; every process gets all images back."""
+    def sample(
+        self,
+        components: SDComponents,
+        spec: SampleSpec,
+        jobs: list[Job],
+        texts: PromptEmbeddings | None = None,
+    ) -> list:
+        """Each process samples its share of the jobs; every process gets all images back.
+        `texts`: prompt embeddings of these weights, shared by the calls that use them."""
         from accelerate.utils import gather_object
 
         rank, world = self.acc.process_index, self.acc.num_processes
         mine = list(range(rank, len(jobs), world))
         with self.acc.autocast():
-            images = generate(components, spec, [jobs[i] for i in mine], self.acc.device)
+            images = generate(components, spec, [jobs[i] for i in mine], texts=texts)
         if world == 1:
             return images
         gathered = gather_object(list(zip(mine, images, strict=True)))
@@ -112,17 +121,19 @@ class Evaluator:
         """The base model's class-prompt samples per sampling spec, made once (shared cache)."""
         if self.scorer is None or "prior_drift" not in self.cfg.metrics.scorers:
             return
+        texts = PromptEmbeddings(base)
         for sampling in self.samplings:
             spec = sample_spec(self.cfg, sampling)
             key = {
                 "model": model_fingerprint,
                 "spec": spec.__dict__,
                 "jobs": [j.__dict__ for j in self.eval_set.class_jobs],
+                "loop": LOOP_VERSION,
             }
             entry = cache.entry_dir(self.cache_root, "base_samples", key)
             paths = [entry / f"class_s{j.seed}.png" for j in self.eval_set.class_jobs]
             if self.main_decides(not all(p.exists() for p in paths)):
-                images = self.sample(base, spec, self.eval_set.class_jobs)
+                images = self.sample(base, spec, self.eval_set.class_jobs, texts)
                 if self.acc.is_main_process:
                     with cache.locked(entry):
                         cache.write_spec(entry, key)
@@ -136,18 +147,35 @@ class Evaluator:
 
     def evaluate(self, step: int, weights: dict[str, Callable]) -> list[dict]:
         """Sample and score every cell at `step`; weights maps a name to a context manager
-        that yields the components holding those weights."""
-        records = []
-        for sampling, (name, use) in itertools.product(self.samplings, weights.items()):
-            cell, started = Cell(step, sampling, name), time.perf_counter()
-            spec = sample_spec(self.cfg, sampling)
-            with use() as components:
-                samples = self.sample(components, spec, self.eval_set.jobs)
-                class_samples = self.sample(components, spec, self.eval_set.class_jobs)
-            if self.acc.is_main_process:
-                record = self._score_and_write(cell, samples, class_samples)
-                records.append({**record, "seconds": round(time.perf_counter() - started, 3)})
+        that yields the components holding those weights. Each weights' prompt embeddings
+        are computed once and shared by all their cells (the weights are fixed meanwhile)."""
+        records, texts = [], {}
+        cells = list(itertools.product(self.samplings, weights.items()))
+        with self._progress(len(cells), f"eval step {step}") as bar:
+            for sampling, (name, use) in cells:
+                cell, started = Cell(step, sampling, name), time.perf_counter()
+                spec = sample_spec(self.cfg, sampling)
+                with use() as components:
+                    shared = texts.setdefault(name, PromptEmbeddings(components))
+                    samples = self.sample(components, spec, self.eval_set.jobs, shared)
+                    class_samples = self.sample(components, spec, self.eval_set.class_jobs, shared)
+                if self.acc.is_main_process:
+                    record = self._score_and_write(cell, samples, class_samples)
+                    seconds = round(time.perf_counter() - started, 3)
+                    records.append({**record, "seconds": seconds})
+                bar.update(1)
         return records
+
+    def _progress(self, cells: int, desc: str) -> tqdm:
+        """Cells done / total with an ETA; main process, in a terminal, gone when done."""
+        return tqdm(
+            total=cells,
+            desc=desc,
+            unit="cell",
+            disable=None if self.acc.is_main_process else True,  # None: off if not a TTY
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def _score_and_write(self, cell: Cell, samples: list, class_samples: list) -> dict:
         from dreamsweep.eval_outputs import write_cell
@@ -218,6 +246,14 @@ def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
         scorer.faces = DlibFaceEmbedder()
         scorer.reference_faces = reference_faces(
             scorer.faces, [Image.open(p).convert("RGB") for p in references]
+        )
+    if "toyworld" in wanted:
+        from dreamsweep.metrics.toyworld import reference_embedding
+        from dreamsweep.toyworld.oracle import load_oracle
+
+        scorer.oracle = load_oracle()
+        scorer.reference_oracle = reference_embedding(
+            scorer.oracle, [Image.open(p).convert("RGB") for p in references]
         )
     return scorer
 

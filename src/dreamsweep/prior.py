@@ -12,14 +12,15 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 from dreamsweep import cache
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import class_prompt, min_image_size
 from dreamsweep.data.images import load_folder
 from dreamsweep.models.components import SDComponents
-from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.sampling import LOOP_VERSION, PromptEmbeddings, SampleSpec, sample_batch
 
 SAMPLER = "pndm"  # the pipeline's default sampling scheduler (models/pipeline.py)
 
@@ -56,6 +57,7 @@ def class_images(
         "seed": p.seed,
         "batch_size": p.batch_size,  # batched sampling differs from single in the last bits
         "batching": "aligned",  # image i always in batch i // batch_size (see aligned_batches)
+        "loop": LOOP_VERSION,  # the generation loop (sampling.py) that made them
     }
     entry = cache.entry_dir(cache_root, "class_images", spec)
     wanted = [_image_path(entry, i) for i in range(missing)]
@@ -84,33 +86,31 @@ def aligned_batches(todo: list[int], batch_size: int) -> list[list[int]]:
     ]
 
 
-@torch.no_grad()
 def _generate(
     cfg: RunConfig, components: SDComponents, spec: dict, todo: list[int], entry: Path
 ) -> None:
+    """The aligned batches holding `todo`, each image written as soon as its batch is done."""
     p = cfg.prior
-    modules = [components.unet, components.vae, components.text_encoder]
-    was_training = [m.training for m in modules]
-    pipe = assemble_pipeline(components)
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        for m in modules:
-            m.eval()
-        for batch in aligned_batches(todo, p.batch_size):
-            images = pipe(
-                [spec["prompt"]] * len(batch),
-                height=cfg.data.resolution,
-                width=cfg.data.resolution,
-                num_inference_steps=p.sample_steps,
-                guidance_scale=p.guidance_scale,
-                generator=[torch.Generator().manual_seed(p.seed + i) for i in batch],
-            ).images
+    sample = SampleSpec(SAMPLER, p.sample_steps, p.guidance_scale, cfg.data.resolution)
+    texts = PromptEmbeddings(components)
+    batches = aligned_batches(todo, p.batch_size)
+    with tqdm(
+        total=sum(len(batch) for batch in batches),
+        desc="class images",
+        unit="image",
+        disable=None,  # off when not a terminal
+        dynamic_ncols=True,
+    ) as bar:
+        for batch in batches:
+            prompts, seeds = [spec["prompt"]] * len(batch), [p.seed + i for i in batch]
+            images = sample_batch(components, sample, prompts, seeds, texts)
             for i, image in zip(batch, images, strict=True):
-                if _image_path(entry, i).exists():
-                    continue  # made earlier in this same batch: the same image
-                buffer = io.BytesIO()
-                image.save(buffer, format="PNG")
-                cache.atomic_write_bytes(_image_path(entry, i), buffer.getvalue())
-    finally:
-        for m, training in zip(modules, was_training, strict=True):
-            m.train(training)
+                if not _image_path(entry, i).exists():  # else: made earlier, the same image
+                    cache.atomic_write_bytes(_image_path(entry, i), _png(image))
+            bar.update(len(batch))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
