@@ -190,7 +190,9 @@ PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps an
     "toyworld_prior": ("train.max_steps=2,4", "optim.lr=1e-4"),
     "toyworld_text_encoder": ("train.max_steps=2,4",),
     "toyworld_ema": ("train.max_steps=4", "eval.at_steps=[2]"),
-    "toyworld_schedulers": ("train.max_steps=4", "eval.at_steps=[2]", "eval.num_inference_steps=1,2"),
+    "toyworld_schedulers": (
+        "train.max_steps=4", "eval.at_steps=[2]", "eval.num_inference_steps=1,2",
+    ),
 }  # fmt: skip
 
 

@@ -93,8 +93,21 @@ def test_result_json_points_at_the_offline_wandb_run(evaluated_run):
     assert offline.parent == evaluated_run / "wandb" and offline.name.startswith("offline-run-")
 
 
+def _weights_on_disk(run: Path) -> dict[str, int]:
+    """Every checkpoint and weights file of a run, with its modification time."""
+    folders = [run / "checkpoints", run / "model", run / "best"]
+    return {
+        str(f.relative_to(run)): f.stat().st_mtime_ns
+        for folder in folders
+        if folder.exists()
+        for f in folder.rglob("*")
+        if f.is_file()
+    }
+
+
 def test_evaluate_rescores_a_finished_run_without_training(evaluated_run, tmp_path):
     before = len(eval_records(evaluated_run))
+    weights = _weights_on_disk(evaluated_run)
     proc = subprocess.run(
         [
             sys.executable,
@@ -115,7 +128,7 @@ def test_evaluate_rescores_a_finished_run_without_training(evaluated_run, tmp_pa
     new = eval_records(evaluated_run)[before:]
     assert sorted(r["cell"] for r in new) == ["euler-n2-g7.5-ema", "euler-n2-g7.5-raw"]
     assert all(r["step"] == 6 for r in new)
-    assert not (evaluated_run / "checkpoints" / "step_000009").exists()
+    assert weights and _weights_on_disk(evaluated_run) == weights  # nothing trained or saved
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
