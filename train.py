@@ -1,7 +1,8 @@
 """Train one DreamBooth run: `python train.py [overrides]`; a sweep: `python train.py -m ...`.
 
 Composes and validates the config (nothing is loaded before it is valid), writes it into the
-run folder and runs the worker in a subprocess. Returns the objective for Hydra sweepers.
+run folder and runs the worker in a subprocess. Returns the objective for Hydra sweepers. This
+process imports neither torch nor diffusers: only the worker does, once.
 """
 
 import sys
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from dreamsweep.config import ConfigError, load_config
 from dreamsweep.data.images import ImageFolderError
-from dreamsweep.launch import RunFailed, record_failure, run_training
+from dreamsweep.launch import RunFailed, record_failure, run_training, runs_side_by_side
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -22,7 +23,8 @@ def main(raw: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     try:
         cfg = load_config(raw)
-        return run_training(cfg, Path(hydra_cfg.runtime.output_dir))
+        side_by_side = runs_side_by_side(hydra_cfg)  # runs sharing this machine's cores
+        return run_training(cfg, Path(hydra_cfg.runtime.output_dir), side_by_side)
     except (ConfigError, ImageFolderError, FileNotFoundError, RunFailed) as err:
         if not getattr(err, "shown", False):
             print(f"error: {err}", file=sys.stderr)

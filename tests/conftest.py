@@ -34,6 +34,12 @@ def shared_cache(tmp_path_factory) -> Path:
 
 
 OFFLINE = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+# One CPU thread per run: several tests start runs side by side (sweep workers), and two
+# OpenMP threads per process on two busy cores slow a step down many-fold.
+# Set before any test module imports torch (which reads it once); a value given wins.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+for _name, _value in ONE_THREAD.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +50,7 @@ def _isolated_env(shared_cache):
         patch.setenv("DREAMSWEEP_CACHE_DIR", str(shared_cache))
         for name, value in OFFLINE.items():
             patch.setenv(name, value)
+
         yield
 
 

@@ -17,7 +17,7 @@ def test_default_is_the_cpu_demo_on_the_shipped_toy_world():
     cfg = compose_config()
     assert cfg.model.name == "toyworld" and cfg.data.name == "toyworld"
     assert cfg.metrics.scorers == ["toyworld"] and cfg.model.path.endswith("assets/toyworld/base")
-    assert cfg.optim.lr == cfg.model.lr == 5e-4 and cfg.train.noise == "offset"
+    assert cfg.optim.lr == cfg.model.lr == 1e-3 and cfg.train.noise == "offset"
     assert cfg.prior.enabled and cfg.ema.enabled and cfg.train.text_encoder
     assert cfg.tracker.name == "wandb" and cfg.tracker.mode == "offline"
     assert cfg.launcher.num_processes == 1

@@ -22,7 +22,9 @@ def photos(tmp_path):
 
 def test_prompts_come_from_the_template_or_a_sidecar_caption(photos):
     (photos / "toy_01.txt").write_text("{token} {class} on a beach at sunset\n")
-    cfg = compose_config("data=folder", f"data.instance_dir={photos}", "data.class_name=dog")
+    cfg = compose_config(
+        "model=tiny", "data=folder", f"data.instance_dir={photos}", "data.class_name=dog"
+    )
     prompts = [e.prompt for e in instance_examples(cfg)]
     assert prompts == ["a photo of sks dog", "sks dog on a beach at sunset", "a photo of sks dog"]
     assert class_prompt(cfg) == "a photo of dog"

@@ -192,14 +192,58 @@ def test_training_options_work_together(tmp_path):
 
 
 def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
+    from dreamsweep.models.loading import load_components
+    from tests.conftest import compose_config
+
     run_dir = tmp_path / "frozen"
-    proc = train_cli(run_dir, *FAST, "train.text_encoder=false", "prior=off", "ema=off")
+    settings = (*FAST, "train.text_encoder=false", "prior=off", "ema=off")
+    proc = train_cli(run_dir, *settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [r for r in read_metrics(RunPaths(run_dir)) if r["kind"] == "train"]
     assert "train/prior_loss" not in records[0]
     assert not (run_dir / "model" / "unet_raw").exists()
-    base = StableDiffusionPipeline.from_pretrained(run_dir / "model", local_files_only=True)
-    assert base.text_encoder is not None
+    base = load_components(compose_config(*settings).model)
+    saved = load_file(str(run_dir / "model" / "text_encoder" / "model.safetensors"))
+    frozen = dict(base.text_encoder.named_parameters())
+    assert frozen.keys() <= saved.keys()
+    assert all(torch.equal(saved[k], w.detach()) for k, w in frozen.items())  # not trained
+    trained = unet_weights(run_dir)
+    assert any(not torch.equal(trained[k], w.detach()) for k, w in base.unet.named_parameters())
+
+
+def test_cpu_threads_are_the_run_s_share_of_the_cores():
+    from omegaconf import OmegaConf
+
+    from dreamsweep.launch import cpu_threads, runs_side_by_side, worker_env
+    from tests.conftest import compose_config
+
+    assert cpu_threads(1, 1, {}, cores=8)[0] == 8
+    assert cpu_threads(2, 2, {}, cores=8)[0] == 2  # 2 runs x 2 processes
+    assert cpu_threads(1, 4, {}, cores=2)[0] == 1  # never 0, never more than the share
+    assert cpu_threads(1, 1, {"OMP_NUM_THREADS": "3"}, cores=8)[0] is None  # the user's stands
+    cfg = compose_config("launcher=local")
+    assert worker_env(cfg, 2)["OMP_NUM_THREADS"] == "2"
+    assert worker_env(cfg, 2)["OMP_WAIT_POLICY"] == "PASSIVE"  # no spinning on busy cores
+
+    def hydra(mode: str, launcher: str, **n_jobs) -> OmegaConf:
+        from hydra.types import RunMode
+
+        return OmegaConf.create(
+            {
+                "mode": RunMode[mode],
+                "launcher": {"_target_": launcher, **n_jobs.get("launcher", {})},
+                "sweeper": n_jobs.get("sweeper", {}),
+            }
+        )
+
+    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert runs_side_by_side(hydra("RUN", basic)) == 1
+    assert runs_side_by_side(hydra("MULTIRUN", basic, sweeper={"n_jobs": 4})) == 1  # in turn
+    assert runs_side_by_side(hydra("MULTIRUN", slurm, sweeper={"n_jobs": 4})) == 1  # own cores
+    assert runs_side_by_side(hydra("MULTIRUN", local, sweeper={"n_jobs": 3})) == 3
+    assert runs_side_by_side(hydra("MULTIRUN", local), cores=6) == 6  # all at once: 1 thread
 
 
 def test_the_best_cell_s_weights_are_kept_and_sample_what_was_scored(tmp_path):

@@ -5,28 +5,38 @@ from __future__ import annotations
 
 import logging
 
-NOISE = ("requires torchvision",)  # transformers: image processors fall back to PIL, fine here
+# The logger that emits each notice, and the notice: transformers' image processors fall back
+# to PIL without torchvision, which is fine here.
+NOISE = {"transformers.utils.import_utils": ("requires torchvision",)}
 
 
 class _DropNoise(logging.Filter):
+    def __init__(self, texts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.texts = texts
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not any(text in message for text in NOISE)
+        return not any(text in message for text in self.texts)
 
 
 def quiet_library_noise() -> None:
-    """Filter the known notices on transformers' handler; call before diffusers is imported."""
-    from transformers.utils import logging as hf_logging
+    """Filter the known notices at the loggers that emit them. Imports no library, so it can
+    run before diffusers is imported (whose import emits them): the logger made here is the
+    one the library gets later."""
+    for name, texts in NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise(texts))
 
-    hf_logging.get_logger("transformers")  # makes the library's handler
-    for handler in logging.getLogger("transformers").handlers:
-        if not any(isinstance(f, _DropNoise) for f in handler.filters):
-            handler.addFilter(_DropNoise())
 
-
-def start_line(run_dir, processes: int, device: str, resume_step: int) -> str:
+def start_line(run_dir, processes: int, device: str, resume_step: int, threads: int) -> str:
+    """Where the run is, on what, with how many CPU threads per process (launch.cpu_threads)."""
     resumed = f", resuming after step {resume_step}" if resume_step else ""
-    return f"[dreamsweep] run {run_dir}: {processes} process(es) on {device}{resumed}"
+    return (
+        f"[dreamsweep] run {run_dir}: {processes} process(es) on {device}, "
+        f"{threads} CPU thread(s) each{resumed}"
+    )
 
 
 def end_line(run_dir, result: dict) -> str:

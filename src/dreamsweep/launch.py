@@ -12,9 +12,11 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dreamsweep.cells import (
@@ -42,6 +44,9 @@ from dreamsweep.runs import (
 log = logging.getLogger("dreamsweep")
 
 WORKER_MODULE = "dreamsweep.worker"
+# Hydra launchers that run a sweep's jobs side by side on this machine (by _target_ suffix):
+# hydra/launcher=submitit_local and joblib.
+PARALLEL_LOCAL_LAUNCHERS = ("submitit_launcher.LocalLauncher", "joblib_launcher.JoblibLauncher")
 
 
 class RunFailed(RuntimeError):
@@ -85,13 +90,54 @@ def worker_command(cfg: RunConfig, config_file: Path) -> list[str]:
     return cmd + ["-m", WORKER_MODULE, str(config_file)]
 
 
-def worker_env(cfg: RunConfig) -> dict[str, str]:
+def worker_env(cfg: RunConfig, threads: int | None = None) -> dict[str, str]:
     """The worker's environment: pinned to launcher.gpu_ids ("2,3"), so that runs side by side
-    (an Optuna sweep's n_jobs) never share a GPU; "all" or unset leaves the GPUs as they are."""
+    (an Optuna sweep's n_jobs) never share a GPU ("all" or unset leaves the GPUs as they are),
+    with `threads` CPU threads per process (torch reads OMP_NUM_THREADS when it starts)."""
     env = dict(os.environ)
     if cfg.launcher.gpu_ids not in (None, "all"):
         env["CUDA_VISIBLE_DEVICES"] = str(cfg.launcher.gpu_ids)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env.setdefault("MKL_NUM_THREADS", str(threads))
+        if threads > 1:  # waiting threads sleep instead of spinning: cores that turn out busy
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # then cost ~2x, not ~10x
     return env
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a SLURM allocation)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def runs_side_by_side(hydra_cfg, cores: int | None = None) -> int:
+    """How many runs of this command train at once on this machine. One, unless a sweep's
+    jobs run in parallel here (hydra/launcher=submitit_local or joblib): then the sweeper's
+    or the launcher's n_jobs, or one per core when neither says (a grid starts all its jobs
+    at once). Hydra's basic launcher runs jobs one after another; SLURM jobs get their own
+    cores (their affinity)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return 1
+    if not str(hydra_cfg.launcher.get("_target_", "")).endswith(PARALLEL_LOCAL_LAUNCHERS):
+        return 1
+    n_jobs = hydra_cfg.sweeper.get("n_jobs") or hydra_cfg.launcher.get("n_jobs") or 0
+    return n_jobs if n_jobs > 0 else (cores or available_cores())
+
+
+def cpu_threads(
+    num_processes: int, side_by_side: int, env: Mapping[str, str], cores: int
+) -> tuple[int | None, str]:
+    """CPU threads for each process of a run (None: the user's OMP_NUM_THREADS stands), and
+    why. The run's share of the cores: cores / (runs side by side x processes of the run), at
+    least 1. More is worse than fewer: OpenMP threads spin on cores that other processes keep
+    busy, and two runs with two threads each on two cores make a step many times slower."""
+    if "OMP_NUM_THREADS" in env:
+        return None, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} as set"
+    share = max(1, cores // (side_by_side * num_processes))
+    why = f"{cores} core(s) / ({side_by_side} run(s) side by side x {num_processes} process(es))"
+    return share, why
 
 
 def gpu_slots(n_jobs: int, gpus_per_job: int, devices: int) -> list[str] | None:
@@ -140,8 +186,9 @@ def record_failure(run_dir: Path, err: Exception) -> None:
             write_result(paths, FAILED, final_step=None, error=str(err))
 
 
-def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
-    """Write the run's config, run (or resume) the worker, return the objective."""
+def run_training(cfg: RunConfig, run_dir: Path, side_by_side: int = 1) -> float | None:
+    """Write the run's config, run (or resume) the worker, return the objective.
+    side_by_side: how many runs share this machine's cores (runs_side_by_side)."""
     paths = RunPaths(run_dir)
     check_places(cfg, run_dir)  # model path, cache and run folder: one line each, nothing loaded
     if beyond := steps_beyond_training(cfg):
@@ -166,7 +213,10 @@ def run_training(cfg: RunConfig, run_dir: Path) -> float | None:
         len(samplings(cfg)),
         scored_weights(cfg),
     )
-    code = subprocess.call(cmd, env=worker_env(cfg))
+    procs = cfg.launcher.num_processes
+    threads, why = cpu_threads(procs, side_by_side, os.environ, available_cores())
+    log.info("CPU threads per process: %s", why if threads is None else f"{threads} = {why}")
+    code = subprocess.call(cmd, env=worker_env(cfg, threads))
     result = read_json(paths.result) or {}
     if result.get("state") in (COMPLETE, PRUNED):
         print(end_line(run_dir, result), flush=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dreamsweep.config import RunConfig
 from dreamsweep.data.images import TYPICAL_MAX_IMAGES, load_folder, log, read_caption
-from dreamsweep.data.toy import TOY_SUBJECT_DIR
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,8 @@ def fill_prompt(template: str, token: str, class_name: str) -> str:
 
 def instance_dir(cfg: RunConfig) -> Path:
     if cfg.data.name == "toy":
+        from dreamsweep.data.toy import TOY_SUBJECT_DIR  # (toy.py draws with numpy)
+
         return TOY_SUBJECT_DIR
     return Path(cfg.data.instance_dir).expanduser()  # type: ignore[arg-type]
 

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # numpy and torch are imported where arrays are made: train.py checks
+    import torch  # folders before anything is loaded, and needs neither
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Images in a format we do not read: an error (the user meant them as photos). Any other file
@@ -176,6 +178,8 @@ def _on_white(image: Image.Image) -> Image.Image:
 
 def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
     """Scale 16/32-bit grayscale to 8 bits instead of letting PIL clip it to white."""
+    import numpy as np
+
     values = np.asarray(image, dtype=np.float64)
     if values.size and values.max() > 255:
         values = values / 257.0  # 16-bit range down to 8-bit
@@ -235,12 +239,17 @@ class Transform:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """float32 CHW tensor in [-1, 1], the range the SD VAE encoder expects."""
+    import numpy as np
+    import torch
+
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def hflip(t: torch.Tensor) -> torch.Tensor:
     """Mirror a CHW (or NCHW) tensor left-right."""
+    import torch
+
     return torch.flip(t, dims=[-1])
 
 

@@ -15,7 +15,7 @@ from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import class_examples, instance_examples
 from dreamsweep.models.components import SDComponents
 from dreamsweep.training.batches import TrainingData, cache_embeddings, training_data
-from dreamsweep.training.ema import build_ema
+from dreamsweep.training.ema import build_ema, trained_parameters
 from dreamsweep.training.latents import build_latent_bank
 from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
@@ -34,6 +34,14 @@ class TrainState:
     lr_schedule: object
     ema: EMAModel | None
     data: TrainingData
+    # Listed once here, not at every step: what is clipped, and what the EMA averages.
+    trained: list[torch.nn.Parameter]
+    ema_tracked: list[torch.nn.Parameter]
+
+    @property
+    def trained_modules(self) -> tuple[torch.nn.Module, ...]:
+        """The prepared modules whose gradients are synchronised (accelerator.accumulate)."""
+        return (self.unet,) if self.text_encoder is None else (self.unet, self.text_encoder)
 
 
 def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) -> None:
@@ -133,7 +141,14 @@ def build_state(
     cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
 ) -> TrainState:
     """Frozen-text-encoder embeddings (once, in the training dtype), optimiser, schedule and
-    EMA, then Accelerate's prepare (DDP, device, autocast)."""
+    EMA, then Accelerate's prepare (DDP, device, autocast). The accelerator must accumulate
+    train.grad_accum micro-batches: its backward divides each micro-batch's loss by that."""
+    if accelerator.gradient_accumulation_steps != cfg.train.grad_accum:
+        raise ValueError(
+            f"the Accelerator accumulates {accelerator.gradient_accumulation_steps} micro-batches,"
+            f" train.grad_accum={cfg.train.grad_accum}: build it with "
+            "gradient_accumulation_steps=cfg.train.grad_accum"
+        )
     if not cfg.train.text_encoder:
         cache_embeddings(
             data.table,
@@ -154,7 +169,19 @@ def build_state(
     else:
         unet, optimizer, lr_schedule = accelerator.prepare(c.unet, optimizer, lr_schedule)
         text_encoder = None
-    return TrainState(cfg, accelerator, c, unet, text_encoder, optimizer, lr_schedule, ema, data)
+    return TrainState(
+        cfg=cfg,
+        accelerator=accelerator,
+        components=c,
+        unet=unet,
+        text_encoder=text_encoder,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema=ema,
+        data=data,
+        trained=[p for group in optimizer.param_groups for p in group["params"]],
+        ema_tracked=trained_parameters(c.unet) if ema is not None else [],
+    )
 
 
 def unwrapped(state: TrainState) -> SDComponents:

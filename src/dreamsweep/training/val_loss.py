@@ -86,28 +86,27 @@ def validation_sets(data) -> dict[str, tuple[LatentBank, torch.Tensor]]:
     return sets
 
 
-def validation_hook(cfg, data, device):
-    """validate(step, weights, is_eval_step) -> metrics lines (kind val), one per weights,
-    at every evaluation and every eval.val_every steps; None when eval.val_loss is off."""
-    ev = cfg.eval
-    if not ev.val_loss:
-        return None
-    sets = validation_sets(data)
+class Validation:
+    """The validation losses of each weights (one metrics line, kind val, per weights) at
+    every evaluation and every eval.val_every steps."""
 
-    def validate(step: int, weights: dict, is_eval_step: bool) -> list[dict]:
-        due = is_eval_step or step == 0 or (ev.val_every and step % ev.val_every == 0)
-        if not due:
-            return []
+    def __init__(self, cfg, data, device) -> None:
+        self.ev, self.device = cfg.eval, device
+        self.sets = validation_sets(data)
+
+    def due(self, step: int, is_eval_step: bool) -> bool:
+        every = self.ev.val_every
+        return is_eval_step or step == 0 or bool(every and step % every == 0)
+
+    def __call__(self, step: int, weights: dict) -> list[dict]:
         records = []
         for name, use in weights.items():
             with use() as components:
-                losses = validation_losses(components, sets, ev.val_buckets, device)
+                losses = validation_losses(components, self.sets, self.ev.val_buckets, self.device)
             records.append(
                 {"step": step, "weights": name, **{f"val/{k}_loss": v for k, v in losses.items()}}
             )
         return records
-
-    return validate
 
 
 def last_validation(paths) -> dict:
