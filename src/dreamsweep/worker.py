@@ -129,7 +129,9 @@ class Recipe:
             if evaluate or save:
                 window.check(s)
             if evaluate:
+                paused = self.hook.seconds
                 self.hook(step, self.weights.by_name())
+                exclude_from_rate(bar, self.hook.seconds - paused)
             if save:
                 ckpt.save_checkpoint(
                     self.acc, self.paths.checkpoints, step, t.keep_checkpoints, s.ema
@@ -168,6 +170,14 @@ class Recipe:
     def cleanup(self, exit_code: int) -> None:
         for tracker in self.trackers:
             tracker.finish(exit_code)
+
+
+def exclude_from_rate(bar, seconds: float) -> None:
+    """Shift the training bar's clock past an evaluation, so its rate and ETA are training's
+    (tqdm's unpause would also drop training time since its last print)."""
+    if not getattr(bar, "disable", True):
+        bar.start_t += seconds
+        bar.last_print_t += seconds
 
 
 def run(cfg: RunConfig, run_dir: Path, accelerator: Accelerator) -> dict:
