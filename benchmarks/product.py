@@ -52,7 +52,11 @@ def train_state(cfg: Any, device: str, unet: Any = None) -> Any:
     from dreamsweep.training.setup import build_state, configure_models, prepare_data
 
     torch.use_deterministic_algorithms(True, warn_only=True)  # as dreamsweep.worker.main
-    accelerator = Accelerator(mixed_precision=cfg.launcher.mixed_precision, cpu=device == "cpu")
+    accelerator = Accelerator(
+        mixed_precision=cfg.launcher.mixed_precision,
+        cpu=device == "cpu",
+        gradient_accumulation_steps=cfg.train.grad_accum,  # build_state checks they agree
+    )
     components = load_components(cfg.model)
     data = prepare_data(
         cfg,

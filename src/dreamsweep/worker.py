@@ -51,9 +51,10 @@ from dreamsweep.training.loop import LossWindow, TrainingDiverged, progress_bar,
 from dreamsweep.training.setup import build_state, configure_models, prepare_data, unwrapped
 from dreamsweep.training.val_loss import Validation, last_validation
 
-# Exit codes train.py reads (launch.run_training); a crash exits 1 with its traceback.
-EXIT_OUTCOME_RECORDED = 0  # result.json says how the run ended: complete, pruned or failed
-# (e.g. a diverged loss, with a hint); a failure then needs no launcher traceback on top.
+# The exit code when result.json holds how the run ended (complete, pruned, or failed with a
+# one-line reason such as a diverged loss): train.py reads it and adds no traceback. A crash
+# exits 1 with its traceback, a full or read-only disk with EXIT_STORAGE_ERROR.
+EXIT_OUTCOME_RECORDED = 0
 
 
 class Recipe:
@@ -93,7 +94,9 @@ class Recipe:
         self.hook = EvalHook(
             evaluator, validation, self.trackers, self.run_dir, pruning, keeper, self.main
         )
-        if evaluator is not None:  # from the base weights: before training or a checkpoint
+        # The order matters: the base model is scored with its own weights, before
+        # configure_models freezes and casts it and before a checkpoint is loaded into it.
+        if evaluator is not None:
             evaluator.prepare_baselines(components, model_fp)
             if resume_step == 0:
                 self.hook(0, base_weights(components))
