@@ -128,6 +128,7 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(0 < t.multires_discount < 1, "train.multires_discount", "must be in (0, 1)")
     _require(t.snr_gamma is None or t.snr_gamma > 0, "train.snr_gamma", "must be > 0 or null")
     _require(t.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+    _require(t.log_every > 0, "train.log_every", "must be > 0 (1 logs every step)")
     _require(t.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
     _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
 
