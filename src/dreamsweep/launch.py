@@ -127,16 +127,25 @@ def runs_side_by_side(hydra_cfg, cores: int | None = None) -> int:
 
 
 def cpu_threads(
-    num_processes: int, side_by_side: int, env: Mapping[str, str], cores: int
+    num_processes: int,
+    side_by_side: int,
+    env: Mapping[str, str],
+    cores: int,
+    busy: float = 0.0,
 ) -> tuple[int | None, str]:
     """CPU threads for each process of a run (None: the user's OMP_NUM_THREADS stands), and
-    why. The run's share of the cores: cores / (runs side by side x processes of the run), at
-    least 1. More is worse than fewer: OpenMP threads spin on cores that other processes keep
-    busy, and two runs with two threads each on two cores make a step many times slower."""
+    why. The run's share of the free cores: (cores - cores kept busy by other processes, the
+    1-minute load average) / (runs side by side x processes of the run), at least 1. More is
+    worse than fewer: OpenMP threads spin on cores that other processes keep busy, and two
+    threads next to a busy process on two cores make a step many times slower."""
     if "OMP_NUM_THREADS" in env:
         return None, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} as set"
-    share = max(1, cores // (side_by_side * num_processes))
-    why = f"{cores} core(s) / ({side_by_side} run(s) side by side x {num_processes} process(es))"
+    free = max(1, cores - round(busy))
+    share = max(1, free // (side_by_side * num_processes))
+    why = (
+        f"{free} free of {cores} core(s) / ({side_by_side} run(s) side by side x "
+        f"{num_processes} process(es))"
+    )
     return share, why
 
 
@@ -214,7 +223,9 @@ def run_training(cfg: RunConfig, run_dir: Path, side_by_side: int = 1) -> float 
         scored_weights(cfg),
     )
     procs = cfg.launcher.num_processes
-    threads, why = cpu_threads(procs, side_by_side, os.environ, available_cores())
+    threads, why = cpu_threads(
+        procs, side_by_side, os.environ, available_cores(), busy=os.getloadavg()[0]
+    )
     log.info("CPU threads per process: %s", why if threads is None else f"{threads} = {why}")
     code = subprocess.call(cmd, env=worker_env(cfg, threads))
     result = read_json(paths.result) or {}
