@@ -121,9 +121,13 @@ def score_images(oracle: Oracle, images: list[Image.Image]) -> OracleScores:
     return score_pixels(oracle, images_to_pixels(images))
 
 
+def reference_embedding(oracle: Oracle, instances: list[Image.Image]) -> torch.Tensor:
+    """The instance images' mean embedding, normalised: what subject similarity compares to."""
+    mean = score_images(oracle, instances).embedding.mean(dim=0)
+    return torch.nn.functional.normalize(mean, dim=0)
+
+
 def subject_similarity(oracle: Oracle, images: list[Image.Image], instances: list) -> torch.Tensor:
     """[N] cosine similarity of each picture's embedding to the instance images' mean
     embedding: the toy world's DINO score."""
-    reference = score_images(oracle, instances).embedding.mean(dim=0)
-    reference = torch.nn.functional.normalize(reference, dim=0)
-    return score_images(oracle, images).embedding @ reference
+    return score_images(oracle, images).embedding @ reference_embedding(oracle, instances)
