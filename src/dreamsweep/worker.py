@@ -12,7 +12,9 @@ from dreamsweep.console import quiet_library_noise
 
 quiet_library_noise()  # importing diffusers makes transformers log notices about torchvision
 
-import gc
+import atexit
+import logging
+import os
 import sys
 import time
 import traceback
@@ -229,6 +231,16 @@ def main(config_file: str) -> int:
         cpu=not torch.cuda.is_available(),
         gradient_accumulation_steps=cfg.train.grad_accum,
     )
+    try:
+        return _run_and_record(cfg, run_dir, paths, accelerator)
+    finally:  # every path: a rank that exits with its process group alive can abort
+        accelerator.end_training()  # ("terminate called without an active exception")
+
+
+def _run_and_record(
+    cfg: RunConfig, run_dir: Path, paths: RunPaths, accelerator: Accelerator
+) -> int:
+    """Train, and record in result.json how it ended."""
     main_process = accelerator.is_main_process
     try:
         if main_process:
@@ -255,7 +267,6 @@ def main(config_file: str) -> int:
             write_result(paths, COMPLETE, error=None, **fields)
         except OSError as err:
             return _storage_failure(paths, storage_error(err, run_dir) or str(err), True)
-    accelerator.end_training()
     return EXIT_OUTCOME_RECORDED
 
 
@@ -269,10 +280,20 @@ def _storage_failure(paths: RunPaths, message: str, main_process: bool) -> int:
     return EXIT_STORAGE_ERROR
 
 
+def exit_without_finalizing(code: int) -> None:
+    """End the process once its outcome is recorded, skipping the interpreter's teardown:
+    with 2+ processes a gloo thread can drop the last all-reduce's tensors after Python began
+    finalizing, which aborts the process ("terminate called without an active exception",
+    torch 2.13), and the teardown walks the ~450k objects the libraries made (1.4 s of a
+    tiny run). Exit handlers (W&B's) still run, and the streams are flushed."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m dreamsweep.worker <run folder>/config.yaml")
-    try:
-        sys.exit(main(sys.argv[1]))
-    finally:  # the interpreter's exit then skips walking the ~450k objects the libraries
-        gc.freeze()  # made: 1.4 s of a tiny run otherwise
+    exit_without_finalizing(main(sys.argv[1]))  # a crash raises: Python prints it, exit 1
