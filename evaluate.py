@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dreamsweep.config import ConfigError
 from dreamsweep.console import quiet_library_noise
-from dreamsweep.rescore import rescore
+from dreamsweep.evaluation.rescore import rescore
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

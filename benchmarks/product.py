@@ -2,8 +2,8 @@
 
 The rest of benchmarks/ measures through `train.py` subprocesses and their output files; only
 the step and sampling comparisons need the product in-process. When an internal API changes
-(training/setup.py, training/loop.py, sampling.py are still moving), this is the one file to
-adapt. Everything here mirrors what `dreamsweep.worker.run` does before its first step.
+(training/setup.py, training/loop.py, evaluation/sampling.py are still moving), this is the
+one file to adapt. Everything here mirrors what `dreamsweep.worker.run` does before its first step.
 """
 
 from __future__ import annotations
@@ -82,27 +82,27 @@ def train_step(state: Any, step: int) -> None:
 def eval_jobs(cfg: Any) -> tuple[Any, list[Any]]:
     """The sampling spec and (prompt, seed) jobs of the run's first evaluation cell."""
     from dreamsweep.cells import samplings
-    from dreamsweep.evaluation import EvalSet, sample_spec
+    from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
 
     return sample_spec(cfg, samplings(cfg)[0]), EvalSet.from_config(cfg).jobs
 
 
 def generate(components: Any, spec: Any, jobs: list[Any], device: str) -> list[Any]:
     """Evaluation sampling as the Evaluator calls it: one image per job, batched."""
-    from dreamsweep.sampling import generate as product_generate
+    from dreamsweep.evaluation.sampling import generate as product_generate
 
     return product_generate(components, spec, jobs, device)
 
 
 def job_seed(job: Any) -> int:
     """The seed the product gives a (prompt, seed) job, so a plain call draws the same noise."""
-    from dreamsweep.sampling import job_seed as product_job_seed
+    from dreamsweep.evaluation.sampling import job_seed as product_job_seed
 
     return product_job_seed(job)
 
 
 def sampler_class_name(name: str) -> tuple[str, dict[str, Any]]:
     """The diffusers scheduler class (and extra config) behind an `eval.schedulers` name."""
-    from dreamsweep.schedulers import SCHEDULERS
+    from dreamsweep.evaluation.schedulers import SCHEDULERS
 
     return SCHEDULERS[name]

@@ -324,8 +324,8 @@ def startup_row(ctx: Context) -> Row:
 def eval_row(ctx: Context) -> Row:
     """Evaluation sampling per image: ours vs one StableDiffusionPipeline call per image.
 
-    Ours: dreamsweep.sampling.generate over the first cell's jobs of a model=tiny run (its
-    scheduler, steps, guidance, resolution, batch size). Baseline: the same jobs, one plain
+    Ours: dreamsweep.evaluation.sampling.generate over the first cell's jobs of a model=tiny run
+    (its scheduler, steps, guidance, resolution, batch size). Baseline: the same jobs, one plain
     pipeline call each with the same scheduler class, steps, guidance, resolution and seeds.
     """
     warmup, repeats = (0, 2) if ctx.quick else (1, 6)

@@ -39,9 +39,9 @@ def test_the_kept_lora_loads_on_its_base_and_draws_what_was_scored(lora_run):
     from diffusers import StableDiffusionPipeline
 
     from dreamsweep.cells import Cell
-    from dreamsweep.evaluation import EvalSet, sample_spec
+    from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
+    from dreamsweep.evaluation.sampling import generate
     from dreamsweep.models.loading import load_components, saved_model
-    from dreamsweep.sampling import generate
     from dreamsweep.training.lora import lora_base
     from tests.conftest import compose_config
 
@@ -119,8 +119,8 @@ def test_the_kohya_export_keeps_the_true_alpha_and_loads_with_equal_outputs(lora
 def test_loha_and_lokr_train_and_reload_to_what_was_scored(kind, tmp_path):
     """peft's LyCORIS variants: saved in peft's format, read back by the same loader."""
     from dreamsweep.cells import Cell
-    from dreamsweep.evaluation import EvalSet, sample_spec
-    from dreamsweep.sampling import generate
+    from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
+    from dreamsweep.evaluation.sampling import generate
     from dreamsweep.training.lora import load_lora_components
     from tests.conftest import compose_config
 

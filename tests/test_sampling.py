@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dreamsweep import prompts
+from dreamsweep.evaluation import prompts
+from dreamsweep.evaluation.sampling import Job, PromptEmbeddings, SampleSpec, generate, job_seed
+from dreamsweep.evaluation.schedulers import SCHEDULERS, make_scheduler
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.tiny import build_tiny
-from dreamsweep.sampling import Job, PromptEmbeddings, SampleSpec, generate, job_seed
-from dreamsweep.schedulers import SCHEDULERS, make_scheduler
 
 TINY = build_tiny(seed=0, sample_size=32)
 

@@ -252,10 +252,10 @@ def test_the_best_cell_s_weights_are_kept_and_sample_what_was_scored(tmp_path):
     """<run>/best/ holds the best cell's weights (EMA or raw, its scheduler): loaded as a user
     would, they draw the very images that cell was scored on."""
     from dreamsweep.cells import Cell
-    from dreamsweep.evaluation import EvalSet, sample_spec
+    from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
+    from dreamsweep.evaluation.sampling import generate
     from dreamsweep.metrics.objective import best_cell
     from dreamsweep.models.loading import load_components, saved_model
-    from dreamsweep.sampling import generate
     from tests.conftest import compose_config
 
     run = tmp_path / "run"

@@ -48,8 +48,8 @@ class BestKeeper:
         top = best_cell(records)
         if top is None or (self.objective is not None and top["objective"] <= self.objective):
             return None
+        from dreamsweep.evaluation.schedulers import make_scheduler
         from dreamsweep.models.saving import save_weights
-        from dreamsweep.schedulers import make_scheduler
 
         with weights[top["weights"]]() as components:
             scheduler = make_scheduler(top["scheduler"], components.noise_scheduler.config)

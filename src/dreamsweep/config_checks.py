@@ -147,9 +147,9 @@ DATA = ("toy", "toyworld", "folder")
 
 
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:
+    from dreamsweep.evaluation.prompts import SUITES
+    from dreamsweep.evaluation.schedulers import SCHEDULERS
     from dreamsweep.metrics.objective import OBJECTIVES
-    from dreamsweep.prompts import SUITES
-    from dreamsweep.schedulers import SCHEDULERS
 
     ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
     unknown = [s for s in ev.schedulers if s not in SCHEDULERS]

@@ -19,8 +19,8 @@ from dreamsweep import cache
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import class_prompt, min_image_size
 from dreamsweep.data.images import load_folder
+from dreamsweep.evaluation.sampling import LOOP_VERSION, PromptEmbeddings, SampleSpec, sample_batch
 from dreamsweep.models.components import SDComponents
-from dreamsweep.sampling import LOOP_VERSION, PromptEmbeddings, SampleSpec, sample_batch
 
 SAMPLER = "pndm"  # the pipeline's default sampling scheduler (models/pipeline.py)
 
@@ -57,7 +57,7 @@ def class_images(
         "seed": p.seed,
         "batch_size": p.batch_size,  # batched sampling differs from single in the last bits
         "batching": "aligned",  # image i always in batch i // batch_size (see aligned_batches)
-        "loop": LOOP_VERSION,  # the generation loop (sampling.py) that made them
+        "loop": LOOP_VERSION,  # the generation loop (evaluation/sampling.py) that made them
     }
     entry = cache.entry_dir(cache_root, "class_images", spec)
     wanted = [_image_path(entry, i) for i in range(missing)]

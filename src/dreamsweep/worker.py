@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from dreamsweep.best_weights import BestKeeper
 from dreamsweep.config import RunConfig, load_config, public_settings
 from dreamsweep.console import start_line
-from dreamsweep.evaluation import Evaluator, build_scorer
+from dreamsweep.evaluation.evaluator import Evaluator, build_scorer
 from dreamsweep.metrics.objective import best_cell
 from dreamsweep.models.loading import fingerprint, load_components
 from dreamsweep.models.saving import export_final, save_base_for_lora

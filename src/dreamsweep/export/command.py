@@ -87,8 +87,8 @@ def provenance(chosen: Chosen) -> dict:
 
 def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
     from dreamsweep.config import load_config
+    from dreamsweep.evaluation.schedulers import make_scheduler
     from dreamsweep.models.saving import save_weights
-    from dreamsweep.schedulers import make_scheduler
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
     if (lora := _lora_source(chosen)) is not None:

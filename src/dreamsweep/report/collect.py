@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dreamsweep.cells import Cell
-from dreamsweep.eval_outputs import cell_dir
+from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.runs import STALE, RunPaths, read_json, read_metrics, run_state
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dreamsweep.best_weights import BestKeeper
 from dreamsweep.cells import BASE, scored_weights
-from dreamsweep.eval_outputs import cell_dir
+from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.models.components import SDComponents
 from dreamsweep.sweeps.pruning import PruningHook
 from dreamsweep.training.ema import ema_weights

@@ -26,8 +26,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from dreamsweep.evaluation.schedulers import make_scheduler
 from dreamsweep.models.components import SDComponents
-from dreamsweep.schedulers import make_scheduler
 
 # Part of the cache keys of generated images (class images, base samples): images made by an
 # older loop may differ in the last bits, and a cache entry must hold one loop's images.

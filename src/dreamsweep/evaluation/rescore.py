@@ -44,7 +44,7 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
     import torch
     from accelerate import Accelerator
 
-    from dreamsweep.evaluation import Evaluator, build_scorer
+    from dreamsweep.evaluation.evaluator import Evaluator, build_scorer
     from dreamsweep.metrics.objective import best_cell
     from dreamsweep.models.loading import fingerprint, load_components
     from dreamsweep.tracking import open_trackers
@@ -70,7 +70,7 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
         step = read_json(RunPaths(run_dir).result)["final_step"]
         weights = _saved_weights(cfg, run_dir, accelerator.device)
     records = evaluator.evaluate(step, weights)
-    from dreamsweep.eval_outputs import cell_dir
+    from dreamsweep.evaluation.outputs import cell_dir
 
     trackers = open_trackers(cfg, target, resume_step=None, job_type="evaluate")
     grids = {r["cell"]: cell_dir(target, step, r["cell"]) / "grid.png" for r in records}

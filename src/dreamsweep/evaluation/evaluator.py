@@ -16,14 +16,15 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dreamsweep import cache, prompts
+from dreamsweep import cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import instance_examples
+from dreamsweep.evaluation import prompts
+from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 from dreamsweep.metrics.objective import objective
 from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
-from dreamsweep.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 
 
 def sample_spec(cfg: RunConfig, sampling: Sampling) -> SampleSpec:
@@ -178,7 +179,7 @@ class Evaluator:
         )
 
     def _score_and_write(self, cell: Cell, samples: list, class_samples: list) -> dict:
-        from dreamsweep.eval_outputs import write_cell
+        from dreamsweep.evaluation.outputs import write_cell
 
         es, m = self.eval_set, self.cfg.metrics
         result = {"scores": {}, "per_prompt": {}}
