@@ -1,0 +1,261 @@
+"""The benchmark's sections: each measures one comparison (or a family of rows) in one run.
+
+What each row measures is in its section's docstring and in the row's `detail`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable
+
+import yaml
+from processes import (
+    HERE,
+    ROOT,
+    Context,
+    Finished,
+    Side,
+    interleaved,
+    must_finish,
+    run_overrides,
+)
+from rows import Row, Target, progress_line
+from sweep_folders import (
+    best_of_study,
+    compare_cells,
+    count_cells,
+    read_runs,
+    state_counts,
+    sum_steps,
+)
+
+PLAIN_DREAMBOOTH = HERE / "plain_dreambooth.py"
+TOY_SUBJECT_DIR = ROOT / "src" / "dreamsweep" / "assets" / "toy_subject"
+SIZES = ("tiny", "10x", "100x")
+VARIANTS = {"unet": "UNet only", "te": "+ text encoder", "prior": "+ text encoder + prior"}
+
+# --quick runs the sweep presets smaller: few samples per cell, few steps. The comparisons
+# keep their structure (steps x schedulers folded vs not; pruner vs none on the same space).
+QUICK_EVAL = ["eval.seeds=[0,1]", "eval.num_inference_steps=[10]"]
+QUICK_GRID = ["optim.lr=1e-3", "prior.enabled=false", "train.max_steps=10,20", *QUICK_EVAL]
+QUICK_SEARCH = [
+    "hydra.sweeper.n_trials=4",
+    "train.max_steps=40",
+    "eval.every_n_steps=10",
+    *QUICK_EVAL,
+]
+
+
+def step_rows(ctx: Context) -> list[Row]:
+    """Our training step vs the floor, per UNet size and what is trained.
+
+    Ours: dreamsweep.training.loop.train_step on a TrainState set up as the worker does it
+    (benchmarks/product.py), EMA off. Floor: a bare loop on precomputed latents (and
+    embeddings), UNet (+ text encoder) forward + backward + AdamW (torch's fused kernel: the
+    fastest plain loop, see side.fastest_adamw). Same model weights, batch 1
+    (+ 1 class image under prior), each side in its own process, steps interleaved.
+    """
+    warmup, repeats = 2, 6 if ctx.quick else 20
+    rows = []
+    for size in SIZES:
+        for variant, label in VARIANTS.items():
+            extra = (f"--size={size}", f"--variant={variant}")
+            pair = interleaved(
+                Side(ctx, "step-ours", *extra), Side(ctx, "step-floor", *extra), warmup, repeats
+            )
+            ours, floor = pair.medians
+            rows.append(
+                Row(
+                    f"train step, {size} UNet, {label}",
+                    "s/step",
+                    ours,
+                    floor,
+                    Target("<=", 1.10),
+                    pair.ours_peak_mb,
+                    pair.baseline_peak_mb,
+                    f"{pair.ours_info['params'] / 1e6:.2f} M UNet params; median of {repeats} "
+                    f"interleaved steps after {warmup} warm-up",
+                )
+            )
+            print(progress_line(rows[-1]), flush=True)
+    return rows
+
+
+def startup_row(ctx: Context) -> Row:
+    """`python train.py` for one step vs a plain script that does the same, process wall time.
+
+    Ours: train.py on the saved tiny model, train.max_steps=1, eval off, tracker=disk, prior and
+    EMA off, a fresh cache each time (so it encodes its latents like the plain script does).
+    Baseline: benchmarks/plain_dreambooth.py (load the pipeline, VAE-encode the images, one
+    UNet + text-encoder AdamW step, save the pipeline). Alternated A B, B A, ...
+    """
+    rounds = 2 if ctx.quick else 5
+    ours_cmd = [
+        sys.executable, "train.py", "model=tiny", f"model.path={ctx.tiny_model}",
+        "train.max_steps=1", "eval.enabled=false", "tracker=disk", "prior.enabled=false",
+        "ema.enabled=false", *run_overrides(ctx.args),
+    ]  # fmt: skip
+    plain_cmd = [
+        sys.executable, str(PLAIN_DREAMBOOTH), f"--model={ctx.tiny_model}",
+        f"--images={TOY_SUBJECT_DIR}", f"--resolution={ctx.args.resolution}",
+        f"--device={ctx.args.device}", f"--precision={ctx.args.precision}",
+    ]  # fmt: skip
+    runs: dict[str, list[Finished]] = {"ours": [], "plain": []}
+    for i in range(rounds):
+        for name in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
+            out = ctx.tmp / "startup" / f"{name}-{i}"
+            cmd = (
+                [*ours_cmd, f"hydra.run.dir={out}"]
+                if name == "ours"
+                else [*plain_cmd, f"--out={out}"]
+            )
+            with ctx.log_file(f"startup-{name}-{i}") as log:
+                runs[name].append(must_finish(cmd, ctx.env(out / "cache"), log))
+    ours, plain = runs["ours"], runs["plain"]
+    return Row(
+        "start-up: train.py 1 step vs plain script",
+        "s",
+        statistics.median(r.seconds for r in ours),
+        statistics.median(r.seconds for r in plain),
+        Target("<=", 0.80),
+        max(r.peak_mb for r in ours),
+        max(r.peak_mb for r in plain),
+        f"process wall time, median of {rounds} alternated runs each (tiny model, cold cache)",
+    )
+
+
+def eval_row(ctx: Context) -> Row:
+    """Evaluation sampling per image: ours vs one StableDiffusionPipeline call per image.
+
+    Ours: dreamsweep.evaluation.sampling.generate over the first cell's jobs of a model=tiny run
+    (its scheduler, steps, guidance, resolution, batch size). Baseline: the same jobs, one plain
+    pipeline call each with the same scheduler class, steps, guidance, resolution and seeds.
+    """
+    warmup, repeats = (0, 2) if ctx.quick else (1, 6)
+    pair = interleaved(Side(ctx, "eval-ours"), Side(ctx, "eval-plain"), warmup, repeats)
+    images = pair.ours_info["images"]
+    ours, plain = (m / images for m in pair.medians)
+    a, b = pair.values
+    gap = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+    return Row(
+        "evaluation sampling per image vs plain pipeline calls",
+        "s/image",
+        ours,
+        plain,
+        Target("<=", 0.50),
+        pair.ours_peak_mb,
+        pair.baseline_peak_mb,
+        f"{images} images, {pair.ours_info['spec']}; median of {repeats} interleaved; "
+        f"same images: max |mean pixel diff| {gap:.3f}",
+    )
+
+
+def grid_rows(ctx: Context) -> list[Row]:
+    """The demo grid folded (the sweeper's default) vs naive (hydra.sweeper.fold=false).
+
+    `python train.py -m +sweep=demo tracker=disk`, each grid into its own sweep folder with its
+    own empty cache (both pay for class images once). --quick runs a smaller grid
+    (QUICK_GRID: one LR, no prior, steps 10,20 x the preset's schedulers, 2 seeds). Scores:
+    every cell of a naive run is looked up in the folded run with the same settings; equal
+    means every score is identical.
+    """
+    extra = QUICK_GRID if ctx.quick else []
+    grids = {}
+    for name, fold in (("folded", []), ("naive", ["hydra.sweeper.fold=false"])):
+        out = ctx.tmp / f"grid-{name}"
+        cmd = [
+            sys.executable, "train.py", "-m", "+sweep=demo", "tracker=disk", *extra, *fold,
+            f"hydra.sweep.dir={out / 'sweep'}",
+        ]  # fmt: skip
+        with ctx.log_file(f"grid-{name}") as log:
+            done = must_finish(cmd, ctx.env(out / "cache"), log)
+        grids[name] = (done, read_runs(out / "sweep"))
+    (f_done, folded), (n_done, naive) = grids["folded"], grids["naive"]
+    compared, equal, worst = compare_cells(folded, naive)
+    counts = (
+        f"runs {len(folded)} vs {len(naive)}, scored cells {count_cells(folded)} vs "
+        f"{count_cells(naive)}, training steps {sum_steps(folded)} vs {sum_steps(naive)}"
+        + (f" (--quick: {' '.join(QUICK_GRID)})" if ctx.quick else "")
+    )
+    return [
+        Row(
+            "demo grid wall time: folded vs naive",
+            "s",
+            f_done.seconds,
+            n_done.seconds,
+            None,
+            f_done.peak_mb,
+            n_done.peak_mb,
+            counts,
+        ),
+        Row(
+            "demo grid: naive cells whose scores the folded run reproduces",
+            "cells",
+            equal,
+            compared,
+            Target("==", 1.0),
+            detail=f"{compared} cells compared by (settings, step, cell); largest score "
+            f"difference {worst:.3g}",
+        ),
+    ]
+
+
+def search_rows(ctx: Context) -> list[Row]:
+    """The Optuna demo search with the preset's pruner vs hydra.sweeper.pruner=none.
+
+    `python train.py -m +sweep=demo_search tracker=disk`, a sqlite study in the scratch folder
+    per search. Training steps: the sum of every trial's final step (a pruned trial stops at
+    its pruned step). Best objective: the study's best complete trial. --quick: QUICK_SEARCH.
+    """
+    preset = yaml.safe_load((ROOT / "conf" / "sweep" / "demo_search.yaml").read_text())
+    pruner = preset["hydra"]["sweeper"]["pruner"]
+    extra = QUICK_SEARCH if ctx.quick else []
+    searches = {}
+    for name, setting in (("pruned", []), ("unpruned", ["hydra.sweeper.pruner=none"])):
+        out = ctx.tmp / f"search-{name}"
+        out.mkdir(parents=True)
+        cmd = [
+            sys.executable, "train.py", "-m", "+sweep=demo_search", "tracker=disk", *extra,
+            *setting, f"hydra.sweeper.storage=sqlite:///{out / 'study.db'}",
+            f"hydra.sweep.dir={out / 'sweep'}",
+        ]  # fmt: skip
+        with ctx.log_file(f"search-{name}") as log:
+            done = must_finish(cmd, ctx.env(out / "cache"), log)
+        searches[name] = (done, read_runs(out / "sweep"), best_of_study(out / "sweep"))
+    (p_done, p_runs, p_best), (u_done, u_runs, u_best) = searches["pruned"], searches["unpruned"]
+    states = {name: state_counts(runs) for name, runs in (("pruned", p_runs), ("unpruned", u_runs))}
+    detail = (
+        f"pruner '{pruner}' vs none; trials {states['pruned']} vs {states['unpruned']}; "
+        f"wall {p_done.seconds:.0f} s vs {u_done.seconds:.0f} s"
+        + (f" (--quick: {' '.join(QUICK_SEARCH)})" if ctx.quick else "")
+    )
+    return [
+        Row(
+            "search training steps: pruner vs none",
+            "steps",
+            sum_steps(p_runs),
+            sum_steps(u_runs),
+            None,
+            p_done.peak_mb,
+            u_done.peak_mb,
+            detail,
+        ),
+        Row(
+            "search best objective: pruner vs none",
+            "objective",
+            p_best,
+            u_best,
+            None,
+            detail="the study's best complete trial (optimization_results.yaml)",
+        ),
+    ]
+
+
+SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {
+    "step": step_rows,
+    "startup": startup_row,
+    "eval": eval_row,
+    "grid": grid_rows,
+    "search": search_rows,
+}
