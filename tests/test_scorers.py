@@ -69,3 +69,26 @@ def test_best_cell_ignores_the_step_zero_baseline():
         {"step": 30, "objective": None},
     ]
     assert best_cell(cells)["step"] == 20
+
+
+def test_feature_models_embed_in_batches_and_encode_each_prompt_once():
+    """A cell of 40 samples is embedded 32 at a time, as if one by one; the prompts' CLIP
+    features are computed on the first cell and reused by the next."""
+    from PIL import Image
+
+    from dreamsweep.metrics.features import IMAGE_BATCH, load_clip, load_dino
+
+    images = [Image.new("RGB", (40, 40), (6 * i, 255 - 6 * i, 3 * i)) for i in range(40)]
+    assert len(images) > IMAGE_BATCH
+    clip, dino = load_clip("tiny"), load_dino("tiny")
+    for features in (clip, dino):
+        together = features.images(images)
+        alone = torch.cat([features.images([im]) for im in images])
+        assert together.shape == (40, alone.shape[1])
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+    prompts = ["a sks toy on the beach", "a sks toy in the snow", "a sks toy on the beach"]
+    first = clip.texts(prompts)
+    assert torch.equal(first[0], first[2]) and not torch.equal(first[0], first[1])
+    assert set(clip._text_features) == set(prompts)  # noqa: SLF001 -- the memo itself
+    torch.testing.assert_close(clip.texts(["a sks toy in the snow"])[0], first[1])

@@ -9,7 +9,8 @@ because reported numbers shift with such details (notes/metrics.md).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ TINY_VIT = dict(
     image_size=32,
     patch_size=8,
 )
+# Images per forward pass of a feature model: a cell's 64+ samples at 224 px through ViT-L
+# at once would hold every activation of them all.
+IMAGE_BATCH = 32
 REAL_DEFAULTS = {"clip": "openai/clip-vit-large-patch14", "dino": "facebook/dino-vits16"}
 
 
@@ -67,22 +71,29 @@ class ClipFeatures:
     tokenizer: object
     preprocess: Preprocessing
     source: str
+    # The prompts' features, computed once per run: every cell scores the same prompts.
+    _text_features: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict:
         return {"model": self.source, "preprocessing": asdict(self.preprocess)}
 
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = self.model.get_image_features(pixel_values=self.preprocess(images))
-        return _unit(out.pooler_output)
+        def embed(pixels: torch.Tensor) -> torch.Tensor:
+            return self.model.get_image_features(pixel_values=pixels).pooler_output
+
+        return _unit(_in_batches(embed, self.preprocess, images))
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        out = self.model.get_text_features(
-            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
-        )
-        return _unit(out.pooler_output)
+        new = sorted(set(texts) - self._text_features.keys())
+        if new:
+            tokens = self.tokenizer(new, padding=True, truncation=True, return_tensors="pt")
+            out = self.model.get_text_features(
+                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
+            )
+            self._text_features.update(zip(new, _unit(out.pooler_output), strict=True))
+        return torch.stack([self._text_features[t] for t in texts])
 
 
 @dataclass
@@ -96,8 +107,20 @@ class DinoFeatures:
 
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        hidden = self.model(pixel_values=self.preprocess(images)).last_hidden_state
-        return _unit(hidden[:, 0])  # the CLS token, as in the DreamBooth paper's DINO score
+        def embed(pixels: torch.Tensor) -> torch.Tensor:  # the CLS token, as in the paper
+            return self.model(pixel_values=pixels).last_hidden_state[:, 0]
+
+        return _unit(_in_batches(embed, self.preprocess, images))
+
+
+def _in_batches(
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    preprocess: Preprocessing,
+    images: list[Image.Image],
+) -> torch.Tensor:
+    """embed(preprocess(images)), IMAGE_BATCH images at a time."""
+    chunks = [images[i : i + IMAGE_BATCH] for i in range(0, len(images), IMAGE_BATCH)]
+    return torch.cat([embed(preprocess(chunk)) for chunk in chunks])
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
