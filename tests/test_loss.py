@@ -105,3 +105,41 @@ def test_the_validation_loss_is_exactly_repeatable_and_moves_with_the_weights():
     with torch.no_grad():
         c.unet.conv_out.bias += 0.1
     assert denoising_loss(c, bank, context, buckets=4) != first
+
+
+@pytest.mark.parametrize("kernel", ["fused", "foreach"])
+def test_clipping_matches_torch_clip_grad_norm(kernel):
+    """The step clips as torch.nn.utils.clip_grad_norm_ does, whether the fused AdamW scales
+    the gradients inside its kernel or they are scaled before a foreach AdamW."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from dreamsweep.training.loop import clip_gradients, optimizer_step
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+        return model, torch.optim.AdamW(model.parameters(), lr=0.1, **{kernel: True})
+
+    ours, optimizer = model_and_optimizer()
+    reference, reference_optimizer = model_and_optimizer()
+    s = SimpleNamespace(
+        accelerator=Accelerator(cpu=True),
+        trained=list(ours.parameters()),
+        optimizer=optimizer,
+        cfg=SimpleNamespace(optim=SimpleNamespace(max_grad_norm=0.5)),
+    )
+    for step in range(3):
+        x = torch.randn(32, 8, generator=torch.Generator().manual_seed(step)) * 10
+        for model in (ours, reference):
+            model(x).square().mean().backward()
+        clip_gradients(s)
+        optimizer_step(s)
+        assert torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5) > 0.5  # it clips
+        reference_optimizer.step()
+        for opt in (optimizer, reference_optimizer):
+            opt.zero_grad(set_to_none=True)
+    for a, b in zip(ours.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not hasattr(optimizer, "grad_scale")  # the clipping scale was for its step only

@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from dreamsweep.config_checks import ConfigError, validate  # ConfigError: also raised here
+
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
@@ -34,10 +36,6 @@ def seed_range(n: int) -> list[int]:
 
 OmegaConf.register_new_resolver("asset", asset_path, replace=True)
 OmegaConf.register_new_resolver("range", seed_range, replace=True)
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names the key and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -229,8 +227,6 @@ def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True)
         cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         raise ConfigError(_explain_omegaconf_error(err)) from None
-    from dreamsweep.config_checks import validate  # (it imports this module's types)
-
     validate(cfg, check_machine=check_machine)
     return cfg
 

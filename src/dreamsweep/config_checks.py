@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dreamsweep.config import ConfigError, RunConfig
+if TYPE_CHECKING:
+    from dreamsweep.config import RunConfig
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key and what is allowed."""
+
 
 METHODS = ("dreambooth", "lora")
 LORA_TARGETS = ("attention", "feed_forward", "conv")

@@ -18,7 +18,7 @@ from dreamsweep.config import ConfigError, load_config
 from dreamsweep.runs import RunPaths, atomic_write_text, read_json
 from dreamsweep.sweeps.folding import GridPlan, plan_grid
 from dreamsweep.sweeps.search_space import override_value, run_names
-from hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper import GridSweeperConfig
+from dreamsweep.sweeps.settings import GridSweeperConfig
 
 log = logging.getLogger("dreamsweep.sweep")
 

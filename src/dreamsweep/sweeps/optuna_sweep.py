@@ -38,6 +38,7 @@ from dreamsweep.sweeps.search_space import (
     short_key,
     split_overrides,
 )
+from dreamsweep.sweeps.settings import OptunaSweeperConfig
 from dreamsweep.sweeps.study import (
     claim,
     create_or_load,
@@ -46,7 +47,6 @@ from dreamsweep.sweeps.study import (
     make_pruner,
     make_sampler,
 )
-from hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper import OptunaSweeperConfig
 
 log = logging.getLogger("dreamsweep.sweep")
 TrialState = optuna.trial.TrialState

@@ -77,7 +77,7 @@ def train_step(s: TrainState, step: int) -> tuple[torch.Tensor, float]:
         stacked = _stacked(parts)
         losses = stacked if losses is None else losses + stacked
     clip_gradients(s)
-    s.optimizer.step()
+    optimizer_step(s)
     s.lr_schedule.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.ema is not None:
@@ -90,14 +90,32 @@ def clip_gradients(s: TrainState) -> None:
     min(1, max_norm / (norm + 1e-6))) with less work per step than accelerator.clip_grad_norm_,
     whose per-parameter bookkeeping serves FSDP's DTensors (unused here; 1.1 ms of a 33 ms
     step on the tiny model): one foreach norm, and on CPU, where reading the norm waits for
-    nothing, no scaling at all when it does not clip. Elsewhere nothing waits for the norm."""
+    nothing, no scaling at all when it does not clip. A fused AdamW scales them inside its
+    kernel: it divides the gradients by its `grad_scale` (the attribute GradScaler sets for
+    it), which saves a pass over them (5% of a step of the 77M-parameter UNet on CPU)."""
     s.accelerator.unscale_gradients()  # fp16: the loss scale out of the gradients first
     grads = [p.grad for p in s.trained if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     coef = s.cfg.optim.max_grad_norm / (norm + 1e-6)
     if norm.device.type == "cpu" and coef.item() >= 1.0:
         return
-    torch._foreach_mul_(grads, coef.clamp(max=1.0))
+    coef = coef.clamp(max=1.0)
+    optimizer = _torch_optimizer(s)
+    if optimizer.defaults.get("fused"):
+        optimizer.grad_scale = 1.0 / coef  # fp16: GradScaler takes it as already unscaled
+    else:
+        torch._foreach_mul_(grads, coef)
+
+
+def optimizer_step(s: TrainState) -> None:
+    """The optimizer's step with the clipping scale of this step (then dropped)."""
+    s.optimizer.step()
+    vars(_torch_optimizer(s)).pop("grad_scale", None)
+
+
+def _torch_optimizer(s: TrainState) -> torch.optim.Optimizer:
+    """The optimizer inside Accelerate's wrapper."""
+    return getattr(s.optimizer, "optimizer", s.optimizer)
 
 
 class LossWindow:

@@ -1,39 +1,21 @@
-"""Registers `hydra/sweeper=optuna`: an Optuna >= 5 ask/tell sweeper with pruning.
+"""Registers `hydra/sweeper=optuna` (an Optuna >= 5 ask/tell sweeper with pruning) and
+`hydra/sweeper=grid` (a grid whose evaluation axes fold into cells of one run).
 
-Light imports only (Hydra imports every plugin module at start-up); the work is in
-`dreamsweep.sweeps.optuna_sweep`.
+Light imports only (Hydra imports every plugin module at start-up); the settings are
+`dreamsweep.sweeps.settings`, the work `dreamsweep.sweeps.optuna_sweep` and `.grid_sweep`.
 """
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 
+from dreamsweep.sweeps.settings import GridSweeperConfig, OptunaSweeperConfig
 
-@dataclass
-class OptunaSweeperConfig:
-    _target_: str = "hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper.OptunaSweeper"
-    study_name: str | None = None  # default: sweep_name
-    storage: str | None = None  # default: sqlite:///outputs/optuna/<study_name>.db
-    sampler: str = "tpe"  # tpe | random | gp | grid | nsga2
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"  # median | hyperband | successive_halving | patient | none
-    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
-    directions: list[str] = field(default_factory=lambda: ["maximize"])
-    objectives: list[str] = field(default_factory=lambda: ["objective"])  # result.json keys
-    n_trials: int = 20  # for the whole study: a resumed sweep runs only what is missing
-    n_jobs: int = 1
-    seed: int | None = None
-    max_failure_rate: float = 0.5
-    params: dict[str, str] = field(default_factory=dict)
-    # Params searched only when a setting has a value: {method: {lora: {optim.lr: "..."}}}
-    conditional: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-
-
-ConfigStore.instance().store(
-    group="hydra/sweeper", name="optuna", node=OptunaSweeperConfig, provider="dreamsweep"
-)
+for _name, _node in (("optuna", OptunaSweeperConfig), ("grid", GridSweeperConfig)):
+    ConfigStore.instance().store(
+        group="hydra/sweeper", name=_name, node=_node, provider="dreamsweep"
+    )
 
 
 class OptunaSweeper(Sweeper):
@@ -53,18 +35,6 @@ class OptunaSweeper(Sweeper):
         from dreamsweep.sweeps.optuna_sweep import run_sweep
 
         return run_sweep(self, arguments)
-
-
-@dataclass
-class GridSweeperConfig:
-    _target_: str = "hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper.GridSweeper"
-    fold: bool = True  # evaluation axes become cells of one run, not extra training runs
-    params: dict[str, str] = field(default_factory=dict)
-
-
-ConfigStore.instance().store(
-    group="hydra/sweeper", name="grid", node=GridSweeperConfig, provider="dreamsweep"
-)
 
 
 class GridSweeper(Sweeper):
