@@ -35,6 +35,13 @@ def tiny_components(resolution: int) -> Any:
     return build_tiny(seed=0, sample_size=resolution)
 
 
+def load_model(cfg: Any) -> Any:
+    """The run's base model (SDComponents), loaded as the worker loads it."""
+    from dreamsweep.models.loading import load_components
+
+    return load_components(cfg.model)
+
+
 def save_tiny_pipeline(folder: Path, resolution: int) -> None:
     """The tiny model as a diffusers folder, so a plain script can `from_pretrained` it."""
     from dreamsweep.models.pipeline import assemble_pipeline

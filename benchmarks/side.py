@@ -13,6 +13,7 @@ Kinds:
               forward + backward + AdamW, nothing else
   eval-ours   the product's evaluation sampling, generate(components, spec, jobs)
   eval-plain  one StableDiffusionPipeline.__call__ per image, same scheduler/steps/guidance
+              (--model tiny: the tiny model; --model toyworld: the shipped toy world base)
   save-tiny   write the tiny model as a diffusers folder (for the plain scripts), then exit
 """
 
@@ -148,10 +149,21 @@ def step_floor(args: argparse.Namespace) -> tuple[Unit, dict]:
     return step, {"params": _params(unet)}
 
 
+def eval_overrides(args: argparse.Namespace) -> list[str]:
+    """The run whose first evaluation cell is sampled: the tiny model at the benchmark's
+    resolution, or the toy world (the default demo) exactly as it ships."""
+    if args.model == "toyworld":
+        return ["model=toyworld", "tracker=disk"]
+    return run_overrides(args)
+
+
 def eval_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
-    cfg = product.compose(run_overrides(args))
+    cfg = product.compose(eval_overrides(args))
     spec, jobs = product.eval_jobs(cfg)
-    components = product.tiny_components(args.resolution)
+    if args.model == "toyworld":
+        components = product.load_model(cfg)
+    else:
+        components = product.tiny_components(args.resolution)
     for module in (components.unet, components.vae, components.text_encoder):
         module.to(args.device)
 
@@ -164,13 +176,15 @@ def eval_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
 
 
 def eval_plain(args: argparse.Namespace) -> tuple[Unit, dict]:
-    """StableDiffusionPipeline loaded from the saved tiny model, one call per image."""
+    """StableDiffusionPipeline loaded from the saved model folder, one call per image."""
     import diffusers
     import torch
 
-    spec, jobs = product.eval_jobs(product.compose(run_overrides(args)))
+    cfg = product.compose(eval_overrides(args))
+    spec, jobs = product.eval_jobs(cfg)
+    folder = cfg.model.path if args.model == "toyworld" else args.model_dir
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        args.model_dir, safety_checker=None, requires_safety_checker=False
+        folder, safety_checker=None, requires_safety_checker=False
     ).to(args.device)
     class_name, extra = product.sampler_class_name(spec.scheduler)
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
@@ -269,6 +283,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--model-dir", help="the saved tiny pipeline (eval-plain, save-tiny)")
+    p.add_argument("--model", choices=["tiny", "toyworld"], default="tiny", help="eval-*")
     return p.parse_args(argv)
 
 
