@@ -233,8 +233,8 @@ def main(config_file: str) -> int:
     )
     try:
         return _run_and_record(cfg, run_dir, paths, accelerator)
-    finally:  # every path: a rank that exits with its process group alive can abort
-        accelerator.end_training()  # ("terminate called without an active exception")
+    finally:  # every path, failures too: the process group goes down before the process
+        accelerator.end_training()  # ends (the exit itself is exit_without_finalizing's)
 
 
 def _run_and_record(
