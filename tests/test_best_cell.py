@@ -11,20 +11,41 @@ from dreamsweep.cells import Cell, Sampling
 from dreamsweep.report.best import best_card, reproduce_command, shell_quote
 from dreamsweep.report.collect import CellRow, Run, Sweep
 from dreamsweep.report.plots import pareto_front
+from dreamsweep.verdicts import CellSamples
 
 
-def cell(run: str, step: int, dino: list[float], clip_t: list[float]) -> CellRow:
+def cell(
+    run: str,
+    step: int,
+    dino: list[float],
+    clip_t: list[float],
+    spread: tuple[float, ...] = (-0.02, 0.01, 0.02, -0.01),
+) -> CellRow:
+    """A cell whose samples (one prompt per value, 4 seeds spread around it) score these
+    means; ``spread`` is how the seeds differ (the same in cells that differ systematically)."""
+    units = [("prompt", f"prompt {p}", s) for p in range(len(dino)) for s in range(4)]
+    per_sample = {
+        "dino": [d + e for d in dino for e in spread],
+        "clip_t": [c for c in clip_t for _ in spread],
+    }
+    table = {
+        "kind": [u[0] for u in units],
+        "prompt": [u[1] for u in units],
+        "seed": [u[2] for u in units],
+        "scores": per_sample,
+    }
+    samples = CellSamples.from_saved(table, "balanced", 0.5)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    objective = mean([(d * c) ** 0.5 for d, c in zip(dino, clip_t, strict=True)])
     return CellRow(
         run=run,
         spec=Cell(step, Sampling("ddim", 50, 7.5), "ema"),
-        objective=objective,
+        objective=float(samples.objective(list(units))),
         scores={"dino": mean(dino), "clip_t": mean(clip_t)},
         per_prompt={"dino": dino, "clip_t": clip_t},
         prompts=[],
         seeds=[],
         folder=None,
+        samples=samples,
     )
 
 
@@ -45,9 +66,15 @@ def run(name: str, cells: list[CellRow], state: str = "complete", **settings) ->
     )
 
 
-def test_a_gap_smaller_than_two_paired_standard_errors_is_within_noise():
+def test_a_gap_whose_paired_interval_holds_zero_is_within_noise():
     best = cell("a", 400, dino=[0.80, 0.70, 0.90, 0.60], clip_t=[0.30] * 4)
-    close = cell("b", 400, dino=[0.79, 0.71, 0.88, 0.60], clip_t=[0.30] * 4)  # noisy, small gap
+    close = cell(  # a small gap, and the seeds disagree on it
+        "b",
+        400,
+        dino=[0.80, 0.71, 0.88, 0.60],
+        clip_t=[0.30] * 4,
+        spread=(0.02, -0.02, -0.01, 0.01),
+    )
     clearly_worse = cell("c", 400, dino=[0.70, 0.60, 0.80, 0.50], clip_t=[0.30] * 4)
     sweep = Sweep(
         Path("/s"),
@@ -59,8 +86,10 @@ def test_a_gap_smaller_than_two_paired_standard_errors_is_within_noise():
     card = best_card(sweep)
 
     assert card.row is best
-    verdicts = {c.row.run: c.within_noise for c in card.contenders}
-    assert verdicts == {"b": True, "c": False}  # c is 0.1 lower on every prompt: not luck
+    verdicts = {c.row.run: c.verdict for c in card.contenders}
+    assert verdicts == {"b": "within noise", "c": "worse"}  # c: 0.1 lower on every sample
+    assert [c.row.run for c in card.inseparable] == ["b"]  # P(best) >= 5%
+    assert card.p_best + sum(c.p_best for c in card.contenders) == pytest.approx(1.0)
 
 
 def test_cells_of_failed_runs_and_the_base_model_are_never_the_best():

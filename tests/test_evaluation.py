@@ -93,9 +93,9 @@ def test_result_json_points_at_the_offline_wandb_run(evaluated_run):
     assert offline.parent == evaluated_run / "wandb" and offline.name.startswith("offline-run-")
 
 
-def _weights_on_disk(run: Path) -> dict[str, int]:
+def _weights_on_disk(run: Path, folders=("checkpoints", "model")) -> dict[str, int]:
     """Every checkpoint and weights file of a run, with its modification time."""
-    folders = [run / "checkpoints", run / "model", run / "best"]
+    folders = [run / f for f in folders]
     return {
         str(f.relative_to(run)): f.stat().st_mtime_ns
         for folder in folders
@@ -105,30 +105,61 @@ def _weights_on_disk(run: Path) -> dict[str, int]:
     }
 
 
-def test_evaluate_rescores_a_finished_run_without_training(evaluated_run, tmp_path):
-    before = len(eval_records(evaluated_run))
-    weights = _weights_on_disk(evaluated_run)
-    proc = subprocess.run(
+def rescore(run_dir: Path, log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "evaluate.py",
-            f"run={evaluated_run}",
+            f"run={run_dir}",
             "eval.schedulers=[euler]",
             "eval.num_inference_steps=[2]",
             "eval.num_prompts=2",
             "tracker=disk",
-            f"hydra.run.dir={tmp_path / 'log'}",
+            f"hydra.run.dir={log_dir}",
+            *overrides,
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_evaluate_rescores_a_finished_run_without_training(evaluated_run, tmp_path):
+    before = len(eval_records(evaluated_run))
+    weights = _weights_on_disk(evaluated_run)
+    proc = rescore(evaluated_run, tmp_path / "log")
     assert proc.returncode == 0, proc.stderr[-3000:]
     new = eval_records(evaluated_run)[before:]
     assert sorted(r["cell"] for r in new) == ["euler-n2-g7.5-ema", "euler-n2-g7.5-raw"]
     assert all(r["step"] == 6 for r in new)
-    assert weights and _weights_on_disk(evaluated_run) == weights  # nothing trained or saved
+    assert weights and _weights_on_disk(evaluated_run) == weights  # nothing trained
+
+
+def test_rescoring_keeps_best_weights_result_and_report_on_the_same_cell(tmp_path):
+    """The cells scored during training are made worse by hand, so a re-scored cell must win:
+    best/ then holds its weights, and result.json, the report and export all name it."""
+    from dreamsweep.best_weights import kept_cell
+    from dreamsweep.export.choose import choose
+
+    run_dir = tmp_path / "run"
+    assert train_cli(run_dir, *EVAL, "eval.schedulers=[ddim]").returncode == 0
+    metrics = RunPaths(run_dir).root / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for line in lines:
+        if line.get("kind") == "eval" and line["objective"] is not None:
+            line["objective"] -= 10.0
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    proc = rescore(run_dir, tmp_path / "log")
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((run_dir / "result.json").read_text())["best"]
+    assert best["cell"].startswith("euler-n2-g7.5-") and best["step"] == 6
+    kept = kept_cell(run_dir)
+    assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
+    chosen = choose(run_dir)
+    assert (chosen.row.step, chosen.row.cell) == (best["step"], best["cell"])
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_finished_run(tmp_path):

@@ -146,10 +146,14 @@ def test_the_scorer_reads_what_a_prompt_asks_for():
 
 def test_the_toyworld_scores_of_drawn_pictures_are_what_was_drawn(oracle):
     """Drawn pictures with known content: the subject on the requested backgrounds scores a
-    subject rate and prompt fidelity of 1; world pictures as class samples drift 0."""
-    from dreamsweep.metrics.toyworld import reference_embedding, toyworld_scores
+    subject rate and prompt fidelity of 1; world pictures as class samples drift 0. Every
+    sample's decision is kept, and the cell's scores are made from them."""
+    from dreamsweep.metrics.scoring import Scorer
+    from dreamsweep.metrics.toyworld import reference_embedding
 
     instances = [Image.open(p).convert("RGB") for p in sorted(SUBJECT_DIR.glob("*.png"))]
+    scorer = Scorer(["toyworld"], None, None)
+    scorer.oracle, scorer.reference_oracle = oracle, reference_embedding(oracle, instances)
     asked = [
         "a toy on a white background",
         "a toy on a black background",
@@ -158,21 +162,18 @@ def test_the_toyworld_scores_of_drawn_pictures_are_what_was_drawn(oracle):
     samples = [*subject_images(4, seed=1), *subject_images(4, seed=2, background="black")]
     samples += subject_images(4, seed=3, background="white")  # asked gray, drawn on white
     scenes, world, _ = sample_world(16, seed=5)
-    scores, per_prompt = toyworld_scores(
-        oracle, reference_embedding(oracle, instances), samples, [0] * 4 + [1] * 4 + [2] * 4,
-        asked, world,
-    )  # fmt: skip
+
+    out = scorer.score(samples, [0] * 4 + [1] * 4 + [2] * 4, asked, world, None)
+
+    scores, per_prompt, per_sample = out["scores"], out["per_prompt"], out["per_sample"]
     assert per_prompt["subject_rate"] == [1.0, 1.0, 1.0]
     assert per_prompt["prompt_fidelity"] == [1.0, 1.0, 0.0]  # gray was not drawn
+    assert per_sample["prompt_fidelity"] == [1.0] * 8 + [0.0] * 4 + [None] * 16
+    assert per_sample["prior_drift"] == [None] * 12 + [0.0] * 16
     assert min(per_prompt["subject_sim"]) > 0.8
+    assert scores["prompt_fidelity"] == pytest.approx(2 / 3)
     assert scores["prior_drift"] == 0.0 and scores["damage"] == 0.0
     assert scores["class_diversity"] == len({(s.shape, s.colour) for s in scenes})
-    _, partly = toyworld_scores(
-        oracle,
-        reference_embedding(oracle, instances),
-        samples[:8],
-        [0] * 4 + [1] * 4,
-        ["a toy", "a toy on a black background"],
-        [],
-    )
-    assert "prompt_fidelity" not in partly  # one value per prompt, or none: lists stay aligned
+    partly = scorer.score(samples[:8], [0] * 4 + [1] * 4, ["a toy", asked[1]], [], None)
+    assert partly["per_prompt"]["prompt_fidelity"] == [None, 1.0]  # prompt 0 asks for nothing
+    assert partly["scores"]["prompt_fidelity"] == 1.0  # the mean over the prompts that ask

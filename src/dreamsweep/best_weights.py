@@ -43,11 +43,18 @@ class BestKeeper:
         records: list[dict[str, Any]],
         weights: dict[str, Callable[[], AbstractContextManager]],
     ) -> dict[str, Any] | None:
-        """Save the weights of the best of ``records`` if it beats the best so far (ties keep
-        the earlier cell, as `best_cell` does); return its record when saved."""
+        """Save the weights of the best of ``records`` if it beats the best so far (a tie keeps
+        the earlier cell: `metrics.objective.rank_key`); return its record when saved."""
         top = best_cell(records)
         if top is None or (self.objective is not None and top["objective"] <= self.objective):
             return None
+        self.save(top, weights)
+        return top
+
+    def save(
+        self, top: dict[str, Any], weights: dict[str, Callable[[], AbstractContextManager]]
+    ) -> None:
+        """Save the weights ``top`` (a cell's metrics line) scored, as its pipeline."""
         from dreamsweep.evaluation.schedulers import make_scheduler
         from dreamsweep.models.saving import save_weights
 
@@ -62,7 +69,6 @@ class BestKeeper:
                 extra={CELL_FILE: json.dumps(top, indent=2, sort_keys=True) + "\n"},
             )
         self.objective = top["objective"]
-        return top
 
 
 def kept_cell(run_dir: Path) -> dict[str, Any] | None:

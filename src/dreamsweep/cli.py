@@ -1,4 +1,4 @@
-"""The `dreamsweep` command (console script): `dreamsweep report <sweep or run folder>`."""
+"""The `dreamsweep` command (console script): `dreamsweep report|export|next <folder>`."""
 
 from __future__ import annotations
 
@@ -47,7 +47,33 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.add_argument("--out", type=Path, default=Path("exports"), help="default: exports/")
     export.add_argument("--half", action="store_true", help="fp16 weights (half the size)")
+    proposal = commands.add_parser(
+        "next",
+        help="propose the next sweep from a finished one's evidence: a runnable preset "
+        "(sweeps/next-<name>.yaml) whose header says why each change",
+    )
+    proposal.add_argument("folder", type=Path, help="a sweep folder or a run folder")
+    proposal.add_argument(
+        "--out", type=Path, default=None,
+        help="where to write the preset; - for stdout (default: <conf>/sweep/next-<name>.yaml)",
+    )  # fmt: skip
     return parser
+
+
+def _next(args) -> int:
+    from dreamsweep.report.next_sweep import next_sweep
+
+    try:
+        text, written, _ = next_sweep(args.folder, args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if written is None:
+        print(text, end="")
+        return 0
+    print(text, end="")
+    print(f"next sweep: {written}\n  python train.py -m +sweep={written.stem}")
+    return 0
 
 
 def _export(args) -> int:
@@ -74,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_noise()
     if args.command == "export":
         return _export(args)
+    if args.command == "next":
+        return _next(args)
     from dreamsweep.report.export import export_report
 
     started = time.perf_counter()

@@ -40,6 +40,7 @@ from dreamsweep.runs import (
     RUNNING,
     RunPaths,
     owner,
+    read_json,
     read_metrics,
     storage_error,
     write_result,
@@ -168,7 +169,7 @@ class Recipe:
             s, settings = self.state, public_settings(self.cfg)
             export_final(self.cfg, unwrapped(s), self.paths.model, settings, s.ema)
             self.log(f"final weights: {self.paths.model}")
-            fields.update(best_of_run(self.paths, self.trackers))
+            fields.update(best_of_run(self.paths, self.trackers, self.cfg))
             fields.update(last_validation(self.paths))
         return fields
 
@@ -199,15 +200,33 @@ def run(cfg: RunConfig, run_dir: Path, accelerator: Accelerator) -> dict:
     return fields
 
 
-def best_of_run(paths: RunPaths, trackers: list) -> dict:
-    """The run's objective is its best cell's (the best checkpoint and sampling setting)."""
+def best_of_run(paths: RunPaths, trackers: list, cfg: RunConfig) -> dict:
+    """The run's objective is its best cell's (the best checkpoint and sampling setting), with
+    its 95% bootstrap interval (verdicts.py), which a sweep puts on the Optuna trial."""
     best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
     if best is None:
         return {"objective": None, "best": None}
+    interval = best_interval(paths, best, cfg)
     summary = {"best/objective": best["objective"], "best/cell": best["cell"]}
+    if interval is not None:
+        summary.update({"best/objective_low": interval[0], "best/objective_high": interval[1]})
     for tracker in trackers:
         tracker.summary({**summary, "best/step": best["step"]})
-    return {"objective": best["objective"], "best": best}
+    return {"objective": best["objective"], "best": best, "objective_interval": interval}
+
+
+def best_interval(paths: RunPaths, best: dict, cfg: RunConfig) -> list[float] | None:
+    """The 95% interval of the best cell's objective, from its kept per-sample scores."""
+    from dreamsweep import verdicts
+    from dreamsweep.evaluation.outputs import cell_dir
+
+    saved = read_json(cell_dir(paths.root, best["step"], best["cell"]) / "scores.json") or {}
+    metrics = cfg.metrics
+    samples = verdicts.CellSamples.from_saved(
+        saved.get("samples"), metrics.objective, metrics.drift_penalty
+    )
+    found = verdicts.interval(samples) if samples is not None else None
+    return list(found) if found else None
 
 
 def weights_in_sync(accelerator: Accelerator, model: torch.nn.Module) -> bool:
@@ -249,7 +268,7 @@ def _run_and_record(
     except TrialPruned as err:
         if main_process:  # train.py says it, once
             pruned = dict(error=None, pruned=str(err), final_step=err.step)
-            write_result(paths, PRUNED, **pruned, **best_of_run(paths, []))
+            write_result(paths, PRUNED, **pruned, **best_of_run(paths, [], cfg))
         return EXIT_OUTCOME_RECORDED
     except (TrainingDiverged, UnsafeCheckpoint) as err:  # train.py prints it in one line
         if main_process:

@@ -182,7 +182,7 @@ class Evaluator:
         from dreamsweep.evaluation.outputs import write_cell
 
         es, m = self.eval_set, self.cfg.metrics
-        result = {"scores": {}, "per_prompt": {}}
+        result = {"scores": {}, "per_prompt": {}, "per_sample": {}}
         if self.scorer is not None:
             result = self.scorer.score(
                 samples,
@@ -210,11 +210,25 @@ class Evaluator:
                 "per_prompt": result["per_prompt"],
                 "prompts": [j.prompt for j in es.jobs],
                 "seeds": [j.seed for j in es.jobs],
+                "samples": sample_table(es, result["per_sample"]),
                 "metric_models": self.scorer.describe() if self.scorer else {},
             },
         )
         self.log(f"step {cell.step} {cell.name}: objective {record['objective']}")
         return record
+
+
+def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:
+    """scores.json's `samples`: one column per field, one entry per unit (the prompt suite's
+    samples, then the class samples): what the report pairs cells on (same kind, prompt and
+    seed = same initial noise) and resamples (verdicts.py)."""
+    jobs = eval_set.jobs + eval_set.class_jobs
+    return {
+        "kind": ["prompt"] * len(eval_set.jobs) + ["class"] * len(eval_set.class_jobs),
+        "prompt": [j.prompt for j in jobs],
+        "seed": [j.seed for j in jobs],
+        "scores": per_sample,
+    }
 
 
 def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:

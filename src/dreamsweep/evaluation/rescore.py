@@ -79,11 +79,33 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
         tracker.finish()
     best = best_cell([r for r in read_metrics(RunPaths(target)) if r.get("kind") == "eval"])
     if run_dir is not None and best is not None:
+        keep_best(cfg, run_dir, best, step, weights)
         write_result(RunPaths(run_dir), COMPLETE, objective=best["objective"], best=best)
     return (
         best["objective"]
         if best
         else max((r["objective"] for r in records if r["objective"] is not None), default=None)
+    )
+
+
+def keep_best(cfg: RunConfig, run_dir: Path, best: dict, step: int, weights: dict) -> None:
+    """Make `<run>/best/` hold the run's best cell after re-scoring, so that best/, result.json,
+    the report and export name the same cell: when a cell just scored wins, its weights replace
+    best/; when the winner's weights are not at hand, say so."""
+    from dreamsweep.best_weights import BestKeeper, kept_cell
+    from dreamsweep.config import public_settings
+
+    kept = kept_cell(run_dir)
+    if kept is not None and (kept["step"], kept["cell"]) == (best["step"], best["cell"]):
+        return
+    if best["step"] == step and best["weights"] in weights:
+        BestKeeper(cfg, run_dir / "best", public_settings(cfg)).save(best, weights)
+        print(f"[dreamsweep] best so far: step {step} {best['cell']} -> {run_dir / 'best'}")
+        return
+    held = f"step {kept['step']} {kept['cell']}" if kept else "nothing"
+    print(
+        f"[dreamsweep] the best cell is now step {best['step']} {best['cell']}, whose weights "
+        f"are not kept (best/ holds {held}): its reproduce command in the report trains it again"
     )
 
 

@@ -4,7 +4,6 @@ chosen, how good they are (with their noise), how to load them and how to get th
 from __future__ import annotations
 
 from dreamsweep.export.choose import Chosen
-from dreamsweep.report.best import standard_error
 from dreamsweep.report.collect import format_value
 
 
@@ -17,9 +16,8 @@ def model_card(chosen: Chosen, files: dict[str, str], samples: str | None) -> st
     instance_prompt = prompt.replace("{token}", token).replace("{class}", cls)
     model = run.config.get("model") or {}
     base = model.get("path") or model.get("name")
-    se = (
-        f" ± {chosen.objective_se:.4f} (standard error over prompts)" if chosen.objective_se else ""
-    )
+    ci = chosen.objective_interval
+    se = f" (95% interval {ci[0]:.4f} to {ci[1]:.4f}, bootstrap over seeds)" if ci else ""
     lines = [
         f"# DreamBooth: {token} {cls}",
         "",
@@ -31,14 +29,12 @@ def model_card(chosen: Chosen, files: dict[str, str], samples: str | None) -> st
         f"guidance {format_value(row.guidance_scale)} (the scheduler saved with the pipeline)",
         f"- objective: {format_value(row.objective)}{se}",
         "",
-        "| score | value | standard error |",
+        "| score | value | 95% interval |",
         "|---|---|---|",
     ]
     for name, value in sorted(row.scores.items()):
-        if name.endswith("_sem"):
-            continue  # shown as the standard error of its score
-        spread = row.scores.get(f"{name}_sem") or standard_error(row.per_prompt.get(name, []))
-        shown = "–" if spread is None else format_value(spread)
+        spread = row.intervals.get(name)
+        shown = "–" if spread is None else f"{spread[0]:.4f} to {spread[1]:.4f}"
         lines.append(f"| {name} | {format_value(value)} | {shown} |")
     lines += ["", "## Files", ""] + [f"- `{f}`: {what}" for f, what in files.items()]
     if samples:

@@ -1,7 +1,7 @@
 """Which cell to export: the sweep's (or run's) best, or one named on the command line.
 
 The best is the report's best (report/best.py), so `dreamsweep export` hands over exactly the
-winner the report names, with its scores, noise and reproducing command.
+winner the report names, with its scores, their intervals and the reproducing command.
 """
 
 from __future__ import annotations
@@ -9,13 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamsweep.report.best import (
-    BestCard,
-    best_card,
-    objective_per_prompt,
-    reproduce_command,
-    standard_error,
-)
+from dreamsweep.report.best import BestCard, best_card, reproduce_command
 from dreamsweep.report.collect import CellRow, Run, collect
 
 
@@ -27,8 +21,12 @@ class ExportError(ValueError):
 class Chosen:
     run: Run
     row: CellRow
-    objective_se: float | None
     command: str
+
+    @property
+    def objective_interval(self) -> tuple[float, float] | None:
+        """The 95% bootstrap interval of the cell's objective (verdicts.py)."""
+        return self.row.intervals.get("objective")
 
     @property
     def title(self) -> str:
@@ -44,7 +42,7 @@ def choose(folder: Path, cell: str = "best") -> Chosen:
         card: BestCard | None = best_card(sweep)
         if card is None:
             raise ExportError(f"{folder} has no scored cell yet (no trained step evaluated)")
-        return Chosen(card.run, card.row, card.objective_se, card.command)
+        return Chosen(card.run, card.row, card.command)
     parts = cell.strip("/").split("/")
     run_name = parts[0] if len(parts) == 3 else (sweep.runs[0].name if sweep.runs else "")
     step_name, cell_name = parts[-2:] if len(parts) >= 2 else ("", cell)
@@ -58,6 +56,4 @@ def choose(folder: Path, cell: str = "best") -> Chosen:
         raise ExportError(f"no trained cell '{cell}' in {folder}; known: {', '.join(known[:12])}")
     row = rows[0]
     run = sweep.run(row.run)
-    return Chosen(
-        run, row, standard_error(objective_per_prompt(row, run)), reproduce_command(row, run)
-    )
+    return Chosen(run, row, reproduce_command(row, run))

@@ -116,35 +116,49 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def identity_scores(
+def identity_per_sample(
     sample_faces: list[list[np.ndarray]],
     reference_faces: list[np.ndarray],
     same_person_distance: float = SAME_PERSON_DISTANCE,
-) -> dict[str, float | None]:
-    """Scores of one set of samples; sample_faces[i] is `embed_faces` of sample i.
-
-    face_detection_rate: fraction of samples with at least one face (None for no samples).
-    identity: over samples with a face, the mean cosine of its first (largest) face with every
-    reference face. identity_same_person_rate: fraction of those samples whose face is within
-    `same_person_distance` (L2, dlib's 0.6 by default; another embedder passes its own) of the
-    nearest reference face. Both are None when no sample has a face or there is no reference
-    face: a missing face lowers the detection rate, it is never counted as a similarity of 0.
-    """
-    detected = [faces[0] for faces in sample_faces if len(faces)]
-    rate = len(detected) / len(sample_faces) if sample_faces else None
-    if not detected or not reference_faces:
-        return {"face_detection_rate": rate, "identity": None, "identity_same_person_rate": None}
-    samples = np.stack(detected).astype(np.float64)
+) -> dict[str, list[float | None]]:
+    """Per sample (sample_faces[i] is `embed_faces` of sample i): `face_detection_rate` 1/0
+    (a face found or not); `identity`, the mean cosine of its first (largest) face with every
+    reference face; `identity_same_person_rate` 1/0, its face within `same_person_distance`
+    (L2, dlib's 0.6 by default; another embedder passes its own) of the nearest reference face.
+    The last two are None for a sample without a face, or for all without a reference face: a
+    missing face lowers the detection rate, it is never counted as a similarity of 0."""
+    n = len(sample_faces)
+    out: dict[str, list[float | None]] = {
+        "face_detection_rate": [float(len(faces) > 0) for faces in sample_faces],
+        "identity": [None] * n,
+        "identity_same_person_rate": [None] * n,
+    }
+    found = [i for i, faces in enumerate(sample_faces) if len(faces)]
+    if not found or not reference_faces:
+        return out
+    samples = np.stack([sample_faces[i][0] for i in found]).astype(np.float64)
     references = np.stack(reference_faces).astype(np.float64)
     if samples.shape[1] != references.shape[1]:
         raise ValueError(
             f"sample faces are {samples.shape[1]}-d but reference faces {references.shape[1]}-d:"
             " embed both with the same FaceEmbedder"
         )
-    cosines = _unit(samples) @ _unit(references).T  # (samples, references)
-    distances = np.linalg.norm(samples[:, None] - references[None], axis=-1)
-    return {
-        "face_detection_rate": rate,
-        "identity": float(cosines.mean()),
-        "identity_same_person_rate": float((distances.min(axis=1) < same_person_distance).mean()),
-    }
+    cosines = (_unit(samples) @ _unit(references).T).mean(axis=1)
+    distances = np.linalg.norm(samples[:, None] - references[None], axis=-1).min(axis=1)
+    for j, i in enumerate(found):
+        out["identity"][i] = float(cosines[j])
+        out["identity_same_person_rate"][i] = float(distances[j] < same_person_distance)
+    return out
+
+
+def identity_scores(
+    sample_faces: list[list[np.ndarray]],
+    reference_faces: list[np.ndarray],
+    same_person_distance: float = SAME_PERSON_DISTANCE,
+) -> dict[str, float | None]:
+    """The cell's identity scores: each per-sample score's mean over the samples it applies to
+    (`identity_per_sample`); None where it applies to none."""
+    from dreamsweep.metrics.aggregate import as_array, as_float, cell_value
+
+    per_sample = identity_per_sample(sample_faces, reference_faces, same_person_distance)
+    return {k: as_float(cell_value(k, as_array(v), [])) for k, v in per_sample.items()}

@@ -7,7 +7,7 @@ import torch
 from dreamsweep.metrics.similarity import cross_cosine
 
 
-def memorization(samples: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
-    """Per sample, the cosine to the nearest training image; their mean and max."""
-    nearest = cross_cosine(samples, references).max(dim=1).values
-    return {"memorization": nearest.mean().item(), "memorization_max": nearest.max().item()}
+def nearest_cosine(samples: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """[N] per sample, the cosine to the nearest training image (the cell's `memorization` is
+    their mean, `memorization_max` their max)."""
+    return cross_cosine(samples, references).max(dim=1).values

@@ -12,8 +12,9 @@ samples at 0.95 (0.12) no longer beats 8 of 8 at 0.90 (0.90).
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+import numpy as np
 
 OBJECTIVES = ("balanced", "subject", "prompt", "identity")
 
@@ -34,30 +35,33 @@ def prompt_fidelity(scores: dict[str, Any]) -> float | None:
     return _first(scores, PROMPT_KEYS)
 
 
-def face_identity(scores: dict[str, Any]) -> float | None:
+def face_identity(scores: dict[str, Any]) -> Any:
     """Detection rate x identity cosine; no face in any sample is 0, not a missing score."""
     rate, identity = scores.get("face_detection_rate"), scores.get("identity")
     if rate is None:
         return identity
-    return 0.0 if identity is None else rate * identity
+    if identity is None:
+        return 0.0 * rate
+    return np.where(np.isnan(identity), 0.0, rate * np.nan_to_num(identity))
 
 
-def objective(
-    scores: dict[str, Any], name: str = "balanced", drift_penalty: float = 0.5
-) -> float | None:
+def objective(scores: dict[str, Any], name: str = "balanced", drift_penalty: float = 0.5) -> Any:
+    """The objective of a cell's scores: floats in, a float out; arrays (bootstrap resamples
+    of the scores, `verdicts.py`) in, an array out: one formula for both."""
     subject, prompt = subject_fidelity(scores), prompt_fidelity(scores)
-    if name == "subject":
-        return subject
-    if name == "prompt":
-        return prompt
     if name == "identity":
         subject = face_identity(scores)
-    if subject is None or prompt is None:
+    if name in ("subject", "prompt"):
+        value = subject if name == "subject" else prompt
+    elif subject is None or prompt is None:
         return None
-    value = math.sqrt(max(subject, 0.0) * max(prompt, 0.0))
-    if scores.get("prior_drift") is not None:
-        value -= drift_penalty * scores["prior_drift"]
-    return value
+    else:
+        value = np.sqrt(np.maximum(subject, 0.0) * np.maximum(prompt, 0.0))
+        if scores.get("prior_drift") is not None:
+            value = value - drift_penalty * scores["prior_drift"]
+    if value is None or np.ndim(value) > 0:
+        return value
+    return None if np.isnan(value) else float(value)
 
 
 SUBJECT_WORDS = "subject fidelity (the toy world's subject rate, else DINO, else CLIP-I)"
@@ -80,7 +84,20 @@ def describe(name: str = "balanced", drift_penalty: float = 0.5) -> str:
     )
 
 
+def rank_key(objective: float, step: int, run_order: int, cell: str) -> tuple:
+    """The one order of cells, best first, used by the run (best/), the report and export:
+    the highest objective; on a tie the earlier step (cheaper to train), then the earlier run
+    of a sweep, then the cell name (so `ddim-...-ema` before `ddim-...-raw`)."""
+    return (-objective, step, run_order, cell)
+
+
 def best_cell(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The cell with the highest objective among the trained steps (step 0 is the baseline)."""
+    """The best trained cell (step 0 is the baseline) by `rank_key`; records may carry
+    `run_order` (their run's place in a sweep)."""
     scored = [c for c in cells if c.get("objective") is not None and c["step"] > 0]
-    return max(scored, key=lambda c: c["objective"]) if scored else None
+    if not scored:
+        return None
+    return min(
+        scored,
+        key=lambda c: rank_key(c["objective"], c["step"], c.get("run_order", 0), c.get("cell", "")),
+    )

@@ -7,21 +7,29 @@ computed once and kept in the shared cache, keyed by the feature model and the i
 from __future__ import annotations
 
 import hashlib
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from dreamsweep import cache
-from dreamsweep.metrics.clip import clip_t
+from dreamsweep.metrics.aggregate import (
+    PROMPT_MEAN,
+    as_array,
+    as_float,
+    cell_scores,
+    cell_value,
+    prompt_groups,
+)
+from dreamsweep.metrics.clip import clip_t_per_sample
 from dreamsweep.metrics.diversity import diversity
-from dreamsweep.metrics.drift import pres, prior_drift
+from dreamsweep.metrics.drift import prior_drift_per_sample
 from dreamsweep.metrics.features import ClipFeatures, DinoFeatures
-from dreamsweep.metrics.memorization import memorization
-from dreamsweep.metrics.similarity import mean_cross_cosine
+from dreamsweep.metrics.memorization import nearest_cosine
+from dreamsweep.metrics.similarity import cross_cosine
 
 
 def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> torch.Tensor:
@@ -73,50 +81,71 @@ class Scorer:
         class_samples: list[Image.Image],
         base_class_dino: torch.Tensor | None,
     ) -> dict:
-        """samples[i] was made from prompt sample_prompt[i]; texts[p] is that prompt for CLIP-T."""
-        s, out = set(self.scorers), {}
-        groups = sorted(set(sample_prompt))
-        rows = {p: [i for i, q in enumerate(sample_prompt) if q == p] for p in groups}
-        per_prompt: dict[str, list[float]] = {}
+        """samples[i] was made from prompt sample_prompt[i]; texts[p] is that prompt for CLIP-T.
+
+        Returns the cell's `scores`, each prompt's mean (`per_prompt`) and `per_sample`: every
+        per-sample score over the units (the samples, then the class samples; None where a
+        score does not apply), from which the cell's scores are made (metrics/aggregate.py)
+        and on which the report's paired statistics resample (verdicts.py)."""
+        s, n, m = set(self.scorers), len(samples), len(class_samples)
+        unit_prompt = [f"p{p}" for p in sample_prompt] + ["class"] * m
+        per_sample: dict[str, list[float | None]] = {}
+
+        def put(key: str, values: list | torch.Tensor, of_class: bool = False) -> None:
+            values = values.tolist() if isinstance(values, torch.Tensor) else list(values)
+            none_n, none_m = [None] * n, [None] * m
+            per_sample[key] = none_n + values if of_class else values + none_m
+
+        out: dict[str, float | None] = {}
         if s & {"clip_i", "clip_t"}:
             emb = self.clip.images(samples)
-            if "clip_i" in s:  # CLIP-I: Ruiz et al. 2022, sec. 4.1
-                ref = self.reference_clip
-                per_prompt["clip_i"] = [mean_cross_cosine(emb[rows[p]], ref) for p in groups]
+            if "clip_i" in s:  # CLIP-I: Ruiz et al. 2022, sec. 4.1 (mean over all pairs)
+                put("clip_i", cross_cosine(emb, self.reference_clip).mean(dim=1))
             if "clip_t" in s:
-                text = self.clip.texts(texts)[torch.tensor(sample_prompt)]
-                per_prompt["clip_t"] = [clip_t(emb[rows[p]], text[rows[p]]) for p in groups]
+                put("clip_t", clip_t_per_sample(emb, self.clip.texts(texts)[sample_prompt]))
         if s & {"dino", "diversity", "memorization", "prior_drift"}:
             emb = self.dino.images(samples)
             if "dino" in s:  # DINO: the same in DINO ViT space, which separates subjects better
-                ref = self.reference_dino
-                per_prompt["dino"] = [mean_cross_cosine(emb[rows[p]], ref) for p in groups]
+                put("dino", cross_cosine(emb, self.reference_dino).mean(dim=1))
             if "diversity" in s:
-                out["diversity"] = diversity([emb[rows[p]] for p in groups])
+                groups = sorted(set(sample_prompt))
+                rows = [[i for i, q in enumerate(sample_prompt) if q == p] for p in groups]
+                out["diversity"] = diversity([emb[r] for r in rows])
             if "memorization" in s:
-                out.update(memorization(emb, self.reference_dino))
+                nearest = nearest_cosine(emb, self.reference_dino)
+                put("memorization", nearest)
+                out["memorization_max"] = nearest.max().item()
             if "prior_drift" in s and class_samples:
                 class_emb = self.dino.images(class_samples)
-                out["pres"] = pres(class_emb, self.reference_dino)
+                put("pres", cross_cosine(class_emb, self.reference_dino).mean(dim=1), True)
                 if base_class_dino is not None:
-                    out["prior_drift"] = prior_drift(class_emb, base_class_dino)
+                    put("prior_drift", prior_drift_per_sample(class_emb, base_class_dino), True)
         if "identity" in s:
-            from dreamsweep.metrics.identity import identity_scores
+            from dreamsweep.metrics.identity import identity_per_sample
 
             faces = [self.faces.embed_faces(im) for im in samples]
-            out.update(identity_scores(faces, self.reference_faces))
+            for key, values in identity_per_sample(faces, self.reference_faces).items():
+                put(key, values)
         if "toyworld" in s:
-            from dreamsweep.metrics.toyworld import toyworld_scores
+            from dreamsweep.metrics.toyworld import toyworld_per_sample
 
-            oracle_scores, oracle_per_prompt = toyworld_scores(
+            seen, seen_class, cell_level = toyworld_per_sample(
                 self.oracle, self.reference_oracle, samples, sample_prompt, texts, class_samples
             )
-            out.update(oracle_scores)
-            per_prompt.update(oracle_per_prompt)
-        for key, values in per_prompt.items():
-            out[key] = statistics.fmean(values)
-            # spread across prompts: a gap smaller than this is noise, not a better setting
-            out[f"{key}_sem"] = (
-                statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
-            )
-        return {"scores": out, "per_prompt": per_prompt}
+            for key, values in seen.items():
+                put(key, values)
+            for key, values in seen_class.items():
+                if key in per_sample:  # scored on both (damage): the class part fills in
+                    per_sample[key] = per_sample[key][:n] + list(values)
+                else:
+                    put(key, values, of_class=True)
+            out.update(cell_level)
+        arrays = {k: as_array(v) for k, v in per_sample.items()}
+        out.update({k: as_float(v) for k, v in cell_scores(arrays, unit_prompt).items()})
+        groups = prompt_groups(unit_prompt[:n])
+        per_prompt = {
+            k: [as_float(cell_value(k, arrays[k][:n][ix], [np.arange(len(ix))])) for ix in groups]
+            for k in PROMPT_MEAN
+            if k in arrays and not np.all(np.isnan(arrays[k][:n]))
+        }
+        return {"scores": out, "per_prompt": per_prompt, "per_sample": per_sample}

@@ -20,7 +20,7 @@ from PIL import Image
 from dreamsweep.toyworld.oracle import Oracle, OracleScores, reference_embedding, score_images
 from dreamsweep.toyworld.world import BACKGROUNDS, COLOURS
 
-__all__ = ["reference_embedding", "requested", "toyworld_scores"]
+__all__ = ["reference_embedding", "requested", "toyworld_per_sample"]
 
 UNSURE = 0.5  # below this top-class probability on some head, a sample counts as damaged
 
@@ -44,56 +44,37 @@ def follows(seen: OracleScores, i: int, asked: dict[str, str]) -> float:
     return float(all(got[k] == v for k, v in asked.items()))
 
 
-def per_prompt_scores(
-    seen: OracleScores, reference: torch.Tensor, sample_prompt: list[int], texts: list[str]
-) -> tuple[dict[str, list[float]], float | None]:
-    """subject_rate and subject_sim for each prompt (index into texts), prompt_fidelity per
-    prompt when every prompt asks for something; else (the second value) its mean over the
-    prompts that ask, so the per-prompt lists stay aligned prompt by prompt."""
-    groups = sorted(set(sample_prompt))
-    rows = {p: [i for i, q in enumerate(sample_prompt) if q == p] for p in groups}
-    similarity = seen.embedding @ reference
-    subject = seen.is_subject.float()
-    out: dict[str, list[float]] = {
-        "subject_rate": [subject[rows[p]].mean().item() for p in groups],
-        "subject_sim": [similarity[rows[p]].mean().item() for p in groups],
-    }
-    asks = {p: requested(texts[p]) for p in groups}
-    fidelity = [
-        sum(follows(seen, i, asks[p]) for i in rows[p]) / len(rows[p]) for p in groups if asks[p]
-    ]
-    if fidelity and len(fidelity) == len(groups):
-        out["prompt_fidelity"] = fidelity
-        return out, None
-    return out, (sum(fidelity) / len(fidelity) if fidelity else None)
-
-
-def class_scores(seen: OracleScores) -> dict[str, float]:
-    """prior_drift and class_diversity of the class-prompt samples."""
-    kept = [(s, c) for s, c in zip(seen.shape, seen.colour, strict=True) if s != "subject"]
-    return {
-        "prior_drift": seen.is_subject.float().mean().item(),
-        "class_diversity": float(len(set(kept))),
-    }
-
-
-def toyworld_scores(
+def toyworld_per_sample(
     oracle: Oracle,
     reference: torch.Tensor,
     samples: list[Image.Image],
     sample_prompt: list[int],
     texts: list[str],
     class_samples: list[Image.Image],
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """(run-level scores, per-prompt scores) of one cell; the means of the per-prompt lists
-    are the cell's subject_rate, subject_sim and prompt_fidelity."""
+) -> tuple[dict[str, list], dict[str, list], dict[str, float]]:
+    """What the oracle sees, sample by sample: (per prompt-suite sample, per class sample,
+    cell-level scores that are no mean of per-sample values).
+
+    Samples: `subject_rate` 1/0, `subject_sim` (cosine with the instance images' mean
+    embedding), `prompt_fidelity` 1/0 (None when its prompt asks for nothing), `damage` 1/0.
+    Class samples: `prior_drift` 1/0 (became the subject), `damage`. Cell level:
+    `class_diversity`, distinct shape x colour pairs among the class samples."""
     seen = score_images(oracle, samples)
-    per_prompt, fidelity = per_prompt_scores(seen, reference, sample_prompt, texts)
-    confidence = seen.confidence
-    scores: dict[str, float] = {} if fidelity is None else {"prompt_fidelity": fidelity}
-    if class_samples:
-        class_seen = score_images(oracle, class_samples)
-        scores.update(class_scores(class_seen))
-        confidence = torch.cat([confidence, class_seen.confidence])
-    scores["damage"] = (confidence < UNSURE).float().mean().item()
-    return scores, per_prompt
+    asks = [requested(texts[p]) for p in sample_prompt]
+    per_sample: dict[str, list] = {
+        "subject_rate": seen.is_subject.float().tolist(),
+        "subject_sim": (seen.embedding @ reference).tolist(),
+        "prompt_fidelity": [follows(seen, i, a) if a else None for i, a in enumerate(asks)],
+        "damage": (seen.confidence < UNSURE).float().tolist(),
+    }
+    if not class_samples:
+        return per_sample, {}, {}
+    class_seen = score_images(oracle, class_samples)
+    per_class = {
+        "prior_drift": class_seen.is_subject.float().tolist(),
+        "damage": (class_seen.confidence < UNSURE).float().tolist(),
+    }
+    kept = [
+        (s, c) for s, c in zip(class_seen.shape, class_seen.colour, strict=True) if s != "subject"
+    ]
+    return per_sample, per_class, {"class_diversity": float(len(set(kept)))}

@@ -1,26 +1,26 @@
-"""The best cell of a sweep, the cells within noise of it, and how to get it again.
+"""The best cell of a sweep, how sure we are of it, and how to get it again.
 
-Scores are means over prompts x seeds; the spread across prompts says which gaps are real.
-Cells of one sweep share their prompts and seeds, so a gap is judged on the per-prompt
-differences (a paired standard error): a cell is "within noise" of the best when the best
-beats it by less than two standard errors.
+Cells of a sweep share their prompts, seeds and initial noise, so every verdict is a paired
+bootstrap over their samples (verdicts.py): the gap between the best cell and each next one
+with its 95% interval ("worse" when the interval excludes 0, else "within noise"), and each
+cell's probability of being the best. The cells with P(best) >= 5% are the set the data cannot
+separate; for the top two, how many seeds per prompt would.
 """
 
 from __future__ import annotations
 
 import shlex
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamsweep import verdicts
 from dreamsweep.best_weights import kept_cell
 from dreamsweep.cells import reproduce_overrides
-from dreamsweep.metrics.objective import best_cell, objective
+from dreamsweep.metrics.objective import rank_key
 from dreamsweep.report.collect import CellRow, Run, Sweep, flatten, format_value
 from dreamsweep.runs import COMPLETE, PRUNED, checkpoint_dirs
 
-NOISE_SE = 2.0  # a gap below this many standard errors could be the prompts' and seeds' luck
 SCORED_STATES = (COMPLETE, PRUNED)  # a failed run's cells are not candidates
 NOT_SETTINGS = ("optuna.", "run_name", "cache_dir", "sweep_name", "hydra.")
 
@@ -28,94 +28,116 @@ NOT_SETTINGS = ("optuna.", "run_name", "cache_dir", "sweep_name", "hydra.")
 @dataclass
 class Contender:
     row: CellRow
-    gap: float  # best objective minus this cell's
-    gap_se: float | None  # standard error of the gap (paired over prompts when possible)
+    gap: verdicts.Gap | None  # best minus this cell; None without per-sample scores
+    p_best: float | None
+
+    @property
+    def verdict(self) -> str:
+        if self.gap is None:
+            return "not compared (no per-sample scores: re-score with evaluate.py)"
+        if self.gap.verdict == "better":
+            return "worse"
+        return "within noise" if self.gap.verdict == "within noise" else "better"
 
     @property
     def within_noise(self) -> bool:
-        return self.gap_se is not None and self.gap <= NOISE_SE * self.gap_se
+        return self.gap is not None and self.gap.verdict == "within noise"
 
 
 @dataclass
 class BestCard:
     row: CellRow
     run: Run
-    objective_se: float | None
+    interval: tuple[float, float] | None  # 95% bootstrap interval of its objective
+    p_best: float | None  # its probability of being the best cell
     changed: dict[str, Any]  # settings that differ from the defaults (or the overrides given)
     command: str  # reproduces this cell
     weights: Path | None  # where its weights are, if they were kept
     weights_note: str
     contenders: list[Contender]  # the next best cells, nearest first
+    contenders_p_best: list[Contender]  # every other cell with P(best) >= 5%
+    seeds_needed: int | None  # seeds per prompt that would separate the top two
+    suite: str  # what the verdicts are about: "3 prompts x 16 seeds (+16 class samples)"
 
     @property
     def within_noise(self) -> list[Contender]:
         return [c for c in self.contenders if c.within_noise]
 
+    @property
+    def inseparable(self) -> list[Contender]:
+        """The cells the data cannot tell from the best: P(best) >= 5%."""
+        return self.contenders_p_best
+
+    @property
+    def more_seeds_override(self) -> str | None:
+        if self.seeds_needed is None:
+            return None
+        return f"eval.seeds='${{range:{self.seeds_needed}}}'"
+
 
 def candidates(sweep: Sweep) -> list[CellRow]:
-    """Trained cells (step > 0) with an objective, from runs that completed or were pruned."""
+    """Trained cells (step > 0) with an objective, from runs that completed or were pruned,
+    best first by the one tie rule (metrics.objective.rank_key)."""
     states = {r.name: r.state for r in sweep.runs}
-    return [
+    order = {r.name: i for i, r in enumerate(sweep.runs)}
+    rows = [
         c
         for c in sweep.cells
         if c.step > 0 and c.objective is not None and states[c.run] in SCORED_STATES
     ]
+    return sorted(rows, key=lambda c: rank_key(c.objective, c.step, order[c.run], c.cell))
 
 
-def objective_per_prompt(row: CellRow, run: Run) -> list[float]:
-    """The run's objective computed prompt by prompt (scores without a per-prompt value, such
-    as prior drift, enter as the cell's mean)."""
-    name, penalty = run.objective_settings()
-    count = min((len(v) for v in row.per_prompt.values()), default=0)
-    values = [
-        objective({**row.scores, **{k: v[i] for k, v in row.per_prompt.items()}}, name, penalty)
-        for i in range(count)
-    ]
-    return [v for v in values if v is not None]
-
-
-def standard_error(values: list[float]) -> float | None:
-    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+def suite_text(samples: verdicts.CellSamples | None) -> str:
+    if samples is None:
+        return "prompt suite without per-sample scores"
+    prompts = {p for kind, p, _ in samples.units if kind == "prompt"}
+    klass = sum(kind == "class" for kind, _, _ in samples.units)
+    extra = f" (+{klass} class-prompt samples)" if klass else ""
+    return f"{len(prompts)} prompts x {samples.seeds_per_prompt} seeds{extra}"
 
 
 def best_card(sweep: Sweep, max_contenders: int = 8) -> BestCard | None:
     """The best trained cell and what a user needs to act on it; None before any is scored."""
     rows = candidates(sweep)
-    chosen = best_cell(
-        [{"objective": r.objective, "step": r.step, "index": i} for i, r in enumerate(rows)]
-    )
-    if chosen is None:
+    if not rows:
         return None
-    row = rows[chosen["index"]]
+    row, others = rows[0], rows[1:]
     run = sweep.run(row.run)
-    prompts = objective_per_prompt(row, run)
-    others = sorted((r for r in rows if r is not row), key=lambda r: -r.objective)
-    contenders = [
-        Contender(
-            r,
-            row.objective - r.objective,
-            _gap_se(prompts, objective_per_prompt(r, sweep.run(r.run))),
-        )
-        for r in others[:max_contenders]
+    comparable = [r for r in rows if r.samples is not None]
+    chances = verdicts.p_best([r.samples for r in comparable]) if row.samples is not None else None
+    p_of = dict(zip(map(id, comparable), chances or [], strict=False))
+
+    def contender(r: CellRow) -> Contender:
+        gap = None
+        if row.samples is not None and r.samples is not None:
+            gap = verdicts.compare(row.samples, r.samples)
+        return Contender(r, gap, p_of.get(id(r)))
+
+    contenders = [contender(r) for r in others[:max_contenders]]
+    likely = [
+        contender(r) if i >= max_contenders else contenders[i]
+        for i, r in enumerate(others)
+        if p_of.get(id(r), 0.0) >= verdicts.P_BEST_SET
     ]
+    seeds = None
+    if contenders and contenders[0].gap is not None and contenders[0].within_noise:
+        seeds = verdicts.seeds_to_separate(contenders[0].gap, row.samples.seeds_per_prompt)
     weights, note = weights_of(row, run)
     return BestCard(
         row=row,
         run=run,
-        objective_se=standard_error(prompts),
+        interval=row.intervals.get("objective"),
+        p_best=p_of.get(id(row)),
         changed=changed_settings(run),
         command=reproduce_command(row, run),
         weights=weights,
         weights_note=note,
         contenders=contenders,
+        contenders_p_best=likely,
+        seeds_needed=seeds,
+        suite=suite_text(row.samples),
     )
-
-
-def _gap_se(best: list[float], other: list[float]) -> float | None:
-    if best and len(best) == len(other):
-        return standard_error([b - o for b, o in zip(best, other, strict=True)])
-    a, b = standard_error(best), standard_error(other)
-    return None if a is None or b is None else (a * a + b * b) ** 0.5
 
 
 def changed_settings(run: Run) -> dict[str, Any]:

@@ -14,9 +14,12 @@ from typing import Any
 
 import yaml
 
+from dreamsweep import verdicts
 from dreamsweep.cells import Cell
 from dreamsweep.evaluation.outputs import cell_dir
+from dreamsweep.metrics.objective import rank_key
 from dreamsweep.runs import STALE, RunPaths, read_json, read_metrics, run_state
+from dreamsweep.verdicts import CellSamples
 
 
 @dataclass
@@ -31,6 +34,7 @@ class CellRow:
     prompts: list[str]
     seeds: list[int]
     folder: Path | None  # eval/step_<n>/<cell>/ when its images are there
+    samples: CellSamples | None = None  # per-sample scores: what verdicts pair and resample
 
     @property
     def step(self) -> int:
@@ -61,6 +65,16 @@ class CellRow:
     def weights(self) -> str:  # base (step 0), ema or raw
         return self.spec.weights
 
+    @cached_property
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """95% bootstrap intervals (verdicts.py) of the objective (key "objective") and of
+        every per-sample score; empty for a cell scored before samples were kept."""
+        if self.samples is None:
+            return {}
+        out = verdicts.score_intervals(self.samples)
+        objective = verdicts.interval(self.samples)
+        return {**out, "objective": objective} if objective else out
+
     def image(self, prompt_index: int, seed: int) -> Path | None:
         if self.folder is None:
             return None
@@ -85,9 +99,9 @@ class Run:
 
     @property
     def best_cell(self) -> CellRow | None:
-        """The run's trained cell (step 0 is the base model) with the highest objective."""
+        """The run's best trained cell (step 0 is the base model), by the one tie rule."""
         scored = [c for c in self.cells if c.step > 0 and c.objective is not None]
-        return max(scored, key=lambda c: c.objective) if scored else None
+        return min(scored, key=lambda c: rank_key(c.objective, c.step, 0, c.cell), default=None)
 
     @property
     def best_objective(self) -> float | None:
@@ -131,6 +145,7 @@ class Trial:
     params: dict[str, Any]
     intermediate: dict[int, float]
     run_dir: str | None
+    interval: list[float] | None = None  # 95% bootstrap interval of the best cell's objective
 
 
 @dataclass
@@ -244,14 +259,22 @@ def read_run(path: Path, notes: list[str]) -> Run:
             latest[(record["step"], record["cell"])] = record
         elif record.get("kind") == "val":
             val.append(record)
-    cells = [_cell_row(path, r) for _, r in sorted(latest.items())]
+    scoring = _objective_settings(config)
+    cells = [_cell_row(path, r, scoring) for _, r in sorted(latest.items())]
     return Run(path.name, path, state, config, [str(o) for o in overrides], result, cells, val)
 
 
-def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:
+def _objective_settings(config: dict[str, Any]) -> tuple[str, float]:
+    metrics = config.get("metrics") or {}
+    return metrics.get("objective", "balanced"), metrics.get("drift_penalty", 0.5)
+
+
+def _cell_row(run_dir: Path, record: dict[str, Any], scoring: tuple[str, float]) -> CellRow:
     spec = Cell.from_record(record)
     folder = cell_dir(run_dir, spec.step, spec.name)
     saved = read_json(folder / "scores.json") or {}
+    if saved and (saved.get("step"), saved.get("cell")) != (spec.step, spec.name):
+        saved = {}  # not this cell's file
     return CellRow(
         run=run_dir.name,
         spec=spec,
@@ -261,6 +284,7 @@ def _cell_row(run_dir: Path, record: dict[str, Any]) -> CellRow:
         prompts=saved.get("prompts", []),
         seeds=saved.get("seeds", []),
         folder=folder if folder.is_dir() else None,
+        samples=CellSamples.from_saved(saved.get("samples"), *scoring),
     )
 
 
@@ -290,6 +314,7 @@ def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
             params=t.params,
             intermediate=dict(t.intermediate_values),
             run_dir=t.user_attrs.get("run_dir"),
+            interval=t.user_attrs.get("objective_interval"),
         )
         for t in frozen
     ]

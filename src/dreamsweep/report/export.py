@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dreamsweep.report.best import BestCard, best_card, describe_cell
+from dreamsweep import verdicts
+from dreamsweep.report.best import BestCard, Contender, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
@@ -75,12 +76,13 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "export_command": export_command(sweep),
         "gallery_px": MIN_SHOWN_PX,
         "best_scores": [
-            (k, best.row.scores.get(k), best.row.scores.get(f"{k}_sem")) for k in score_columns
+            (k, best.row.scores.get(k), best.row.intervals.get(k)) for k in score_columns
         ]
         if best
         else [],
         "labels": {r.name: sweep.label(r) for r in sweep.runs},
         "findings": findings(sweep, best),
+        "next_steps": _next_steps(sweep, best),
         "effects": setting_effects(sweep),
         "figures": figures,
         "runs": [_run_row(sweep, r) for r in sweep.runs],
@@ -97,6 +99,16 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "seeds": sorted(set(first.seeds)) if first else [],
         "notes": notes,
     }
+
+
+def _next_steps(sweep: Sweep, best: BestCard | None) -> list[str]:
+    """ "What to try next": the proposals `dreamsweep next` would write as a preset."""
+    from dreamsweep.report.next_sweep import propose, summary
+
+    try:
+        return summary(propose(sweep, best))
+    except (OSError, KeyError, ValueError) as err:  # an odd multirun.yaml: the rest still renders
+        return [f"no proposal: {err}"]
 
 
 def _objective_text(sweep: Sweep) -> str:
@@ -192,6 +204,7 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
             "varying": sweep.varying,
         },
         "best": None,
+        "verdicts": None,
         "within_noise": [],
         "report_seconds": round(seconds, 2),
     }
@@ -215,8 +228,10 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
         "guidance_scale": row.guidance_scale,
         "weights": row.weights,
         "objective": row.objective,
-        "objective_se": best.objective_se,
+        "objective_interval": best.interval,
+        "p_best": best.p_best,
         "scores": row.scores,
+        "score_intervals": row.intervals,
         "changed_settings": best.changed,
         "command": best.command,
         "weights_path": str(best.weights) if best.weights else None,
@@ -224,15 +239,28 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
         "export_command": export_command(sweep),
         "gallery_px": MIN_SHOWN_PX,
     }
-    out["within_noise"] = [
-        {
-            "run": c.row.run,
-            "step": c.row.step,
-            "cell": c.row.cell,
-            "objective": c.row.objective,
-            "gap": c.gap,
-            "gap_se": c.gap_se,
-        }
-        for c in best.within_noise
-    ]
+    out["verdicts"] = {
+        "method": "paired bootstrap over seeds within each prompt, 95% percentile intervals, "
+        f"{verdicts.RESAMPLES} resamples; the prompt suite is fixed ({best.suite})",
+        "cannot_separate": [_cell_ref(c) for c in best.inseparable],
+        "seeds_to_separate_top_two": best.seeds_needed,
+        "more_seeds_override": best.more_seeds_override,
+        "closest": [_cell_ref(c) for c in best.contenders],
+    }
+    out["within_noise"] = [_cell_ref(c) for c in best.within_noise]
     return out
+
+
+def _cell_ref(c: Contender) -> dict[str, Any]:
+    gap = c.gap
+    return {
+        "run": c.row.run,
+        "step": c.row.step,
+        "cell": c.row.cell,
+        "objective": c.row.objective,
+        "p_best": c.p_best,
+        "gap": gap.estimate if gap else None,
+        "gap_interval": [gap.low, gap.high] if gap else None,
+        "paired": gap.paired if gap else None,
+        "verdict": c.verdict,
+    }

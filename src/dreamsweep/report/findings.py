@@ -7,39 +7,57 @@ from dataclasses import dataclass
 
 from dreamsweep.metrics.objective import PROMPT_KEYS, SUBJECT_KEYS
 from dreamsweep.report.best import BestCard, candidates, describe_cell
-from dreamsweep.report.collect import Sweep, format_value
+from dreamsweep.report.collect import CellRow, Sweep, format_value
+from dreamsweep.verdicts import Gap, compare
 
 MAX_VALUES = 6  # more distinct values than this: not a grid axis
 
 
 @dataclass
 class SettingEffect:
-    """One value of a swept setting: the best objectives of the runs that had it."""
+    """One value of a swept setting: the best objectives of the runs that had it, and its
+    best cell against the winning value's (a paired verdict)."""
 
     key: str
     value: str
     runs: int
     best: float
     mean: float
+    row: CellRow | None = None  # the value's best cell
+    gap: Gap | None = None  # winning value's best cell minus this value's; None for the winner
+
+    @property
+    def verdict(self) -> str:
+        if self.gap is None:
+            return "best" if self.row is not None else ""
+        return {"better": "worse", "worse": "better"}.get(self.gap.verdict, "within noise")
 
 
 def setting_effects(sweep: Sweep) -> list[SettingEffect]:
-    """For each swept setting and value, the best and the mean of the runs' best objectives."""
-    scored = {c.run for c in candidates(sweep)}
+    """For each swept setting and value, the best and the mean of the runs' best objectives,
+    and whether the value's best cell is worse than the winning value's (paired bootstrap)."""
+    ranked = candidates(sweep)
     effects = []
     for key in sweep.varying:
         by_value: dict[str, list[float]] = {}
+        rows: dict[str, CellRow] = {}
         for run in sweep.runs:
-            value = run.best_objective
-            if run.name in scored and value is not None:
-                by_value.setdefault(format_value(run.setting(key)), []).append(value)
+            value = format_value(run.setting(key))
+            top = next((c for c in ranked if c.run == run.name), None)
+            if top is not None:
+                by_value.setdefault(value, []).append(top.objective)
+                rows.setdefault(value, top)  # ranked: the first seen is the value's best
         searched = sweep.study.continuous if sweep.study else []
         if len(by_value) > MAX_VALUES or key in searched:
             continue  # a continuous search axis: Optuna's importances tell its effect
-        effects += [
-            SettingEffect(key, v, len(xs), max(xs), statistics.fmean(xs))
-            for v, xs in sorted(by_value.items(), key=lambda kv: -max(kv[1]))
-        ]
+        order = sorted(by_value, key=lambda v: ranked.index(rows[v]))
+        winner = rows[order[0]] if order else None
+        for v in order:
+            row, xs = rows[v], by_value[v]
+            gap = None
+            if row is not winner and row.samples is not None and winner.samples is not None:
+                gap = compare(winner.samples, row.samples)
+            effects.append(SettingEffect(key, v, len(xs), max(xs), statistics.fmean(xs), row, gap))
     return effects
 
 
@@ -52,33 +70,57 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
     ]
     if best is None:
         return lines + ["No run has a scored trained cell yet: nothing to compare."]
-    se = f" ± {best.objective_se:.3f}" if best.objective_se is not None else ""
+    ci = f" [{best.interval[0]:.3f}, {best.interval[1]:.3f}]" if best.interval else ""
+    chance = f", P(best) {best.p_best:.0%}" if best.p_best is not None else ""
     label = f" ({sweep.label(best.run)})" if sweep.varying else ""
     lines.append(
         f"Best: run {best.run.name}{label} at {describe_cell(best.row)}, "
-        f"objective {best.row.objective:.4f}{se}."
+        f"objective {best.row.objective:.4f}{ci}{chance} (95% intervals from a paired "
+        f"bootstrap over seeds within each prompt; the prompt suite, {best.suite}, is fixed)."
     )
-    close = best.within_noise
-    if close:
-        lines.append(
-            f"{len(close)} other cell(s) are within noise of it (gap under two standard "
-            "errors): the prompts and seeds do not separate them, so prefer the cheaper one "
-            "or add prompts/seeds (eval.num_prompts, eval.seeds)."
-        )
+    lines.append(_separation(best))
     all_effects = setting_effects(sweep)
     for key in sweep.varying:
         effects = [e for e in all_effects if e.key == key]
         if len(effects) > 1:
-            lines.append(
-                f"{key}: "
-                + "; ".join(
-                    f"{e.value} best {e.best:.4f} (mean {e.mean:.4f}, {e.runs} run(s))"
-                    for e in effects
-                )
-                + "."
-            )
+            lines.append(f"{key}: " + "; ".join(map(_effect_text, effects)) + ".")
     lines.append(_trajectory(best))
     return lines
+
+
+def _separation(best: BestCard) -> str:
+    """Which cells the data cannot tell from the best, and what would."""
+    close = best.inseparable
+    if best.p_best is None:
+        return "Cells without per-sample scores cannot be compared (re-score with evaluate.py)."
+    if not close:
+        return (
+            "No other cell has a P(best) of 5% or more: the data separate the best cell "
+            "from the rest."
+        )
+    names = ", ".join(f"{c.row.run}/{c.row.cell}@{c.row.step} ({c.p_best:.0%})" for c in close)
+    more = ""
+    if best.seeds_needed is not None:
+        more = (
+            f" About {best.seeds_needed} seeds per prompt would separate the top two "
+            f"({best.more_seeds_override})."
+        )
+    return (
+        f"{len(close)} other cell(s) could be the best (P(best) ≥ 5%): {names}; prefer the "
+        f"cheaper one or add seeds.{more}"
+    )
+
+
+def _effect_text(e: SettingEffect) -> str:
+    text = f"{e.value} best {e.best:.4f} (mean {e.mean:.4f}, {e.runs} run(s))"
+    if e.gap is not None:
+        text += f", {e.verdict} than the winner ({_gap_text(e.gap)})"
+    return text
+
+
+def _gap_text(gap: Gap) -> str:
+    paired = "" if gap.paired else ", unpaired: other prompts or seeds"
+    return f"gap {gap.estimate:.3f} [{gap.low:.3f}, {gap.high:.3f}]{paired}"
 
 
 def _trajectory(best: BestCard) -> str:
@@ -93,14 +135,28 @@ def _trajectory(best: BestCard) -> str:
         return "Only one trained step was scored: evaluate more steps to see a curve."
     last_step, last = curve[-1]
     if row.step == last_step:
+        previous = curve[-2][1]
+        rising = ""
+        if previous.samples is not None and row.samples is not None:
+            gap = compare(row.samples, previous.samples)
+            if gap is not None:
+                rising = f" ({gap.verdict} than step {previous.step}: {_gap_text(gap)})"
         return (
-            f"The objective is highest at the last scored step ({last_step}): the run had not "
-            "started to overfit; more steps may help."
+            f"The objective is highest at the last scored step ({last_step}){rising}: the run "
+            "had not started to overfit; more steps may help."
         )
     change = _change(row.scores, last.scores)
+    gap = compare(row.samples, last.samples) if row.samples and last.samples else None
+    if gap is not None and gap.verdict == "within noise":
+        return (
+            f"The objective is highest at step {row.step} and {last.objective:.4f} by step "
+            f"{last_step}{change}, within noise ({_gap_text(gap)}): no clear overfitting yet."
+        )
+    verdict = f", a clear drop ({_gap_text(gap)})" if gap is not None else ""
     return (
         f"The objective peaks at step {row.step} and falls to {last.objective:.4f} by step "
-        f"{last_step}{change}{_pattern(row.scores, last.scores)}: stop near step {row.step}."
+        f"{last_step}{change}{verdict}{_pattern(row.scores, last.scores)}: stop near step "
+        f"{row.step}."
     )
 
 

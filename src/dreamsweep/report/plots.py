@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from dreamsweep.metrics.objective import PROMPT_KEYS, SUBJECT_KEYS
-from dreamsweep.report.best import BestCard, candidates, objective_per_prompt, standard_error
-from dreamsweep.report.collect import CellRow, Run, Sweep, format_value
+from dreamsweep.report.best import BestCard, candidates
+from dreamsweep.report.collect import CellRow, Sweep, format_value
 from dreamsweep.report.figure import MARKERS, Figure, legend_name, save, style
 from dreamsweep.report.samples import image_grids
 from dreamsweep.report.study_plots import optuna_figures
@@ -81,29 +81,27 @@ def curves(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
                 name,
                 f"Overfitting curves: {title}",
                 f"{title} at every evaluated step, one line per run; step 0 is the base model. "
-                "Error bars: standard error across prompts.",
+                "Error bars: 95% bootstrap intervals over seeds within each prompt.",
             )
         )
     return figures
 
 
-def _error(run: Run, row: CellRow, metric: str) -> float | None:
-    if metric == "objective":
-        return standard_error(objective_per_prompt(row, run))
-    return row.scores.get(f"{metric}_sem")
+def _interval(row: CellRow, metric: str) -> tuple[float, float] | None:
+    return row.intervals.get(metric)
 
 
 def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, best) -> None:
     many = len(sweep.runs) > MAX_LINES
     for index, run in enumerate(sweep.runs):
         points = [
-            (step, _value(c, metric), _error(run, c, metric))
+            (step, _value(c, metric), _interval(c, metric))
             for step, c in run.curve(sampling, weights).items()
             if _value(c, metric) is not None
         ]
         if not points:
             continue
-        steps, values, errors = zip(*points, strict=True)
+        steps, values, intervals = zip(*points, strict=True)
         is_best = best is not None and best.run is run
         look = style(index)
         if many:
@@ -113,7 +111,12 @@ def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, bes
                 else {"color": "0.7", "linewidth": 0.8, "marker": ".", "linestyle": "-"}
             )
         label = None if many and not is_best else legend_name(sweep, run)
-        yerr = [e or 0.0 for e in errors] if any(e is not None for e in errors) else None
+        yerr = None
+        if any(i is not None for i in intervals):
+            pairs = list(zip(values, intervals, strict=True))
+            below = [max(v - i[0], 0.0) if i else 0.0 for v, i in pairs]
+            above = [max(i[1] - v, 0.0) if i else 0.0 for v, i in pairs]
+            yerr = [below, above]
         ax.errorbar(steps, values, yerr=yerr, label=label, capsize=2, elinewidth=0.7, **look)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=8)

@@ -26,6 +26,17 @@ def number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def interval(value: Any, digits: int = 3) -> str:
+    """A 95% interval as [low, high]; a dash when there is none."""
+    if not value:
+        return "—"
+    return f"[{value[0]:.{digits}f}, {value[1]:.{digits}f}]"
+
+
+def percent(value: Any) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def markdown_cell(value: Any) -> str:
     """Text safe inside a Markdown table cell: no markup, no column breaks."""
     text = html.escape(str(value), quote=False).replace("|", "\\|")
@@ -43,6 +54,8 @@ def _environment(markdown: bool) -> Environment:
     )
     env.filters["num"] = number
     env.filters["md"] = markdown_cell
+    env.filters["ci"] = interval
+    env.filters["pct"] = percent
     env.filters["setting"] = format_value
     return env
 

@@ -31,8 +31,10 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
         config={"folder": str(sweep.root), "varying": sweep.varying},
         settings=wandb.Settings(console="off", silent=True),
     )
-    columns = ["run", "state", "step", "cell", "weights", "objective", *context["score_columns"]]
+    columns = ["run", "state", "step", "cell", "weights", "objective", "objective_low"]
+    columns += ["objective_high", "p_best", "verdict", *context["score_columns"]]
     states = {r.name: r.state for r in sweep.runs}
+    verdict = _verdicts(context["best"])
     cells = wandb.Table(
         columns=columns,
         data=[
@@ -43,6 +45,8 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
                 c.cell,
                 c.weights,
                 c.objective,
+                *(c.intervals.get("objective") or (None, None)),
+                *verdict.get(id(c), (None, None)),
                 *(c.scores.get(k) for k in context["score_columns"]),
             ]
             for c in sweep.cells
@@ -74,6 +78,10 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
         run.summary.update(
             {
                 "best/objective": best.row.objective,
+                "best/objective_interval": list(best.interval) if best.interval else None,
+                "best/p_best": best.p_best,
+                "best/cannot_separate": len(best.inseparable),
+                "best/seeds_to_separate": best.seeds_needed,
                 "best/run": best.run.name,
                 "best/step": best.row.step,
                 "best/cell": best.row.cell,
@@ -86,6 +94,15 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
     run.finish()
     # relative: the report is built in a temporary folder and moved into place afterwards
     return {**link, "dir": str(Path(link["dir"]).relative_to(out))}
+
+
+def _verdicts(best) -> dict[int, tuple[float | None, str]]:
+    """Cell (by id) -> (P(best), verdict against the best cell) for the cells table."""
+    if best is None:
+        return {}
+    out = {id(c.row): (c.p_best, c.verdict) for c in [*best.contenders, *best.inseparable]}
+    out[id(best.row)] = (best.p_best, "best")
+    return out
 
 
 def model_artifact(sweep: Sweep, best):

@@ -193,6 +193,8 @@ def _tell(
     paths = RunPaths(run_dir)
     result = read_json(paths.result) or {}
     trial.set_user_attr("run_dir", str(run_dir))
+    if result.get("objective_interval"):  # the value told stays the best cell's objective
+        trial.set_user_attr("objective_interval", result["objective_interval"])
     if paths.result.exists():
         update_result(
             paths, optuna={"study": study.study_name, "trial": trial.number, "storage": storage}

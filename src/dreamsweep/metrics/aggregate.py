@@ -1,0 +1,75 @@
+"""From per-sample scores to a cell's scores: the one rule, for the scorer and the bootstrap.
+
+A cell's samples are units (prompt, seed); the class-prompt samples are units of their own
+prompt. Each per-sample score is an array over the units, NaN where it does not apply (a
+subject score on a class sample, a prompt that asks for nothing, a sample without a face).
+Arrays may carry leading axes (bootstrap resamples): the rule works on the last axis.
+
+- Scores of the prompt suite (`PROMPT_MEAN`) are the mean over prompts of each prompt's mean,
+  so every prompt weighs the same whatever its number of seeds.
+- Every other score is the mean over the samples it applies to (face identity over the samples
+  with a face, prior drift over the class samples).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+PROMPT_MEAN = (
+    "subject_rate",
+    "subject_sim",
+    "prompt_fidelity",
+    "clip_i",
+    "clip_t",
+    "dino",
+)
+
+
+def as_array(values: Sequence[float | None]) -> np.ndarray:
+    """A JSON list (None for "does not apply") as a float64 array with NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are NaN, as meant
+        return np.nanmean(x, axis=axis)
+
+
+def prompt_groups(prompts: Sequence[str]) -> list[np.ndarray]:
+    """The unit indices of each prompt, in first-seen order."""
+    order: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        order.setdefault(p, []).append(i)
+    return [np.array(ix) for ix in order.values()]
+
+
+def cell_value(key: str, values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """One score of a cell from its per-unit values (last axis); NaN when nothing applies."""
+    if key not in PROMPT_MEAN:
+        return _nanmean(values)
+    per_prompt = np.stack([_nanmean(values[..., ix]) for ix in groups], axis=-1)
+    return _nanmean(per_prompt)
+
+
+def cell_scores(per_unit: dict[str, np.ndarray], prompts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every per-sample score turned into the cell's; keys whose value is all NaN are left
+    out (the score does not apply to this cell), as a cell without that score."""
+    groups = prompt_groups(prompts)
+    out = {}
+    for key, values in per_unit.items():
+        value = cell_value(key, values, groups)
+        if not np.all(np.isnan(value)):
+            out[key] = value
+    return out
+
+
+def as_float(value: np.ndarray | float | None) -> float | None:
+    """A 0-d result as a plain float (None for NaN), for JSON and logs."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if np.isnan(value) else value
