@@ -19,6 +19,7 @@ from dreamsweep.report.figure import MARKERS, Figure, legend_name, save, style
 from dreamsweep.report.samples import image_grids
 from dreamsweep.report.study_plots import optuna_figures
 from dreamsweep.report.val_plots import val_loss_figure
+from dreamsweep.report.verdict_plots import verdict_figure
 
 # Scores drawn as curves, in the order a reader wants them; only those a sweep has are drawn.
 CURVES = {
@@ -257,7 +258,8 @@ def _sort_key(value) -> tuple:
 def all_figures(
     sweep: Sweep, folder: Path, best: BestCard | None
 ) -> tuple[list[Figure], list[str]]:
-    figures = curves(sweep, folder, best) + val_loss_figure(sweep, folder, best)
+    figures = verdict_figure(folder, best) + curves(sweep, folder, best)
+    figures += val_loss_figure(sweep, folder, best)
     figures += pareto(sweep, folder, best) + heatmap(sweep, folder)
     figures += image_grids(sweep, folder, best)
     study_figures, notes = optuna_figures(sweep, folder)
