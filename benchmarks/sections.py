@@ -25,9 +25,11 @@ from sweep_folders import (
     best_of_study,
     compare_cells,
     count_cells,
+    images_sampled,
     read_runs,
     state_counts,
     sum_steps,
+    winner,
 )
 
 PLAIN_DREAMBOOTH = HERE / "plain_dreambooth.py"
@@ -260,10 +262,46 @@ def search_rows(ctx: Context) -> list[Row]:
     ]
 
 
+def adaptive_rows(ctx: Context) -> list[Row]:
+    """The demo grid with adaptive evaluation (eval.adaptive=true) vs every seed for every cell.
+
+    `python train.py -m +sweep=demo tracker=disk [eval.adaptive=true]`, each in its own sweep
+    folder and cache. Images: sample PNGs the cells wrote (step 0 always gets every seed).
+    Winner: the best trained cell (settings, step, cell) by the tie rule, in both sweeps.
+    --quick: QUICK_GRID with 8 seeds in blocks of 2.
+    """
+    quick = [*QUICK_GRID[:3], "eval.num_inference_steps=[10]", "eval.seeds=[0,1,2,3,4,5,6,7]"]
+    extra = [*quick, "eval.adaptive_block=2"] if ctx.quick else []
+    sweeps = {}
+    for name, setting in (("adaptive", ["eval.adaptive=true"]), ("full", [])):
+        out = ctx.tmp / f"adaptive-{name}"
+        cmd = [
+            sys.executable, "train.py", "-m", "+sweep=demo", "tracker=disk", *extra, *setting,
+            f"hydra.sweep.dir={out / 'sweep'}",
+        ]  # fmt: skip
+        with ctx.log_file(f"adaptive-{name}") as log:
+            done = must_finish(cmd, ctx.env(out / "cache"), log)
+        runs = read_runs(out / "sweep")
+        sweeps[name] = (done, images_sampled(out / "sweep"), winner(runs))
+    (a_done, a_images, a_best), (f_done, f_images, f_best) = sweeps["adaptive"], sweeps["full"]
+    detail = f"winner adaptive {a_best} vs full {f_best}" + (
+        f" (--quick: {' '.join(extra)})" if ctx.quick else ""
+    )
+    return [
+        Row("demo grid images sampled: adaptive vs full evaluation", "images", a_images,
+            f_images, Target("<=", 0.60), detail=detail),
+        Row("demo grid wall time: adaptive vs full evaluation", "s", a_done.seconds,
+            f_done.seconds, None, a_done.peak_mb, f_done.peak_mb, detail),
+        Row("demo grid: the same best cell with adaptive evaluation", "cells",
+            float(a_best == f_best), 1.0, Target("==", 1.0), detail=detail),
+    ]  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "step": step_rows,
     "startup": startup_row,
     "eval": eval_rows,
     "grid": grid_rows,
     "search": search_rows,
+    "adaptive": adaptive_rows,
 }

@@ -88,3 +88,22 @@ def best_of_study(sweep_dir: Path) -> float | None:
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     best = summary.get("best") or []
     return best[0]["values"][0] if best else None
+
+
+def images_sampled(sweep_dir: Path) -> int:
+    """Sample images written by every evaluated cell (contact sheets not counted)."""
+    return sum(1 for f in sweep_dir.glob("*/eval/*/*/*.png") if f.name != "grid.png")
+
+
+def winner(runs: list[RunRecord]) -> tuple | None:
+    """(settings, step, cell) of the best trained cell, by DreamSweep's tie rule."""
+    scored = [
+        (-c["objective"], c["step"], i, c["cell"], run)
+        for i, run in enumerate(runs)
+        for c in run.cells
+        if c["step"] > 0 and c.get("objective") is not None
+    ]
+    if not scored:
+        return None
+    _, step, _, cell, run = min(scored, key=lambda t: t[:4])
+    return (tuple(sorted(run.settings.items())), step, cell)

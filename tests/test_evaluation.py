@@ -190,3 +190,19 @@ def test_two_processes_give_the_same_scores(tmp_path):
     assert base_one["cell"] == base_two["cell"] == "ddim-n3-g7.5-base"
     for key in ("eval/clip_i", "eval/clip_t", "eval/dino", "eval/diversity"):
         assert base_two[key] == pytest.approx(base_one[key], abs=1e-4)
+
+
+def test_adaptive_evaluation_scores_each_cell_on_the_seeds_it_got(tmp_path):
+    run_dir = tmp_path / "adaptive"
+    proc = train_cli(
+        run_dir, *EVAL, "eval.seeds=[0,1,2,3]", "eval.adaptive=true", "eval.adaptive_block=2"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for record in eval_records(run_dir):
+        seeds = record["seeds_per_prompt"]
+        assert seeds == 4 if record["step"] == 0 else seeds in (2, 4)  # blocks of 2, up to 4
+        folder = run_dir / "eval" / f"step_{record['step']:06d}" / record["cell"]
+        table = json.loads((folder / "scores.json").read_text())["samples"]
+        assert table["seed"][-seeds:] == list(range(seeds))  # the class samples' seeds
+        assert len(table["kind"]) == seeds * (2 + 1)  # 2 prompts and the class prompt
+        assert len(list(folder.glob("*.png"))) == seeds * 3 + 1  # + grid.png

@@ -148,6 +148,8 @@ class EvalConfig:
     prompt_list: list[str] = MISSING  # your own templates instead
     num_prompts: int = MISSING
     seeds: list[int] = MISSING
+    adaptive: bool = MISSING  # sample seeds in blocks, more only where a verdict needs them
+    adaptive_block: int = MISSING  # seeds per prompt in each block
     batch_size: int = MISSING
     resolution: int | None = MISSING  # default: data.resolution
     val_loss: bool = MISSING  # the denoising loss at fixed timesteps and noise (val_loss.py)

@@ -174,6 +174,7 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
         "need at least one prompt and one seed",
     )
     _require(ev.every_n_steps is None or ev.every_n_steps > 0, "eval.every_n_steps", "must be > 0")
+    _require(ev.adaptive_block > 0, "eval.adaptive_block", "must be > 0 (seeds per block)")
     _require(
         bool(ev.schedulers) and bool(ev.guidance_scale),
         "eval.schedulers/guidance_scale",

@@ -25,6 +25,7 @@ from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, 
 from dreamsweep.metrics.objective import objective
 from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
+from dreamsweep.verdicts import CellSamples
 
 
 def sample_spec(cfg: RunConfig, sampling: Sampling) -> SampleSpec:
@@ -65,6 +66,18 @@ class EvalSet:
             job_prompt=[p for p, _ in pairs],
             clip_texts=[prompts.without_token(t, d.class_name) for t in templates],
             class_jobs=[Job(class_prompt, s) for s in ev.seeds],
+        )
+
+    def first_seeds(self, n: int) -> EvalSet:
+        """The same suite with each prompt's first n seeds (adaptive evaluation's blocks)."""
+        seeds = {j.seed for j in self.class_jobs[:n]}
+        keep = [i for i, j in enumerate(self.jobs) if j.seed in seeds]
+        return EvalSet(
+            templates=self.templates,
+            jobs=[self.jobs[i] for i in keep],
+            job_prompt=[self.job_prompt[i] for i in keep],
+            clip_texts=self.clip_texts,
+            class_jobs=self.class_jobs[:n],
         )
 
 
@@ -112,6 +125,10 @@ class Evaluator:
         sampling gathers) must be taken by all processes or none: another run sharing the cache
         can finish writing an entry between two processes' checks, and then one process would
         wait in a gather that the others never join."""
+        return self.broadcast(value)
+
+    def broadcast(self, value):
+        """The main process's value on every process (a decision only it can make)."""
         if self.acc.num_processes == 1:
             return value
         from accelerate.utils import broadcast_object_list
@@ -150,6 +167,10 @@ class Evaluator:
         """Sample and score every cell at `step`; weights maps a name to a context manager
         that yields the components holding those weights. Each weights' prompt embeddings
         are computed once and shared by all their cells (the weights are fixed meanwhile)."""
+        if self.cfg.eval.adaptive and step > 0:
+            from dreamsweep.evaluation.adaptive import evaluate_adaptively
+
+            return evaluate_adaptively(self, step, weights)
         records, texts = [], {}
         cells = list(itertools.product(self.samplings, weights.items()))
         with self._progress(len(cells), f"eval step {step}") as bar:
@@ -179,24 +200,38 @@ class Evaluator:
         )
 
     def _score_and_write(self, cell: Cell, samples: list, class_samples: list) -> dict:
-        from dreamsweep.evaluation.outputs import write_cell
+        scored = self.score(cell, samples, class_samples, self.eval_set)
+        self.write(scored, samples, class_samples)
+        return scored.record
 
-        es, m = self.eval_set, self.cfg.metrics
+    def score(
+        self, cell: Cell, samples: list, class_samples: list, eval_set: EvalSet
+    ) -> ScoredCell:
+        """A cell's scores on the samples of `eval_set` (the whole suite, or the seeds an
+        adaptive evaluation gave it so far)."""
+        m = self.cfg.metrics
         result = {"scores": {}, "per_prompt": {}, "per_sample": {}}
         if self.scorer is not None:
+            base = self.base_class.get(cell.sampling)
+            if base is not None:  # the base model's class samples of the same seeds
+                base = base[: len(eval_set.class_jobs)]
             result = self.scorer.score(
-                samples,
-                es.job_prompt,
-                es.clip_texts,
-                class_samples,
-                self.base_class.get(cell.sampling),
+                samples, eval_set.job_prompt, eval_set.clip_texts, class_samples, base
             )
         scores = result["scores"]
         record = {
             **cell.fields(),
             **{f"eval/{k}": v for k, v in scores.items()},
             "objective": objective(scores, m.objective, m.drift_penalty),
+            "seeds_per_prompt": len(eval_set.class_jobs),
         }
+        return ScoredCell(cell, record, result, eval_set)
+
+    def write(self, scored: ScoredCell, samples: list, class_samples: list) -> None:
+        """The cell's images, grid and scores.json into the run folder, and one log line."""
+        from dreamsweep.evaluation.outputs import write_cell
+
+        es, result, record, cell = scored.eval_set, scored.result, scored.record, scored.cell
         write_cell(
             self.run_dir,
             cell.name,
@@ -206,7 +241,7 @@ class Evaluator:
             es,
             {
                 **record,
-                "scores": scores,
+                "scores": result["scores"],
                 "per_prompt": result["per_prompt"],
                 "prompts": [j.prompt for j in es.jobs],
                 "seeds": [j.seed for j in es.jobs],
@@ -215,7 +250,20 @@ class Evaluator:
             },
         )
         self.log(f"step {cell.step} {cell.name}: objective {record['objective']}")
-        return record
+
+
+@dataclass
+class ScoredCell:
+    cell: Cell
+    record: dict  # the metrics.jsonl line
+    result: dict  # Scorer.score's output: scores, per_prompt, per_sample
+    eval_set: EvalSet  # the samples it was scored on
+
+    def samples(self, metrics) -> CellSamples | None:
+        """Its per-sample scores as the verdicts pair and resample them (metrics: the run's
+        MetricsConfig, how it makes an objective)."""
+        table = sample_table(self.eval_set, self.result["per_sample"])
+        return CellSamples.from_saved(table, metrics.objective, metrics.drift_penalty)
 
 
 def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:

@@ -79,6 +79,13 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
         f"bootstrap over seeds within each prompt; the prompt suite, {best.suite}, is fixed)."
     )
     lines.append(_separation(best))
+    counts = sorted({c.samples.seeds_per_prompt for c in sweep.cells if c.samples and c.step})
+    if len(counts) > 1:
+        lines.append(
+            f"Adaptive evaluation: trained cells were scored on {counts[0]} to {counts[-1]} seeds "
+            "per prompt (more only while a cell was within noise of the best); verdicts pair "
+            "cells on the seeds they share."
+        )
     all_effects = setting_effects(sweep)
     for key in sweep.varying:
         effects = [e for e in all_effects if e.key == key]
