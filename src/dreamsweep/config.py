@@ -154,6 +154,7 @@ class EvalConfig:
     val_buckets: int = MISSING  # fixed timesteps: the middles of this many slices
     val_every: int | None = MISSING  # also every N steps (cheap: no sampling); null: eval steps
     val_dir: str | None = MISSING  # held-out photos of the subject (never trained on)
+    val_class_images: int = MISSING  # held-out class images (never trained on), prior on or off
 
 
 @dataclass(frozen=True)
