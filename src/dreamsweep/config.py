@@ -189,6 +189,9 @@ class LauncherConfig:
     mixed_precision: str = MISSING  # no | fp16 | bf16
     gpu_ids: str | None = MISSING  # "0,1" or "all"; None: CPU when no CUDA, else all GPUs
     main_process_port: int | None = MISSING
+    # CPU threads per process; null: chosen at the first start (a share of the free cores) and
+    # written here in the run's config.yaml, so that a resume uses the same count
+    threads: int | None = MISSING
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,7 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
     _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
     _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
+    _require(la.threads is None or la.threads > 0, "launcher.threads", "must be > 0 or null")
     _require(
         la.mixed_precision in MIXED_PRECISION,
         "launcher.mixed_precision",

@@ -1,6 +1,6 @@
 """The validation-loss figure: the denoising loss at fixed timesteps and noise per run, one
-panel per set (training photos, held-out and trained-on class images, held-out photos); it turns up where a run starts
-to overfit, without any sampling (training/val_loss.py)."""
+panel per set (training photos, held-out and trained-on class images, held-out photos); it
+turns up where a run starts to overfit, without any sampling (training/val_loss.py)."""
 
 from __future__ import annotations
 
