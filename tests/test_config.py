@@ -113,6 +113,18 @@ def test_conf_holds_every_default_and_the_schema_none():
     assert missing(RunConfig) == []
 
 
+def test_every_model_holds_out_class_images_for_the_validation_loss():
+    real = ("model.path=/models/sd", "data=folder", "data.instance_dir=/d", "data.class_name=dog")
+    counts = {
+        m: compose_config(f"model={m}", *real).eval.val_class_images for m in ("sd15", "sd21")
+    }
+    counts |= {m: compose_config(f"model={m}").eval.val_class_images for m in ("toyworld", "tiny")}
+    assert counts == {"sd15": 50, "sd21": 50, "toyworld": 50, "tiny": 8}
+    assert compose_config("+debug=fast").eval.val_class_images == 2
+    no_class = compose_config("prior=off", "data.class_name=''", "eval.val_class_images=0")
+    assert no_class.eval.val_class_images == 0  # without a class name, none asked for: fine
+
+
 def test_settings_are_frozen():
     cfg = compose_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -146,6 +158,9 @@ def test_a_config_error_needs_neither_torch_nor_diffusers():
         (["launcher.mixed_precision=fp16"], "launcher.mixed_precision", "needs a CUDA GPU"),
         (["optim.lr_scheduler=warp"], "optim.lr_scheduler", "constant_with_warmup"),
         (["data=folder", "data.class_name=dog"], "data.instance_dir", "your subject's photos"),
+        (["prior=off", "data.class_name=''"], "data.class_name", "eval.val_class_images=0"),
+        (["eval.val_class_images=-1"], "eval.val_class_images", "must be >= 0"),
+        (["prior.num_images=1000000"], "prior.num_images", "< 1,000,000"),
     ],
 )
 def test_bad_settings_name_the_key(overrides, key, hint):

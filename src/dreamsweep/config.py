@@ -156,6 +156,7 @@ class EvalConfig:
     val_buckets: int = MISSING  # fixed timesteps: the middles of this many slices
     val_every: int | None = MISSING  # also every N steps (cheap: no sampling); null: eval steps
     val_dir: str | None = MISSING  # held-out photos of the subject (never trained on)
+    val_class_images: int = MISSING  # held-out class images (never trained on), prior on or off
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,9 @@ class LauncherConfig:
     mixed_precision: str = MISSING  # no | fp16 | bf16
     gpu_ids: str | None = MISSING  # "0,1" or "all"; None: CPU when no CUDA, else all GPUs
     main_process_port: int | None = MISSING
+    # CPU threads per process; null: chosen at the first start (a share of the free cores) and
+    # written here in the run's config.yaml, so that a resume uses the same count
+    threads: int | None = MISSING
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,10 @@ ATTENTION = ("sdpa", "eager", "xformers")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("wandb", "disk")
 WANDB_MODES = ("offline", "online", "disabled")
+# Seeds of generated class images (prior.py): the prior's image i is sampled from prior.seed + i,
+# the validation loss's held-out image i from prior.seed + HELD_OUT_SEEDS + i, so the two sets
+# share no seed while prior.num_images stays below it.
+HELD_OUT_SEEDS = 1_000_000
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -96,7 +100,20 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
             "prior preservation (prior=on) needs a class name, e.g. data.class_name=dog",
         )
         _require(p.weight > 0, "prior.weight", f"must be > 0, got {p.weight}")
-        _require(p.num_images > 0, "prior.num_images", f"must be > 0, got {p.num_images}")
+        _require(
+            0 < p.num_images < HELD_OUT_SEEDS,
+            "prior.num_images",
+            f"must be > 0 and < {HELD_OUT_SEEDS:,}, got {p.num_images}",
+        )
+    held_out = cfg.eval.val_loss and cfg.eval.val_class_images > 0
+    if held_out:
+        _require(
+            bool(d.class_name.strip()),
+            "data.class_name",
+            "the validation loss's held-out class images need a class name, e.g. "
+            "data.class_name=dog (or eval.val_class_images=0)",
+        )
+    if p.enabled or held_out:  # class images are generated with these
         _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
         _require(p.batch_size > 0, "prior.batch_size", "must be > 0")
 
@@ -211,6 +228,11 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     _require(all(n > 0 for n in ev.num_inference_steps), "eval.num_inference_steps", "must be > 0")
     _require(set(ev.weights) <= {"ema", "raw"}, "eval.weights", "allowed values: ema, raw")
     _require(ev.val_buckets > 0, "eval.val_buckets", "must be > 0")
+    _require(
+        ev.val_class_images >= 0,
+        "eval.val_class_images",
+        f"must be >= 0 (0: no held-out class images), got {ev.val_class_images}",
+    )
     _require(ev.val_every is None or ev.val_every > 0, "eval.val_every", "must be > 0 or null")
     _require(
         ev.val_dir is None or Path(ev.val_dir).expanduser().is_dir(),
@@ -220,6 +242,7 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
     _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
     _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
+    _require(la.threads is None or la.threads > 0, "launcher.threads", "must be > 0 or null")
     _require(
         la.mixed_precision in MIXED_PRECISION,
         "launcher.mixed_precision",

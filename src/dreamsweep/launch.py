@@ -12,8 +12,9 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.types import RunMode
@@ -129,17 +130,14 @@ def runs_side_by_side(hydra_cfg, cores: int | None = None) -> int:
 def cpu_threads(
     num_processes: int,
     side_by_side: int,
-    env: Mapping[str, str],
     cores: int,
     busy: float = 0.0,
-) -> tuple[int | None, str]:
-    """CPU threads for each process of a run (None: the user's OMP_NUM_THREADS stands), and
-    why. The run's share of the free cores: (cores - cores kept busy by other processes, the
-    1-minute load average) / (runs side by side x processes of the run), at least 1. More is
-    worse than fewer: OpenMP threads spin on cores that other processes keep busy, and two
-    threads next to a busy process on two cores make a step many times slower."""
-    if "OMP_NUM_THREADS" in env:
-        return None, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} as set"
+) -> tuple[int, str]:
+    """CPU threads for each process of a run that has none chosen yet, and why. The run's
+    share of the free cores: (cores - cores kept busy by other processes, the 1-minute load
+    average) / (runs side by side x processes of the run), at least 1. More is worse than
+    fewer: OpenMP threads spin on cores that other processes keep busy, and two threads next
+    to a busy process on two cores make a step many times slower."""
     free = max(1, cores - round(busy))
     share = max(1, free // (side_by_side * num_processes))
     why = (
@@ -147,6 +145,65 @@ def cpu_threads(
         f"{num_processes} process(es))"
     )
     return share, why
+
+
+@dataclass(frozen=True)
+class Threads:
+    """The CPU threads per process of one start of a run. `record`: the count config.yaml
+    keeps as launcher.threads (the first start's: a resume uses it); `to_set`: the worker's
+    OMP_NUM_THREADS (None: the user's stands); `why`: the log line; `warn`: it says that
+    this start cannot use the recorded or asked count."""
+
+    record: int | None
+    to_set: int | None
+    why: str
+    warn: bool = False
+
+
+def run_threads(
+    asked: int | None,
+    recorded: int | None,
+    env: Mapping[str, str],
+    policy: Callable[[], tuple[int, str]],
+) -> Threads:
+    """How many CPU threads this start of a run uses. Results depend on the count (float
+    sums split across threads), so a resume keeps the count its run started with (`recorded`,
+    config.yaml's launcher.threads) unless told otherwise: by launcher.threads on the command
+    line (`asked`) or OMP_NUM_THREADS in the environment (which always stands: torch reads it),
+    and then one warning line says so. A first start takes `asked`, else the policy's share."""
+    first = "(as this run started: its config.yaml launcher.threads)"
+    wanted, source = (asked, "(launcher.threads)") if asked is not None else (recorded, first)
+    if "OMP_NUM_THREADS" in env:
+        value = env["OMP_NUM_THREADS"]
+        count = int(value) if value.strip().isdigit() and int(value) > 0 else None
+        keep = recorded if recorded is not None else count
+        why = f"OMP_NUM_THREADS={value} as set"
+        if wanted is not None and count != wanted:
+            why += f", not {wanted} {source}: {_may_differ(wanted, 'unset OMP_NUM_THREADS')}"
+            return Threads(keep, None, why, warn=True)
+        return Threads(keep, None, why)
+    if asked is not None and recorded is not None and asked != recorded:
+        why = f"{asked} (launcher.threads), not {recorded} {first}: "
+        why += _may_differ(recorded, "leave launcher.threads out")
+        return Threads(recorded, asked, why, warn=True)
+    if wanted is not None:
+        return Threads(wanted, wanted, f"{wanted} {source}")
+    count, why = policy()
+    return Threads(count, count, f"{count} = {why}")
+
+
+def _may_differ(expected: int, remedy: str) -> str:
+    return (
+        f"results may differ in the last bits from a run on {expected} thread(s); {remedy} "
+        f"to use {expected}"
+    )
+
+
+def recorded_threads(paths: RunPaths) -> int | None:
+    """launcher.threads of the config.yaml a run folder already holds (a resume), else None."""
+    if not paths.config.exists():
+        return None
+    return OmegaConf.select(OmegaConf.load(paths.config), "launcher.threads", default=None)
 
 
 def gpu_slots(n_jobs: int, gpus_per_job: int, devices: int) -> list[str] | None:
@@ -162,8 +219,9 @@ def gpu_slots(n_jobs: int, gpus_per_job: int, devices: int) -> list[str] | None:
 
 def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     """config.yaml of the run; an existing folder must hold the same training settings (a
-    resume). Where the cache lives and which GPUs and port the run uses are not training
-    settings: a resume takes this command's (a new DREAMSWEEP_CACHE_DIR is honoured)."""
+    resume). Where the cache lives, which GPUs and port and how many CPU threads the run uses
+    are not training settings: a resume takes this command's (a new DREAMSWEEP_CACHE_DIR is
+    honoured; run_threads keeps the first start's thread count)."""
     paths = RunPaths(run_dir)
     if paths.config.exists():
         previous = load_config(OmegaConf.load(paths.config), check_machine=False)
@@ -174,6 +232,7 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
                 previous.launcher,
                 gpu_ids=cfg.launcher.gpu_ids,
                 main_process_port=cfg.launcher.main_process_port,
+                threads=cfg.launcher.threads,  # run_training keeps the first start's
             ),
         )
         if save_yaml(previous) != save_yaml(cfg):
@@ -207,6 +266,16 @@ def run_training(cfg: RunConfig, run_dir: Path, side_by_side: int = 1) -> float 
             cfg.train.max_steps,
         )
     check_data(cfg)  # every bad image listed now, not after the model has loaded
+    procs = cfg.launcher.num_processes
+    threads = run_threads(
+        cfg.launcher.threads,
+        recorded_threads(paths),
+        os.environ,
+        lambda: cpu_threads(procs, side_by_side, available_cores(), busy=os.getloadavg()[0]),
+    )
+    cfg = dataclasses.replace(
+        cfg, launcher=dataclasses.replace(cfg.launcher, threads=threads.record)
+    )
     config_file = write_run_config(cfg, run_dir)
     previous = read_json(paths.result) or {}
     if previous.get("state") == COMPLETE:
@@ -222,12 +291,8 @@ def run_training(cfg: RunConfig, run_dir: Path, side_by_side: int = 1) -> float 
         len(samplings(cfg)),
         scored_weights(cfg),
     )
-    procs = cfg.launcher.num_processes
-    threads, why = cpu_threads(
-        procs, side_by_side, os.environ, available_cores(), busy=os.getloadavg()[0]
-    )
-    log.info("CPU threads per process: %s", why if threads is None else f"{threads} = {why}")
-    code = subprocess.call(cmd, env=worker_env(cfg, threads))
+    (log.warning if threads.warn else log.info)("CPU threads per process: %s", threads.why)
+    code = subprocess.call(cmd, env=worker_env(cfg, threads.to_set))
     result = read_json(paths.result) or {}
     if result.get("state") in (COMPLETE, PRUNED):
         print(end_line(run_dir, result), flush=True)

@@ -158,6 +158,9 @@ class Recipe:
         fields = {
             "final_step": self.final_step,
             "num_processes": self.acc.num_processes,
+            # CPU threads per process of this attempt: config.yaml's launcher.threads unless a
+            # resume was told otherwise (launch.run_threads warned then)
+            "threads": torch.get_num_threads(),
             "weights_in_sync": weights_in_sync(self.acc, self.state.unet),
             # wall time of this attempt: training (with checkpoints) vs all evaluation
             "seconds": {

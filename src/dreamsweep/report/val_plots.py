@@ -1,6 +1,6 @@
 """The validation-loss figure: the denoising loss at fixed timesteps and noise per run, one
-panel per set (training photos, class images, held-out photos); it turns up where a run starts
-to overfit, without any sampling (training/val_loss.py)."""
+panel per set (training photos, held-out and trained-on class images, held-out photos); it
+turns up where a run starts to overfit, without any sampling (training/val_loss.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from dreamsweep.report.figure import Figure, legend_name, save, style
 
 SETS = {
     "instance": "training photos",
-    "class": "class images (prior)",
+    "class": "held-out class images",
+    "class_train": "class images trained on (prior)",
     "held_out": "held-out photos (eval.val_dir)",
 }
 
@@ -62,6 +63,8 @@ def val_loss_figure(sweep: Sweep, folder: Path, best: BestCard | None) -> list[F
             "Validation loss",
             "The denoising loss at 8 fixed timesteps with fixed noise (EMA weights when the run "
             "has them), exactly repeatable across steps and runs: falling on the training photos "
-            "while rising on the class images or held-out photos is overfitting.",
+            "while rising on the held-out class images or photos is overfitting; the class "
+            "images trained on (prior preservation) falling below the held-out ones is the "
+            "prior set memorised.",
         )
     ]

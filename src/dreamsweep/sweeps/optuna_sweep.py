@@ -249,7 +249,8 @@ def _mark_interrupted(trial: optuna.trial.FrozenTrial) -> None:
 def _objective_value(result: dict, key: str) -> float | None:
     """A run's value for one of hydra.sweeper.objectives: `objective` (its best cell's),
     a score of its best cell (`eval/dino`), or a validation loss of its last evaluation
-    (`val/class_loss`, `val/instance_loss`, `val/held_out_loss`; direction minimize)."""
+    (`val/class_loss`, `val/class_train_loss`, `val/instance_loss`, `val/held_out_loss`;
+    direction minimize)."""
     if key == "objective":
         return result.get("objective")
     if key.startswith("val/"):

@@ -59,6 +59,8 @@ class TrainingData:
     prior_prompts: torch.Tensor | None
     table: PromptTable
     held_out: tuple[LatentBank, torch.Tensor] | None = None  # eval.val_dir: latents, token ids
+    # eval.val_class_images: latents, token ids (never drawn into a batch: see draw_batch)
+    held_out_class: tuple[LatentBank, torch.Tensor] | None = None
 
 
 def training_data(

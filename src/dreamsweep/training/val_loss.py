@@ -1,11 +1,13 @@
 """A validation loss that shows overtraining without sampling: the denoising loss at a fixed set
 of timesteps with fixed noise, so it is exactly repeatable across checkpoints and runs.
 
-Sets: `instance` (the subject's training photos: how closely the model fits them), `class` (the
-class images of prior preservation: held out from the subject; it rises as the class prior is
-overwritten) and `held_out` (photos of the subject in `eval.val_dir`, never trained on: it turns
-up when the model starts to memorise instead of generalise). Each image is its cached VAE
-latent mean (no crop/flip or posterior sampling), paired with its own prompt.
+Sets: `instance` (the subject's training photos: how closely the model fits them), `class`
+(eval.val_class_images class images the run never trains on, with prior preservation on or off:
+it rises as the class prior is overwritten), `class_train` (the class images prior preservation
+trains on: its gap below `class` is the prior set memorised) and `held_out` (photos of the
+subject in `eval.val_dir`, never trained on: it turns up when the model starts to memorise
+instead of generalise). Each image is its cached VAE latent mean (no crop/flip or posterior
+sampling), paired with its own prompt.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ def validation_sets(data) -> dict[str, tuple[LatentBank, torch.Tensor]]:
     """The run's validation sets from its training data (batches.TrainingData)."""
     ids = data.table.ids
     sets = {"instance": (data.instance, ids[data.instance_prompts])}
+    if data.held_out_class is not None:
+        sets["class"] = data.held_out_class
     if data.prior is not None:
-        sets["class"] = (data.prior, ids[data.prior_prompts])
+        sets["class_train"] = (data.prior, ids[data.prior_prompts])
     if data.held_out is not None:
         sets["held_out"] = data.held_out
     return sets
