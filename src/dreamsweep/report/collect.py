@@ -188,7 +188,7 @@ class Sweep:
         return " ".join(f"{k}={format_value(run.setting(k))}" for k in varying)
 
 
-RUN_SPECIFIC = ("optuna.", "run_name", "cache_dir")  # differ per run, not settings
+RUN_SPECIFIC = ("optuna.", "run_name", "cache_dir", "launcher.threads")  # not settings
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -92,7 +92,19 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
         if len(effects) > 1:
             lines.append(f"{key}: " + "; ".join(map(_effect_text, effects)) + ".")
     lines.append(_trajectory(best))
+    lines.append(_threads(sweep))
     return lines
+
+
+def _threads(sweep: Sweep) -> str:
+    """CPU results are bit-identical only at the same torch thread count: say which it was."""
+    used = sorted(
+        {str(r.result.get("threads") or r.setting("launcher.threads")) for r in sweep.runs}
+    )
+    return (
+        f"CPU threads per process: {', '.join(used)} (launcher.threads in each config.yaml; a "
+        "rerun on CPU reproduces the scores bit for bit at the same count)."
+    )
 
 
 def _separation(best: BestCard) -> str:
