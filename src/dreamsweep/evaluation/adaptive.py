@@ -3,8 +3,8 @@
 At an evaluation step every cell first samples `eval.adaptive_block` seeds per prompt (and the
 class prompt's same seeds). Then, round by round, a cell gets the next block of seeds only while
 its paired interval against the run's best cell so far (of this step or an earlier one) still
-holds 0 — a cell already clearly worse stops early — and the best cell of this step gets one
-while any cell is still close to it. No cell goes past `eval.seeds`. Each cell is scored and
+holds 0 — a cell already clearly worse stops early — and the leader of this step, when it
+leads the run, gets every seed. No cell goes past `eval.seeds`. Each cell is scored and
 written on the seeds it got (`seeds_per_prompt` in its metrics line); seeds are the suite's
 first ones, so cells still pair on the seeds they share (verdicts.py). Step 0, the baseline,
 always gets every seed.
@@ -112,25 +112,26 @@ def _score(evaluator, progress: Progress) -> None:
 
 
 def _needing_more(cells: list[Progress], earlier, all_seeds: int, metrics) -> list[int]:
-    """The cells whose verdict against the run's best cell so far is not settled yet."""
-    current = [(p.scored.record["objective"], i) for i, p in enumerate(cells)]
-    scored = [(o, i) for o, i in current if o is not None]
+    """The cells whose verdict against the run's best cell so far is not settled yet.
+
+    The leader of this step, when it leads the run, always gets every seed: its estimate is
+    the one the run keeps and reports, and a leader on a few lucky seeds would make every
+    other cell look clearly worse (the winner's curse). The others stop once their paired
+    interval against the leader (or the run's earlier best) excludes 0."""
+    scored = [(p.scored.record["objective"], i) for i, p in enumerate(cells)]
+    scored = [(o, i) for o, i in scored if o is not None]
     if not scored:
         return []
-    top_objective, top = max(scored, key=lambda pair: (pair[0], -pair[1]))
-    reference = cells[top].scored.samples(metrics)
+    top_objective, leader = max(scored, key=lambda pair: (pair[0], -pair[1]))
+    reference = cells[leader].scored.samples(metrics)
     if earlier is not None and earlier[0] > top_objective:
-        reference, top = earlier[1], None
-    if reference is None:
-        return []
-    close = []
+        reference, leader = earlier[1], None
+    more = [] if leader is None else [leader]
     for i, progress in enumerate(cells):
         mine = progress.scored.samples(metrics)
-        if i == top or mine is None:
+        if i == leader or mine is None or reference is None:
             continue
         gap = verdicts.compare(reference, mine)
         if gap is None or gap.low <= 0:
-            close.append(i)
-    if top is not None and close:
-        close.append(top)  # the best of this step sharpens too, while anything is close
-    return sorted(i for i in set(close) if cells[i].seeds < all_seeds)
+            more.append(i)
+    return sorted(i for i in set(more) if cells[i].seeds < all_seeds)
