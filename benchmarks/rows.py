@@ -10,11 +10,15 @@ from typing import Any
 class Target:
     """What the issue asks of a ratio: ours / baseline `op` value."""
 
-    op: str  # "<=" | "=="
+    op: str  # "<=" | ">" | "=="
     value: float
 
     def met(self, ratio: float) -> bool:
-        return ratio <= self.value if self.op == "<=" else abs(ratio - self.value) < 1e-12
+        if self.op == "<=":
+            return ratio <= self.value
+        if self.op == ">":
+            return ratio > self.value
+        return abs(ratio - self.value) < 1e-12
 
     def __str__(self) -> str:
         return f"{self.op} {self.value:.2f}"

@@ -30,6 +30,7 @@ from sweep_folders import (
     state_counts,
     sum_steps,
     winner,
+    winner_objective,
 )
 
 PLAIN_DREAMBOOTH = HERE / "plain_dreambooth.py"
@@ -297,6 +298,50 @@ def adaptive_rows(ctx: Context) -> list[Row]:
     ]  # fmt: skip
 
 
+def next_rows(ctx: Context) -> list[Row]:
+    """`dreamsweep next` on a too-low LR grid: does the proposed sweep find a better cell?
+
+    First: `+sweep=toyworld_lr_steps optim.lr=1e-5,3e-5 train.max_steps=100,200,400` (the best
+    LR at the upper edge, its curve still rising). Then `dreamsweep next <first>` writes a
+    preset into a scratch copy of conf/, and the proposed sweep runs as written. Best
+    objective: the best trained cell of each sweep. --quick: 8 seeds per prompt.
+    """
+    import shutil
+
+    seeds = "eval.seeds=${range:8}" if ctx.quick else "eval.seeds=${range:16}"
+    conf = ctx.tmp / "next-conf"
+    shutil.copytree(ROOT / "conf", conf)  # the proposal is written into its sweep/ folder
+    first, second = ctx.tmp / "next-first", ctx.tmp / "next-second"
+    cmd = [
+        sys.executable, "train.py", "-m", "--config-dir", str(conf), "+sweep=toyworld_lr_steps",
+        "optim.lr=1e-5,3e-5", "train.max_steps=100,200,400", seeds, "tracker=disk",
+        f"hydra.sweep.dir={first}",
+    ]  # fmt: skip
+    with ctx.log_file("next-first") as log:
+        first_done = must_finish(cmd, ctx.env(ctx.tmp / "next-cache"), log)
+        proposal = must_finish(
+            [sys.executable, "-m", "dreamsweep.cli", "next", str(first)],
+            ctx.env(ctx.tmp / "next-cache"),
+            log,
+        )
+    preset = sorted((conf / "sweep").glob("next-*.yaml"))[-1]
+    cmd = [
+        sys.executable, "train.py", "-m", "--config-dir", str(conf), f"+sweep={preset.stem}",
+        "tracker=disk", f"hydra.sweep.dir={second}",
+    ]  # fmt: skip
+    with ctx.log_file("next-second") as log:
+        second_done = must_finish(cmd, ctx.env(ctx.tmp / "next-cache"), log)
+    best = {name: winner_objective(read_runs(folder)) for name, folder in
+            (("first", first), ("second", second))}  # fmt: skip
+    header = [line[2:] for line in preset.read_text().splitlines() if line.startswith("# - ")]
+    return [
+        Row("dreamsweep next: best objective, proposed sweep vs the first", "objective",
+            best["second"], best["first"], Target(">", 1.0),
+            detail="; ".join(header) + f" (wall {first_done.seconds:.0f} s + "
+            f"{proposal.seconds:.0f} s + {second_done.seconds:.0f} s)"),
+    ]  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "step": step_rows,
     "startup": startup_row,
@@ -304,4 +349,5 @@ SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "grid": grid_rows,
     "search": search_rows,
     "adaptive": adaptive_rows,
+    "next": next_rows,
 }

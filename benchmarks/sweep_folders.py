@@ -107,3 +107,10 @@ def winner(runs: list[RunRecord]) -> tuple | None:
         return None
     _, step, _, cell, run = min(scored, key=lambda t: t[:4])
     return (tuple(sorted(run.settings.items())), step, cell)
+
+
+def winner_objective(runs: list[RunRecord]) -> float | None:
+    """The best trained cell's objective."""
+    values = [c["objective"] for run in runs for c in run.cells
+              if c["step"] > 0 and c.get("objective") is not None]  # fmt: skip
+    return max(values, default=None)

@@ -120,9 +120,18 @@ def test_an_optuna_search_prunes_a_bad_learning_rate_and_names_the_best_run(prun
         assert result["optuna"]["trial"] == trial.number and result["best"] is not None
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert summary["best"][0]["number"] == study.best_trial.number
+    best = study.best_trial  # its value stays the best cell's objective; its interval beside it
+    low, high = best.user_attrs["objective_interval"]
+    assert low <= high and result_interval(best) == [low, high]
     assert study.metric_names == ["objective"]  # what optuna-dashboard shows, not "Objective 0"
     assert study.user_attrs["sweep_dirs"] == [str(sweep_dir.resolve())]
     assert "+sweep=demo_search" in study.user_attrs["commands"][0]
+
+
+def result_interval(trial) -> list[float]:
+    """The interval the trial's run recorded (result.json), which the sweeper put on it."""
+    run = json.loads((Path(trial.user_attrs["run_dir"]) / "result.json").read_text())
+    return run["objective_interval"]
 
 
 @pytest.mark.slow
