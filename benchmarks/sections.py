@@ -306,25 +306,23 @@ def next_rows(ctx: Context) -> list[Row]:
     preset into a scratch copy of conf/, and the proposed sweep runs as written. Best
     objective: the best trained cell of each sweep. --quick: 8 seeds per prompt.
     """
-    import shutil
-
     seeds = "eval.seeds=${range:8}" if ctx.quick else "eval.seeds=${range:16}"
-    conf = ctx.tmp / "next-conf"
-    shutil.copytree(ROOT / "conf", conf)  # the proposal is written into its sweep/ folder
+    conf = ctx.tmp / "next-conf"  # a config dir beside conf/ that holds just the proposal
+    preset = conf / "sweep" / "next-lr.yaml"
+    preset.parent.mkdir(parents=True)
     first, second = ctx.tmp / "next-first", ctx.tmp / "next-second"
     cmd = [
-        sys.executable, "train.py", "-m", "--config-dir", str(conf), "+sweep=toyworld_lr_steps",
-        "optim.lr=1e-5,3e-5", "train.max_steps=100,200,400", seeds, "tracker=disk",
+        sys.executable, "train.py", "-m", "+sweep=toyworld_lr_steps", "optim.lr=1e-5,3e-5",
+        "train.max_steps=100,200,400", seeds, "tracker=disk",
         f"hydra.sweep.dir={first}",
     ]  # fmt: skip
     with ctx.log_file("next-first") as log:
         first_done = must_finish(cmd, ctx.env(ctx.tmp / "next-cache"), log)
         proposal = must_finish(
-            [sys.executable, "-m", "dreamsweep.cli", "next", str(first)],
+            [sys.executable, "-m", "dreamsweep.cli", "next", str(first), "--out", str(preset)],
             ctx.env(ctx.tmp / "next-cache"),
             log,
         )
-    preset = sorted((conf / "sweep").glob("next-*.yaml"))[-1]
     cmd = [
         sys.executable, "train.py", "-m", "--config-dir", str(conf), f"+sweep={preset.stem}",
         "tracker=disk", f"hydra.sweep.dir={second}",

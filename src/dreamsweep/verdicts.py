@@ -61,7 +61,8 @@ class CellSamples:
     @property
     def seeds_per_prompt(self) -> int:
         """The fewest seeds any prompt of the suite has."""
-        return min(len(ix) for ix in _strata([u for u in self.units if u[0] == "prompt"]))
+        prompts = _strata([u for u in self.units if u[0] == "prompt"])
+        return min((len(ix) for ix in prompts), default=0)
 
     def objective(self, units: list[Unit], draws: np.ndarray | None = None) -> np.ndarray:
         """The objective on these units; with `draws` ([B, len(units)] indices), one value

@@ -266,7 +266,9 @@ def next_sweep(folder: Path, out: Path | None) -> tuple[str, Path | None, Plan]:
     sweep = collect(folder)
     plan = propose(sweep)
     name = f"next-{plan.preset or sweep.name}"
-    if out is None and plan.conf_dir is not None:
+    if out is not None and str(out) != "-":
+        name = out.stem
+    elif out is None and plan.conf_dir is not None:
         out = plan.conf_dir / "sweep" / f"{name}.yaml"
         for n in range(2, 100):
             if not out.exists():
