@@ -47,12 +47,32 @@ def prompt_groups(prompts: Sequence[str]) -> list[np.ndarray]:
     return [np.array(ix) for ix in order.values()]
 
 
+def prompt_means(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Each prompt's mean (last axis: one per group); NaN for a prompt it does not apply to."""
+    return np.stack([_nanmean(values[..., ix]) for ix in groups], axis=-1)
+
+
 def cell_value(key: str, values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """One score of a cell from its per-unit values (last axis); NaN when nothing applies."""
     if key not in PROMPT_MEAN:
         return _nanmean(values)
-    per_prompt = np.stack([_nanmean(values[..., ix]) for ix in groups], axis=-1)
-    return _nanmean(per_prompt)
+    return _nanmean(prompt_means(values, groups))
+
+
+def summarise(
+    per_sample: dict[str, list[float | None]], unit_prompt: list[str], samples: int
+) -> tuple[dict[str, float | None], dict[str, list[float | None]]]:
+    """(the cell's scores, each prompt-suite score per prompt) from per-sample values; the
+    first `samples` units are the prompt suite's, the rest the class prompt's."""
+    arrays = {k: as_array(v) for k, v in per_sample.items()}
+    scores = {k: as_float(v) for k, v in cell_scores(arrays, unit_prompt).items()}
+    groups = prompt_groups(unit_prompt[:samples])
+    per_prompt = {
+        k: [as_float(v) for v in prompt_means(arrays[k][:samples], groups)]
+        for k in PROMPT_MEAN
+        if k in arrays and not np.all(np.isnan(arrays[k][:samples]))
+    }
+    return scores, per_prompt
 
 
 def cell_scores(per_unit: dict[str, np.ndarray], prompts: Sequence[str]) -> dict[str, np.ndarray]:

@@ -10,20 +10,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from dreamsweep import cache
-from dreamsweep.metrics.aggregate import (
-    PROMPT_MEAN,
-    as_array,
-    as_float,
-    cell_scores,
-    cell_value,
-    prompt_groups,
-)
+from dreamsweep.metrics.aggregate import summarise
 from dreamsweep.metrics.clip import clip_t_per_sample
 from dreamsweep.metrics.diversity import diversity
 from dreamsweep.metrics.drift import prior_drift_per_sample
@@ -140,12 +132,5 @@ class Scorer:
                 else:
                     put(key, values, of_class=True)
             out.update(cell_level)
-        arrays = {k: as_array(v) for k, v in per_sample.items()}
-        out.update({k: as_float(v) for k, v in cell_scores(arrays, unit_prompt).items()})
-        groups = prompt_groups(unit_prompt[:n])
-        per_prompt = {
-            k: [as_float(cell_value(k, arrays[k][:n][ix], [np.arange(len(ix))])) for ix in groups]
-            for k in PROMPT_MEAN
-            if k in arrays and not np.all(np.isnan(arrays[k][:n]))
-        }
-        return {"scores": out, "per_prompt": per_prompt, "per_sample": per_sample}
+        scores, per_prompt = summarise(per_sample, unit_prompt, n)
+        return {"scores": {**out, **scores}, "per_prompt": per_prompt, "per_sample": per_sample}
