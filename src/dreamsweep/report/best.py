@@ -55,18 +55,13 @@ class BestCard:
     weights: Path | None  # where its weights are, if they were kept
     weights_note: str
     contenders: list[Contender]  # the next best cells, nearest first
-    contenders_p_best: list[Contender]  # every other cell with P(best) >= 5%
+    inseparable: list[Contender]  # every other cell with P(best) >= 5%: the data cannot tell
     seeds_needed: int | None  # seeds per prompt that would separate the top two
     suite: str  # what the verdicts are about: "3 prompts x 16 seeds (+16 class samples)"
 
     @property
     def within_noise(self) -> list[Contender]:
         return [c for c in self.contenders if c.within_noise]
-
-    @property
-    def inseparable(self) -> list[Contender]:
-        """The cells the data cannot tell from the best: P(best) >= 5%."""
-        return self.contenders_p_best
 
     @property
     def more_seeds_override(self) -> str | None:
@@ -134,7 +129,7 @@ def best_card(sweep: Sweep, max_contenders: int = 8) -> BestCard | None:
         weights=weights,
         weights_note=note,
         contenders=contenders,
-        contenders_p_best=likely,
+        inseparable=likely,
         seeds_needed=seeds,
         suite=suite_text(row.samples),
     )
