@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dreamsweep.secrets import mask_url, real_storage
-from tests.conftest import FAST, train_cli, train_py
+from dreamsweep.secrets import mask_sweep_config, mask_url, real_storage
+from tests.conftest import FAST, ROOT, train_cli, train_py
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,75 @@ def test_a_postgresql_password_reaches_no_file_log_or_metadata(postgres_url, tmp
         assert collect(sweep).study is not None
     finally:
         del os.environ["DREAMSWEEP_OPTUNA_STORAGE"]
+
+
+def test_a_sweep_config_holds_the_masked_url_before_any_job_file_is_written():
+    """The config Hydra writes each job's .hydra/*.yaml from (and recomposes jobs from)."""
+    from omegaconf import OmegaConf
+
+    url = "postgresql+psycopg://sweeper:s3cret@db.example/studies"
+    given = OmegaConf.create({"hydra": {"sweeper": {"storage": url}, "overrides": {"hydra": [
+        f"hydra.sweeper.storage='{url}'", "hydra.sweep.dir=x"]}}})  # fmt: skip
+    from_a_file = OmegaConf.create({"hydra": {"sweeper": {"storage": url},
+                                              "overrides": {"hydra": []}}})  # fmt: skip
+    sqlite = OmegaConf.create({"hydra": {"sweeper": {"storage": "sqlite:///s.db"},
+                                         "overrides": {"hydra": []}}})  # fmt: skip
+    for config in (given, from_a_file, sqlite):
+        OmegaConf.set_readonly(config.hydra, True)  # as Hydra hands it over
+        mask_sweep_config(config)
+    for config in (given, from_a_file):
+        assert "s3cret" not in OmegaConf.to_yaml(config)
+        assert config.hydra.sweeper.storage == mask_url(url)
+        assert f"hydra.sweeper.storage='{mask_url(url)}'" in config.hydra.overrides.hydra
+    assert sqlite.hydra.sweeper.storage == "sqlite:///s.db" and not sqlite.hydra.overrides.hydra
+
+
+def _secret_search(postgres_url: str, sweep: Path, *overrides: str) -> list[str]:
+    secret = "Hunter2SecretPW"
+    storage = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
+    return [
+        sys.executable, str(ROOT / "train.py"), "-m", "+sweep=demo_search", *FAST,
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "eval.every_n_steps=null",
+        f"hydra.sweeper.storage='{storage}'", f"hydra.sweeper.study_name={sweep.name}",
+        f"hydra.sweep.dir={sweep}", *overrides,
+    ]  # fmt: skip
+
+
+def _files_with(secret: str, root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_sweep_killed_mid_trial_leaves_no_password_in_any_file(postgres_url, tmp_path):
+    import os
+    import signal
+    import time
+
+    sweep = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _secret_search(postgres_url, sweep), cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while not (sweep / "0" / "checkpoints" / "step_000003").exists():  # mid-trial
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before the kill"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (sweep / "0" / ".hydra" / "hydra.yaml").exists()  # Hydra's job files were written
+    assert not (sweep / "0" / "model").exists()  # killed before the trial's end
+    assert _files_with("Hunter2SecretPW", sweep) == []
+
+
+def test_a_sweep_ended_by_max_failure_rate_leaves_no_password_in_any_file(postgres_url, tmp_path):
+    sweep = tmp_path / "failing"
+    command = _secret_search(
+        postgres_url, sweep, "optim.lr=choice(-1)", "hydra.sweeper.max_failure_rate=0"
+    )
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "max_failure_rate=0" in proc.stderr, proc.stderr[-3000:]
+    assert "Hunter2SecretPW" not in proc.stdout + proc.stderr
+    assert (sweep / "0" / ".hydra" / "hydra.yaml").exists()
+    assert _files_with("Hunter2SecretPW", sweep) == []
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], dict, str]]:
