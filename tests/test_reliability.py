@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -201,16 +202,24 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], dict, str]]:
     }  # fmt: skip
 
 
+@contextmanager
+def tmpfs(mount: Path, options: str):
+    """A tmpfs at ``mount`` (root only), or None where none can be made."""
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)]).returncode:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only tmpfs (root only: chmod does not stop root), or None where none can be made."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)]).returncode:
-        yield None
-        return
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
+        yield mount
 
 
 def test_every_bad_input_is_one_line_naming_the_culprit(tmp_path, read_only):
@@ -238,13 +247,10 @@ def test_every_bad_input_is_one_line_naming_the_culprit(tmp_path, read_only):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 13 MB tmpfs: room for one checkpoint of the tiny model (13.2 MB), not two (root only)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=13m", "tmpfs", str(mount)])
-    if made.returncode != 0:
-        pytest.skip("mounting a tmpfs is not allowed here (needs root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "disk", "size=13m") as mount:
+        if mount is None:
+            pytest.skip("mounting a tmpfs is not allowed here (needs root)")
+        yield mount
 
 
 def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(small_disk, tmp_path):
@@ -265,3 +271,47 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(small_disk, tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the checkpoint at step 3" in resumed.stdout
     assert json.loads((run / "result.json").read_text())["state"] == "complete"
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_a_full_disk_while_accelerate_writes_optimizer_bin_is_one_line(tmp_path):
+    """7 MB: the checkpoint's model files fit, torch.save's optimizer.bin does not (torch says
+    only "unexpected pos")."""
+    with tmpfs(tmp_path / "disk", "size=7m") as disk:
+        if disk is None:
+            pytest.skip("mounting a tmpfs is not allowed here (needs root)")
+        run = disk / "run"
+        proc = train_cli(run, *FAST, "eval.enabled=false",
+                         env={"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
+        assert proc.returncode == 1
+        error = one_error_line(proc)
+        assert "optimizer.bin): No space left on device" in error and "MB free" in error
+        assert "rerun the same command: the run resumes" in error
+        assert "unexpected pos" not in proc.stderr
+        assert list((run / "checkpoints").iterdir()) == []  # no half checkpoint
+
+
+def dreamsweep(*args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "dreamsweep.cli", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_export_and_report_to_a_full_or_read_only_place_are_one_line(tmp_path, read_only):
+    if read_only is None:
+        pytest.skip("mounting a tmpfs is not allowed here (needs root)")
+    run = tmp_path / "run"
+    assert train_cli(run, *FAST, "train.max_steps=2").returncode == 0
+    with tmpfs(tmp_path / "full", "size=64k") as full:
+        for place, reason in ((read_only, "Read-only file system"), (full, "No space left")):
+            for command in ("export", "report"):
+                proc = dreamsweep(command, run, "--out", place / command)
+                assert proc.returncode == 1, (command, proc.stderr[-3000:])
+                error = one_error_line(proc)
+                assert reason in error and f"cannot write to {place / command}" in error
+                assert f"rerun the same command: the {command} is written anew" in error
+        assert [p for p in full.rglob("*") if p.is_file() or p.name.endswith(".tmp")] == []

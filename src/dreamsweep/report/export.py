@@ -19,7 +19,7 @@ from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
-from dreamsweep.runs import swap_in
+from dreamsweep.runs import staging_folder, swap_in
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -36,9 +36,7 @@ def export_report(
     started = time.perf_counter()
     sweep = collect(folder)
     out = (out or default_destination(sweep, reports_root)).resolve()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_folder(out)  # also removes what killed exports/reports left there
     try:
         best = best_card(sweep)
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)

@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from dreamsweep.runs import checkpoint_dirs
+from dreamsweep.runs import checkpoint_dirs, write_failure
 from dreamsweep.training.ema import load_ema, save_ema
 
 # Accelerate loads every file of a checkpoint with torch's weights-only loader except these,
@@ -49,8 +49,11 @@ def save_checkpoint(
             if ema is not None:
                 save_ema(ema, tmp)
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    except BaseException:  # a full disk: no partial checkpoint left, the previous one stays
+    except BaseException as err:  # a full disk: no partial checkpoint left, the previous stays
+        cause = write_failure(tmp, err) if isinstance(err, Exception) else None
         shutil.rmtree(tmp, ignore_errors=True)
+        if cause is not None:  # torch.save's "unexpected pos" is a full disk: say so
+            raise cause from err
         raise
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)

@@ -14,7 +14,12 @@ from dreamsweep import prior
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import class_examples, instance_examples
 from dreamsweep.models.components import SDComponents
-from dreamsweep.training.batches import TrainingData, cache_embeddings, training_data
+from dreamsweep.training.batches import (
+    ADAPTER_SALT,
+    TrainingData,
+    cache_embeddings,
+    training_data,
+)
 from dreamsweep.training.ema import build_ema, trained_parameters
 from dreamsweep.training.latents import build_latent_bank
 from dreamsweep.training.lora import add_adapters, is_lora
@@ -59,7 +64,12 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
     if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
-        add_adapters(cfg, c)
+        # peft draws the initial adapters from torch's global RNG: from train.seed, not from
+        # whatever the process drew before (class images made or found in the cache)
+        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.train.seed ^ ADAPTER_SALT)
+            add_adapters(cfg, c)
         c.unet.to(accelerator.device)
         c.text_encoder.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
