@@ -268,17 +268,34 @@ def append_metrics(paths: RunPaths, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+@dataclass
+class MetricsFile:
+    records: list[dict[str, Any]]  # the complete records, in order
+    torn: list[tuple[int, str]]  # (line number, text) of lines that are not a JSON object
+
+
+def scan_metrics(paths: RunPaths) -> MetricsFile:
+    """The records of metrics.jsonl and the lines that could not be read (a kill leaves a torn
+    last line; a damaged file, others)."""
+    found = MetricsFile([], [])
+    if not paths.metrics.exists():
+        return found
+    text = paths.metrics.read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            found.records.append(record)
+        elif line.strip():
+            found.torn.append((number, line))
+    return found
+
+
 def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
     """All complete records (a torn last line from a killed process is ignored)."""
-    if not paths.metrics.exists():
-        return []
-    records = []
-    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return scan_metrics(paths).records
 
 
 def truncate_metrics_after(paths: RunPaths, step: int) -> None:

@@ -94,6 +94,7 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "prompts": sorted(set(first.prompts), key=first.prompts.index) if first else [],
         "seeds": sorted(set(first.seeds)) if first else [],
         "notes": notes,
+        "skipped_summary": sweep.skipped_summary(),
     }
 
 
@@ -188,6 +189,7 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
             "runs": {s: states.count(s) for s in sorted(set(states))},
             "cells": len(sweep.cells),
             "varying": sweep.varying,
+            "skipped": [str(k) for k in sweep.skipped],  # unreadable files and lines
         },
         "best": None,
         "within_noise": [],
