@@ -50,6 +50,18 @@ def test_a_planted_pickle_in_a_checkpoint_is_never_run(tmp_path):
     assert "refusing to resume" in errors[0] and "Traceback" not in resumed.stderr
 
     (checkpoint / "custom_checkpoint_0.pkl").unlink()  # ema.pkl stays: it is never read
+    import torch
+
+    optimizer = checkpoint / "optimizer.bin"
+    kept = optimizer.read_bytes()
+    torch.save({"state": Planted(marker), "param_groups": []}, optimizer)  # tampered
+    resumed = train_cli(run, *settings)
+    assert not marker.exists() and resumed.returncode == 1
+    errors = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "optimizer.bin holds more than tensors" in errors[0]
+    assert "weights_only=False" not in resumed.stderr and "Traceback" not in resumed.stderr
+
+    optimizer.write_bytes(kept)
     resumed = train_cli(run, *settings)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the checkpoint at step 3" in resumed.stdout
@@ -181,6 +193,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], dict, str]]:
     for i in range(3):
         Image.new("RGB", (96, 96), "red").save(photos / f"dog{i}.png")
     (photos / "dog0.txt").write_bytes("un chien \xe0 la plage".encode("latin-1"))
+    linked = tmp / "linked"
+    shutil.copytree(photos, linked)
+    (linked / "dog0.txt").unlink()
+    (linked / "dog1.txt").symlink_to("/etc/passwd")
     real = ["model=sd15", "data=folder", f"data.instance_dir={photos}", "data.class_name=dog"]
     return {
         "missing model path": (
@@ -198,6 +214,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], dict, str]]:
         ),
         "non-UTF-8 caption": (
             [*real[1:], "model=tiny", "data.resolution=64"], {}, "dog0.txt is not UTF-8"
+        ),
+        "caption linked out of the folder": (
+            ["data=folder", f"data.instance_dir={linked}", "data.class_name=dog", "model=tiny",
+             "data.resolution=64"], {}, "dog1.txt is a link to /etc/passwd"
         ),
     }  # fmt: skip
 
@@ -301,11 +321,20 @@ def dreamsweep(*args) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_export_and_report_to_a_full_or_read_only_place_are_one_line(tmp_path, read_only):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    proc = train_cli(run, *FAST, "train.max_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_export_and_report_to_a_full_or_read_only_place_are_one_line(
+    finished_run, tmp_path, read_only
+):
     if read_only is None:
         pytest.skip("mounting a tmpfs is not allowed here (needs root)")
-    run = tmp_path / "run"
-    assert train_cli(run, *FAST, "train.max_steps=2").returncode == 0
+    run = finished_run
     with tmpfs(tmp_path / "full", "size=64k") as full:
         for place, reason in ((read_only, "Read-only file system"), (full, "No space left")):
             for command in ("export", "report"):
@@ -315,3 +344,48 @@ def test_export_and_report_to_a_full_or_read_only_place_are_one_line(tmp_path, r
                 assert reason in error and f"cannot write to {place / command}" in error
                 assert f"rerun the same command: the {command} is written anew" in error
         assert [p for p in full.rglob("*") if p.is_file() or p.name.endswith(".tmp")] == []
+
+
+def test_what_killed_exports_and_reports_left_goes_at_the_next_start(finished_run, tmp_path):
+    """Hidden half folders of processes that are gone; those of a live process stay."""
+    import os
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    for command in ("report", "export"):
+        folder = tmp_path / command
+        killed = folder / f".sweep-a.{gone}@{host}.tmp"
+        killed.mkdir(parents=True)
+        (killed / "half.safetensors").write_bytes(b"half")
+        (folder / ".sweep-b.tmp").mkdir()  # as earlier versions named them
+        live = folder / f".sweep-c.{os.getpid()}@{host}.tmp"  # being written right now
+        live.mkdir()
+        proc = dreamsweep(command, finished_run, "--out", folder / "new" if command ==
+                          "report" else folder)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        hidden = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+        assert hidden == [live.name], command
+
+
+def test_a_kill_inside_the_swap_of_best_never_lets_a_worse_cell_replace_it(tmp_path):
+    """A resume cuts metrics.jsonl back to its checkpoint (step 4), so the kept cell (step 5)
+    is only in best/cell.json; a kill between the two renames of a swap left it aside."""
+    from dreamsweep.best_weights import BestKeeper
+    from dreamsweep.runs import RunPaths, append_metrics, write_json
+
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir()
+    cell = {"kind": "eval", "cell": "ddim-n20-g3-ema", "weights": "ema", "scheduler": "ddim"}
+    append_metrics(paths, {**cell, "step": 4, "objective": 0.5})
+    aside = paths.root / ".best.old"
+    aside.mkdir()
+    write_json(aside / "cell.json", {**cell, "step": 5, "objective": 0.9})
+    keeper = BestKeeper.for_run(None, paths, {})
+    assert (paths.root / "best" / "cell.json").exists() and not aside.exists()
+    assert keeper.objective == 0.9
+    assert keeper.offer([{**cell, "step": 6, "objective": 0.7}], weights={}) is None
+
+    write_json(paths.result, {"state": "failed", "best": {**cell, "step": 7, "objective": 0.95}})
+    assert BestKeeper.for_run(None, paths, {}).objective == 0.95  # what result.json recorded
