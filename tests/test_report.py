@@ -129,7 +129,7 @@ def test_a_failed_export_keeps_the_previous_report(grid_report, tmp_path, monkey
     with pytest.raises(RuntimeError, match="disk full"):
         export_report(Path(json.loads(before)["sweep"]["folder"]), out)
     assert (out / "best.json").read_text() == before
-    assert not list(tmp_path.glob(".report.tmp*"))
+    assert not list(tmp_path.glob(".report.*tmp"))  # the staging folder is gone
 
 
 def test_the_command_line_names_a_folder_without_runs(tmp_path):
