@@ -264,6 +264,21 @@ def test_hflip_mirrors_left_right() -> None:
 # --- captions ------------------------------------------------------------------------------
 
 
+def test_a_caption_that_links_out_of_the_folder_is_named(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "secret.txt").write_text("not a caption")
+    (photos / "dog.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(ImageFolderError, match=r"caption .*dog\.txt is a link to .*secret\.txt"):
+        read_caption(photos / "dog.png")
+    (photos / "cat.txt").mkdir()
+    with pytest.raises(ImageFolderError, match=r"cat\.txt is not a regular file"):
+        read_caption(photos / "cat.png")
+    (photos / "own.txt").write_text("a sks dog")
+    (photos / "alias.txt").symlink_to(photos / "own.txt")  # a link inside the folder is fine
+    assert read_caption(photos / "alias.png") == "a sks dog"
+
+
 def test_read_caption_from_sidecar_txt(good_folder: Path, tmp_path: Path) -> None:
     assert read_caption(good_folder / "a.JPG") == "a photo of sks robot"
     assert read_caption(good_folder / "b.png") is None

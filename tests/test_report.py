@@ -129,7 +129,7 @@ def test_a_failed_export_keeps_the_previous_report(grid_report, tmp_path, monkey
     with pytest.raises(RuntimeError, match="disk full"):
         export_report(Path(json.loads(before)["sweep"]["folder"]), out)
     assert (out / "best.json").read_text() == before
-    assert not list(tmp_path.glob(".report.tmp*"))
+    assert not list(tmp_path.glob(".report.*tmp"))  # the staging folder is gone
 
 
 def test_the_command_line_names_a_folder_without_runs(tmp_path):
@@ -233,3 +233,37 @@ def test_every_link_of_the_page_resolves(grid_report):
         elif not link.startswith("http"):
             assert (grid_report / link).exists(), link
     assert page.index('id="runs"') < page.index('id="figures"')  # tables before figures
+
+
+def test_a_corrupt_result_and_a_torn_cell_line_are_skipped_and_counted(demo_grid, tmp_path):
+    """What a kill or a bad disk leaves in two runs: the report still renders every run, says
+    which file of which run it could not read, and counts what it left out."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(demo_grid[0], sweep)
+    trained = sorted(p.parent for p in sweep.glob("*/result.json")
+                     if json.loads(p.read_text())["state"] == "complete")  # fmt: skip
+    corrupt, torn = trained[0], trained[1]
+    text = (corrupt / "result.json").read_text()
+    (corrupt / "result.json").write_text(text[: len(text) // 2])
+    lines = (torn / "metrics.jsonl").read_text().splitlines(keepends=True)
+    last_cell = max(i for i, line in enumerate(lines) if '"kind": "eval"' in line)
+    kept = "".join(lines[:last_cell]) + lines[last_cell][:40]  # killed while writing it
+    (torn / "metrics.jsonl").write_text(kept)
+
+    command = [sys.executable, "-m", "dreamsweep.cli", "report", str(sweep), "--out",
+               str(tmp_path / "report")]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    count = "1 unreadable line(s) of metrics.jsonl (1 of them scored cells) and 1 unreadable"
+    page = (tmp_path / "report" / "index.html").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for text in (page, markdown):
+        assert "Read with gaps" in text and count in text
+        assert f"{corrupt.name}/result.json: not valid JSON" in text
+        assert (
+            f"{torn.name}/metrics.jsonl: 1 unreadable line(s) skipped (line {last_cell + 1}" in text
+        )
+    summary = json.loads((tmp_path / "report" / "best.json").read_text())
+    assert summary["best"] is not None and len(summary["sweep"]["skipped"]) == 2
+    runs = summary["sweep"]["runs"]  # every run listed, the corrupt one as such
+    assert runs["unreadable"] == 1 and sum(runs.values()) == len(list(sweep.glob("*/.hydra")))

@@ -29,6 +29,22 @@ def unet_weights(run_dir, sub="unet"):
     return load_file(str(run_dir / "model" / sub / "diffusion_pytorch_model.safetensors"))
 
 
+def kill_at_checkpoint(run_dir, settings, step: int, env: dict | None = None) -> None:
+    """Start `train.py` and kill -9 its process group once the checkpoint of ``step`` is there."""
+    cmd = [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *settings]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / f"step_{step:06d}").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "model").exists()
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """The demo's settings (prior, text encoder, EMA, W&B offline), just fewer steps."""
@@ -112,18 +128,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
     assert train_cli(reference, *settings).returncode == 0
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "train.py", f"hydra.run.dir={killed}", *settings]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step_000010").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model").exists()
-
+    kill_at_checkpoint(killed, settings, step=10)
     resumed = train_cli(killed, *settings)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the checkpoint at step" in resumed.stdout
@@ -131,6 +136,49 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     steps = [r["step"] for r in read_metrics(RunPaths(killed)) if r["kind"] == "train"]
     assert steps == list(range(1, 31))  # records after the checkpoint were replaced, not doubled
+
+
+def saved_tensors(run_dir) -> dict[str, torch.Tensor]:
+    """Every tensor of the run's final and best weights, by file and key."""
+    return {
+        f"{file.relative_to(run_dir)}:{key}": tensor
+        for folder in ("model", "best")
+        for file in sorted((run_dir / folder).rglob("*.safetensors"))
+        for key, tensor in load_file(str(file)).items()
+    }
+
+
+def cell_scores(run_dir) -> list[dict]:
+    """The scored cells of metrics.jsonl without their timings."""
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "time")}
+        for r in read_metrics(RunPaths(run_dir))
+        if r["kind"] == "eval"
+    ]
+
+
+@pytest.mark.parametrize("method", ["dreambooth", "lora", "loha", "lokr"])
+def test_one_seed_gives_the_same_run_through_a_kill_and_rerun(method, tmp_path):
+    """Two runs of one command (a fresh cache for the first, a warm one for the second, which
+    is also killed and rerun) end bit-identical: adapter init, dropout, data order, noise."""
+    kind = [] if method == "dreambooth" else ["method=lora", f"method.type={method}",
+                                              "method.dropout=0.1"]  # fmt: skip
+    settings = (*FAST, *kind, "train.max_steps=8", "train.checkpoint_every=4",
+                "eval.every_n_steps=4")  # fmt: skip
+    env = {"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}
+    reference = tmp_path / "reference"
+    done = train_cli(reference, *settings, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    again = tmp_path / "again"
+    kill_at_checkpoint(again, settings, step=4, env=env)
+    resumed = train_cli(again, *settings, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step 4" in resumed.stdout
+    expected, final = saved_tensors(reference), saved_tensors(again)
+    assert final.keys() == expected.keys() and len(expected) > 0
+    assert [k for k in expected if not torch.equal(final[k], expected[k])] == []
+    assert cell_scores(again) == cell_scores(reference)
 
 
 def test_two_cpu_processes_train_in_sync(tmp_path):

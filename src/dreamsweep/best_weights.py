@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamsweep.metrics.objective import best_cell
-from dreamsweep.runs import RunPaths, read_metrics
+from dreamsweep.runs import RunPaths, read_json, read_metrics, recover_swap
 
 CELL_FILE = "cell.json"
 Weights = Callable[[], AbstractContextManager]  # yields the components holding some weights
@@ -33,10 +33,8 @@ class BestKeeper:
     @classmethod
     def for_run(cls, cfg, paths: RunPaths, settings: dict[str, Any]) -> BestKeeper:
         """The keeper of a (possibly resumed) run: the bar is its best cell scored so far."""
-        best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
-        kept = paths.root / "best" / CELL_FILE
-        objective = best["objective"] if best is not None and kept.exists() else None
-        return cls(cfg, paths.root / "best", settings, objective)
+        recover_swap(paths.root / "best")  # a kill inside the swap of an earlier attempt
+        return cls(cfg, paths.root / "best", settings, resume_bar(paths))
 
     def offer(
         self,
@@ -69,6 +67,19 @@ class BestKeeper:
                 extra={CELL_FILE: json.dumps(top, indent=2, sort_keys=True) + "\n"},
             )
         self.objective = top["objective"]
+
+
+def resume_bar(paths: RunPaths) -> float | None:
+    """What a resumed run's cell must beat to replace `best/`: the best of the cell `best/`
+    holds, the best cell in metrics.jsonl (cut back to the checkpoint, so it may miss the
+    kept one) and the best that result.json recorded. None when `best/` holds nothing."""
+    kept = kept_cell(paths.root)
+    if kept is None:
+        return None
+    best = best_cell([r for r in read_metrics(paths) if r.get("kind") == "eval"])
+    recorded = ((read_json(paths.result) or {}).get("best") or {}).get("objective")
+    found = [kept.get("objective"), best and best["objective"], recorded]
+    return max((v for v in found if v is not None), default=None)
 
 
 def kept_cell(run_dir: Path) -> dict[str, Any] | None:

@@ -76,6 +76,17 @@ def _next(args) -> int:
     return 0
 
 
+def _unwritable(err: Exception, destination: Path, what: str) -> int:
+    """A full or read-only destination is one `error:` line (exit 1); anything else raises."""
+    from dreamsweep.runs import storage_error
+
+    message = storage_error(err, destination.expanduser().resolve(), f"{what} is written anew")
+    if message is None:
+        raise err
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def _export(args) -> int:
     from dreamsweep.export.choose import ExportError
     from dreamsweep.export.command import export
@@ -86,6 +97,8 @@ def _export(args) -> int:
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Exception as err:
+        return _unwritable(err, args.out, "the export")
     for name, size in sorted(sizes.items()):
         if name.endswith((".safetensors", ".png", ".md")):
             print(f"{size / 2**20:9.2f} MB  {name}")
@@ -110,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        return _unwritable(err, args.out or args.reports_dir, "the report")
     print(f"report: {out / 'index.html'} ({time.perf_counter() - started:.1f} s)")
     return 0
 

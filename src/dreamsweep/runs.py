@@ -8,6 +8,7 @@ Every file is written atomically (temp file + rename), so a killed run never lea
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -94,15 +95,70 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def swap_in(new: Path, out: Path) -> Path:
-    """Replace folder ``out`` by the complete folder ``new``: the old one is moved aside first
-    and removed last, so a reader (or a kill) never meets half of either."""
-    old = out.with_name(f".{out.name}.old")
+    """Replace folder ``out`` by the complete folder ``new`` (built beside it): the two are
+    exchanged in one step where the filesystem can (Linux renameat2), so a complete ``out`` is
+    on disk at every moment; the old one, now at ``new``'s name, is removed last. Elsewhere
+    the old one is moved aside first, and `recover_swap` puts it back if a kill falls between."""
+    if out.exists() and _exchange(new, out):
+        shutil.rmtree(new, ignore_errors=True)
+        return out
+    old = _aside(out)
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
     new.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def recover_swap(out: Path) -> None:
+    """After a kill inside `swap_in`'s two renames: the old ``out`` is back in its place."""
+    old = _aside(out)
+    if old.is_dir() and not out.exists():
+        old.rename(out)
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system or filesystem cannot."""
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^@/]+)\.tmp$")
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden folder beside ``out`` to build it in before `swap_in`. Leftovers of
+    exports or reports killed in the same folder (their process is gone) are removed first;
+    those of live processes, or of other hosts, stay."""
+    parent = out.parent
+    if parent.is_dir():
+        for leftover in parent.glob(".*.tmp"):
+            match = _STAGING.match(leftover.name)
+            who = match and {"host": match["host"], "pid": int(match["pid"])}
+            if leftover.is_dir() and (who is None or alive(who) is False):
+                shutil.rmtree(leftover, ignore_errors=True)
+        for old in parent.glob(".*.old"):
+            recover_swap(parent / old.name[1 : -len(".old")])
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}@{socket.gethostname()}.tmp")
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -141,11 +197,14 @@ def run_state(result: dict[str, Any] | None) -> str:
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES}
 _STORAGE_TEXT = ("No space left", "StorageFull", "file write failed", "Read-only file system")
+RUN_RESUMES = "the run resumes from its last complete checkpoint"
+PROBE_BYTES = 1 << 20
 
 
-def storage_error(err: BaseException, where: Path) -> str | None:
+def storage_error(err: BaseException, where: Path, then: str = RUN_RESUMES) -> str | None:
     """A one-line message when ``err`` is a full disk or an unwritable place, else None.
-    Torch and safetensors wrap the OSError in their own errors, hence the text checks."""
+    Torch and safetensors wrap the OSError in their own errors, hence the text checks.
+    ``then``: what rerunning the command does."""
     text = str(err)
     if not (
         (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
@@ -153,16 +212,40 @@ def storage_error(err: BaseException, where: Path) -> str | None:
     ):
         return None
     try:
-        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MB free"
-    except OSError:
+        existing = next(p for p in (where, *where.parents) if p.exists())
+        free = f"{shutil.disk_usage(existing).free / 2**20:.0f} MB free"
+    except (OSError, StopIteration):
         free = "free space unknown"
     reason = err.strerror if isinstance(err, OSError) and err.strerror else text.splitlines()[0]
     file = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
     return (
         f"cannot write to {where}{file}: {reason[:200]} ({free}); free space or fix the "
-        "permissions and rerun the same command: the run resumes from its last complete "
-        "checkpoint"
+        f"permissions and rerun the same command: {then}"
     )
+
+
+def write_failure(folder: Path, err: BaseException) -> OSError | None:
+    """The OSError behind a write that failed without saying why: torch's writer (torch.save,
+    as Accelerate writes optimizer.bin) reports a full disk as "unexpected pos". A probe write
+    in the same folder finds out (full, over quota, read-only); None when the probe succeeds.
+    The error names the newest file of the folder: the one being written."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return None
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as found:
+        if found.errno not in STORAGE_ERRNOS:
+            return None
+        files = [p for p in folder.iterdir() if p.is_file() and p != probe]
+        newest = max(files, key=lambda p: p.stat().st_mtime_ns, default=folder)
+        return OSError(found.errno, found.strerror, str(newest))
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
 
 
 def write_result(paths: RunPaths, state: str, **fields: Any) -> dict[str, Any]:
@@ -185,17 +268,34 @@ def append_metrics(paths: RunPaths, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+@dataclass
+class MetricsFile:
+    records: list[dict[str, Any]]  # the complete records, in order
+    torn: list[tuple[int, str]]  # (line number, text) of lines that are not a JSON object
+
+
+def scan_metrics(paths: RunPaths) -> MetricsFile:
+    """The records of metrics.jsonl and the lines that could not be read (a kill leaves a torn
+    last line; a damaged file, others)."""
+    found = MetricsFile([], [])
+    if not paths.metrics.exists():
+        return found
+    text = paths.metrics.read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            found.records.append(record)
+        elif line.strip():
+            found.torn.append((number, line))
+    return found
+
+
 def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
     """All complete records (a torn last line from a killed process is ignored)."""
-    if not paths.metrics.exists():
-        return []
-    records = []
-    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return scan_metrics(paths).records
 
 
 def truncate_metrics_after(paths: RunPaths, step: int) -> None:

@@ -5,15 +5,17 @@ sweep masked (`user:***@host`): that is what config.yaml, result.json, the logs 
 hold. The real URL travels only in the environment (DREAMSWEEP_OPTUNA_STORAGE), set by the
 sweeper for its jobs or by the user, and `real_storage` swaps it back in where a connection
 is made. Settings copied into weights' metadata and W&B never include the `optuna` section.
+
+Hydra's own files of a sweep (each job's `.hydra/*.yaml`, a launcher's pickled job) are written
+from the sweep's config; `mask_sweep_config` masks the URL there before the first job starts,
+so no file holds the password at any moment, whatever way the sweep ends.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-
-from dreamsweep.runs import atomic_write_text
+from typing import Any
 
 STORAGE_ENV = "DREAMSWEEP_OPTUNA_STORAGE"
 MASK = "***"
@@ -32,15 +34,25 @@ def password_of(url: str | None) -> str | None:
     return match["password"] if match and match["password"] != MASK else None
 
 
-def scrub_files(root: Path, password: str | None) -> None:
-    """Mask a password that Hydra copied into its own files (`.hydra/*.yaml`, multirun.yaml)
-    when it was given on the command line as hydra.sweeper.storage."""
-    if not password:
+STORAGE_KEY = "hydra.sweeper.storage"
+
+
+def mask_sweep_config(config: Any) -> None:
+    """Mask the storage password in a sweep's Hydra config, in place (the sweeper keeps the
+    real URL it was built with). Jobs are recomposed from `hydra.overrides.hydra`, so those are
+    masked too, and a URL that came from a config file is overridden by its masked form."""
+    from omegaconf import open_dict, read_write
+
+    storage = config.hydra.sweeper.get("storage")
+    if not password_of(storage):
         return
-    for path in [*root.rglob(".hydra/*.yaml"), *root.glob("multirun.yaml")]:
-        text = path.read_text(encoding="utf-8")
-        if password in text:
-            atomic_write_text(path, text.replace(password, MASK))
+    shown = mask_url(storage)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.sweeper.storage = shown
+        overrides = [mask_url(str(o)) for o in config.hydra.overrides.hydra]
+        if not any(o.lstrip("+~").startswith(f"{STORAGE_KEY}=") for o in overrides):
+            overrides.append(f"{STORAGE_KEY}='{shown}'")
+        config.hydra.overrides.hydra = overrides
 
 
 def real_storage(url: str) -> str:

@@ -254,10 +254,19 @@ def hflip(t: torch.Tensor) -> torch.Tensor:
 
 
 def read_caption(image_path: Path) -> str | None:
-    """The sidecar caption '<stem>.txt' next to an image, or None if missing or blank."""
+    """The sidecar caption '<stem>.txt' next to an image, or None if missing or blank. It must
+    be a regular file inside the photo folder: a symlink out of it (`photo.txt ->
+    /etc/passwd`) would make any readable file a training prompt, a FIFO would block."""
     caption_path = Path(image_path).with_name(Path(image_path).stem + CAPTION_EXTENSION)
-    if not caption_path.is_file():
+    if not caption_path.exists() and not caption_path.is_symlink():
         return None
+    folder, target = caption_path.parent.resolve(), caption_path.resolve()
+    if target.parent != folder or not target.is_file():
+        where = f"a link to {target}" if caption_path.is_symlink() else "not a regular file"
+        raise ImageFolderError(
+            f"caption {caption_path} is {where}: a caption must be a regular file in the "
+            "photo folder; put the text in that file, or remove it"
+        )
     try:
         text = caption_path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError as err:

@@ -13,7 +13,7 @@ from pathlib import Path
 from dreamsweep.export.card import model_card
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
-from dreamsweep.runs import swap_in
+from dreamsweep.runs import staging_folder, swap_in
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
 
@@ -43,9 +43,7 @@ def export(
         for module in (components.unet, components.vae, components.text_encoder):
             module.to(dtype)
     out = (out_root / chosen.title).resolve()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_folder(out)  # also removes what killed exports/reports left there
     try:
         files = {}
         if "diffusers" in formats:

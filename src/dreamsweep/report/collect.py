@@ -2,11 +2,14 @@
 
 Only the run-folder contract (config.yaml, metrics.jsonl, result.json, eval/ cells, Hydra's
 .hydra/overrides.yaml) and the Optuna storage are read; never W&B. A run that failed, was
-pruned or is still running is kept with its state, never silently dropped.
+pruned or is still running is kept with its state, never silently dropped. A file that cannot
+be read (a corrupt result.json, a torn line of metrics.jsonl) is skipped and listed, with
+what it cost (`Skipped`); the rest of the sweep is read as usual.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,8 +21,10 @@ from dreamsweep import verdicts
 from dreamsweep.cells import Cell
 from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.metrics.objective import rank_key
-from dreamsweep.runs import STALE, RunPaths, read_json, read_metrics, run_state
+from dreamsweep.runs import STALE, RunPaths, run_state, scan_metrics
 from dreamsweep.verdicts import CellSamples
+
+UNREADABLE = "unreadable"  # the state of a run whose result.json cannot be read
 
 
 @dataclass
@@ -83,6 +88,20 @@ class CellRow:
 
 
 @dataclass
+class Skipped:
+    """Part of a run the report could not read and left out."""
+
+    run: str
+    file: str  # inside the run folder: result.json, metrics.jsonl, eval/.../scores.json
+    what: str  # what was skipped, and what is missing because of it
+    lines: int = 0  # lines of metrics.jsonl skipped
+    cells: int = 0  # scored cells (metrics.jsonl eval lines) among them
+
+    def __str__(self) -> str:
+        return f"{self.run}/{self.file}: {self.what}"
+
+
+@dataclass
 class Run:
     name: str  # folder name inside the sweep
     path: Path
@@ -92,6 +111,7 @@ class Run:
     result: dict[str, Any]
     cells: list[CellRow]
     val: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl kind=val lines
+    skipped: list[Skipped] = field(default_factory=list)  # what of it could not be read
 
     @property
     def final_step(self) -> int | None:
@@ -122,7 +142,8 @@ class Run:
 
     @property
     def error(self) -> str | None:
-        return self.result.get("error") or self.result.get("pruned")
+        unread = "; ".join(f"{k.file}: {k.what}" for k in self.skipped)
+        return self.result.get("error") or self.result.get("pruned") or unread or None
 
     def setting(self, dotted: str) -> Any:
         """A setting of the run; from its overrides when it never wrote config.yaml."""
@@ -169,6 +190,23 @@ class Sweep:
     @property
     def cells(self) -> list[CellRow]:
         return [c for r in self.runs for c in r.cells]
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return [k for r in self.runs for k in r.skipped]
+
+    def skipped_summary(self) -> str:
+        """The count of what was left out, for the top of the page ("" when nothing was)."""
+        skipped = self.skipped
+        if not skipped:
+            return ""
+        lines, cells = sum(k.lines for k in skipped), sum(k.cells for k in skipped)
+        files = sum(not k.lines for k in skipped)
+        runs = len({k.run for k in skipped})
+        return (
+            f"skipped while reading {runs} run(s): {lines} unreadable line(s) of metrics.jsonl "
+            f"({cells} of them scored cells) and {files} unreadable file(s); see the notes"
+        )
 
     def run(self, name: str) -> Run:
         return next(r for r in self.runs if r.name == name)
@@ -244,24 +282,32 @@ def collect(folder: Path) -> Sweep:
 
 def read_run(path: Path, notes: list[str]) -> Run:
     paths = RunPaths(path)
+    skipped: list[Skipped] = []
     config = _read_yaml(paths.config, notes) or {}
     overrides = _read_yaml(path / ".hydra" / "overrides.yaml", notes) or []
-    result = read_json(paths.result) or {}
+    result = _read_json(paths.result, path, skipped, "state, objective and error unknown")
     state = run_state(result) if result else "unknown"
     if state == STALE:
         notes.append(f"{path.name}: its process ended without a final state (killed, full disk)")
-    if not result:
+    if skipped:
+        state = UNREADABLE
+    elif not result:
         notes.append(f"{path.name}: no result.json (the job was stopped before its run started)")
+    metrics = scan_metrics(paths)
+    if metrics.torn:
+        skipped.append(_torn_lines(path.name, metrics.torn))
     latest: dict[tuple[int, str], dict] = {}  # a re-scored cell replaces the earlier line
     val: list[dict[str, Any]] = []
-    for record in read_metrics(paths):
+    for record in metrics.records:
         if record.get("kind") == "eval":
             latest[(record["step"], record["cell"])] = record
         elif record.get("kind") == "val":
             val.append(record)
     scoring = _objective_settings(config)
-    cells = [_cell_row(path, r, scoring) for _, r in sorted(latest.items())]
-    return Run(path.name, path, state, config, [str(o) for o in overrides], result, cells, val)
+    cells = [_cell_row(path, r, skipped, scoring) for _, r in sorted(latest.items())]
+    notes.extend(str(k) for k in skipped)
+    return Run(path.name, path, state, config, [str(o) for o in overrides], result or {}, cells,
+               val, skipped)  # fmt: skip
 
 
 def _objective_settings(config: dict[str, Any]) -> tuple[str, float]:
@@ -269,10 +315,37 @@ def _objective_settings(config: dict[str, Any]) -> tuple[str, float]:
     return metrics.get("objective", "balanced"), metrics.get("drift_penalty", 0.5)
 
 
-def _cell_row(run_dir: Path, record: dict[str, Any], scoring: tuple[str, float]) -> CellRow:
+def _torn_lines(run: str, torn: list[tuple[int, str]]) -> Skipped:
+    """Lines of metrics.jsonl that are not JSON; an eval line (it starts with its cell) was
+    a scored cell, which the tables and the best cell then miss."""
+    cells = sum(text.startswith('{"cell"') or '"kind": "eval"' in text for _, text in torn)
+    numbers = ", ".join(str(n) for n, _ in torn[:10]) + (", ..." if len(torn) > 10 else "")
+    what = f"{len(torn)} unreadable line(s) skipped (line {numbers}), {cells} of them scored cells"
+    return Skipped(run, "metrics.jsonl", what, lines=len(torn), cells=cells)
+
+
+def _read_json(file: Path, run_dir: Path, skipped: list[Skipped], missing: str) -> dict | None:
+    """A JSON object file of a run, or None; a corrupt one is listed in ``skipped``."""
+    if not file.exists():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return data
+        problem = f"not a JSON object but {type(data).__name__}"
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"not valid JSON ({err})"
+    name = str(file.relative_to(run_dir))
+    skipped.append(Skipped(run_dir.name, name, f"{problem}; skipped: {missing}"))
+    return None
+
+
+def _cell_row(
+    run_dir: Path, record: dict[str, Any], skipped: list[Skipped], scoring: tuple[str, float]
+) -> CellRow:
     spec = Cell.from_record(record)
     folder = cell_dir(run_dir, spec.step, spec.name)
-    saved = read_json(folder / "scores.json") or {}
+    saved = _read_json(folder / "scores.json", run_dir, skipped, "the scores per prompt") or {}
     if saved and (saved.get("step"), saved.get("cell")) != (spec.step, spec.name):
         saved = {}  # not this cell's file
     return CellRow(
@@ -335,7 +408,7 @@ def _read_yaml(path: Path, notes: list[str]) -> Any:
         return None
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         notes.append(f"{path}: not valid YAML ({err})")
         return None
 

@@ -20,7 +20,7 @@ from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
-from dreamsweep.runs import swap_in
+from dreamsweep.runs import staging_folder, swap_in
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -37,9 +37,7 @@ def export_report(
     started = time.perf_counter()
     sweep = collect(folder)
     out = (out or default_destination(sweep, reports_root)).resolve()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_folder(out)  # also removes what killed exports/reports left there
     try:
         best = best_card(sweep)
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)
@@ -98,6 +96,7 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         "prompts": sorted(set(first.prompts), key=first.prompts.index) if first else [],
         "seeds": sorted(set(first.seeds)) if first else [],
         "notes": notes,
+        "skipped_summary": sweep.skipped_summary(),
     }
 
 
@@ -202,6 +201,7 @@ def best_json(sweep: Sweep, best: BestCard | None, seconds: float) -> dict[str, 
             "runs": {s: states.count(s) for s in sorted(set(states))},
             "cells": len(sweep.cells),
             "varying": sweep.varying,
+            "skipped": [str(k) for k in sweep.skipped],  # unreadable files and lines
         },
         "best": None,
         "verdicts": None,

@@ -30,7 +30,7 @@ from dreamsweep.runs import (
     update_result,
     write_result,
 )
-from dreamsweep.secrets import STORAGE_ENV, mask_url, password_of, scrub_files
+from dreamsweep.secrets import STORAGE_ENV, mask_url
 from dreamsweep.sweeps.search_space import (
     conditional_params,
     conditional_space,
@@ -132,7 +132,6 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         returns.append(results)
         _check_failure_rate(_failed(study) - failed_before, s.max_failure_rate, n_trials)
     _write_results(study, Path(cfg.hydra.sweep.dir), shown)
-    scrub_files(Path(cfg.hydra.sweep.dir), password_of(storage))
     return returns
 
 

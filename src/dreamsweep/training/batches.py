@@ -1,9 +1,11 @@
 """What one training step consumes: latents and prompts, drawn with a per-step generator.
 
 Every random choice of a step (which images, which augmentation, timesteps, noise) comes from
-a generator seeded by (train.seed, step, micro-batch, rank) instead of a global RNG stream.
-So a resumed run draws exactly what the uninterrupted run would have drawn, and two runs with
-the same seed produce the same losses.
+a generator seeded by (train.seed, step, micro-batch, rank) instead of a global RNG stream;
+what draws from torch's global RNG inside the model (LoRA/LoHa/LoKr dropout) draws from it
+seeded by the same tuple (`seed_global_rng`), and adapters are initialised under a seed of
+their own (`ADAPTER_SALT`). So a resumed run draws exactly what the uninterrupted run would
+have drawn, and two runs with the same seed produce the same weights and scores.
 """
 
 from __future__ import annotations
@@ -15,10 +17,24 @@ import torch
 from dreamsweep.data.dataset import Example
 from dreamsweep.training.latents import LatentBank
 
+GLOBAL_SALT = 1 << 62  # the global RNG of a micro-batch gets a stream apart from its generator
+ADAPTER_SALT = 0x5EED_ADA7  # adapter initialisation: train.seed ^ this
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    mixed = (seed * 1_000_003 + step) * 1_009 + micro
+    return (mixed * 65_537 + rank) % (2**63)
+
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    mixed = (seed * 1_000_003 + step) * 1_009 + micro
-    return torch.Generator().manual_seed((mixed * 65_537 + rank) % (2**63))
+    return torch.Generator().manual_seed(step_seed(seed, step, micro, rank))
+
+
+def seed_global_rng(seed: int, step: int, micro: int, rank: int) -> None:
+    """Dropout inside the model draws from torch's global RNG (all devices): seed it per
+    micro-batch, so its draws do not depend on what ran before in the process (a resume,
+    a cache that was cold or warm)."""
+    torch.manual_seed(step_seed(seed, step, micro, rank) ^ GLOBAL_SALT)
 
 
 @dataclass

@@ -8,13 +8,16 @@ so a run killed while saving never resumes from half a checkpoint. The weights u
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from dreamsweep.runs import checkpoint_dirs
+from dreamsweep.runs import checkpoint_dirs, write_failure
 from dreamsweep.training.ema import load_ema, save_ema
 
 # Accelerate loads every file of a checkpoint with torch's weights-only loader except these,
@@ -49,8 +52,11 @@ def save_checkpoint(
             if ema is not None:
                 save_ema(ema, tmp)
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    except BaseException:  # a full disk: no partial checkpoint left, the previous one stays
+    except BaseException as err:  # a full disk: no partial checkpoint left, the previous stays
+        cause = write_failure(tmp, err) if isinstance(err, Exception) else None
         shutil.rmtree(tmp, ignore_errors=True)
+        if cause is not None:  # torch.save's "unexpected pos" is a full disk: say so
+            raise cause from err
         raise
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -79,8 +85,38 @@ def resume_latest(accelerator: Accelerator, root: Path, ema: EMAModel | None = N
             "DreamSweep (its checkpoints hold only tensors and JSON; a pickle can run code); "
             "delete the file (or the whole checkpoint, to resume from an earlier one)"
         )
-    accelerator.load_state(str(path))
+    try:
+        with _quiet_unpickler():
+            accelerator.load_state(str(path))
+    except pickle.UnpicklingError:  # torch's weights-only loader refused a file: say which
+        raise UnsafeCheckpoint(
+            f"refusing to resume from {path}: {_not_weights_only(path)} holds more than tensors "
+            "(the weights-only loader refuses it: not written by DreamSweep, or altered); delete "
+            "that checkpoint folder to resume from an earlier one"
+        ) from None
     if ema is not None:
         load_ema(ema, path)
         ema.to(accelerator.device)
     return step
+
+
+def _not_weights_only(path: Path) -> str:
+    """The checkpoint file(s) that Accelerate's weights-only load refuses."""
+    from accelerate.utils.other import load
+
+    refused = []
+    for file in sorted([*path.glob("*.bin"), *path.glob("*.pkl")]):
+        try:
+            with _quiet_unpickler():
+                load(file, map_location="cpu")
+        except pickle.UnpicklingError:
+            refused.append(file.name)
+    return ", ".join(refused) or "a file"
+
+
+@contextmanager
+def _quiet_unpickler():
+    """Torch warns about the pickle protocol of a file it is about to refuse anyway."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        yield

@@ -14,7 +14,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from dreamsweep.training.batches import draw_batch, step_generator
+from dreamsweep.training.batches import draw_batch, seed_global_rng, step_generator
 from dreamsweep.training.ema import ema_update
 from dreamsweep.training.loss import (
     StepLosses,
@@ -44,6 +44,7 @@ def micro_batch_losses(s: TrainState, step: int, micro: int) -> StepLosses:
     t, device = s.cfg.train, s.accelerator.device
     scheduler = s.components.noise_scheduler
     g = step_generator(t.seed, step, micro, s.accelerator.process_index)
+    seed_global_rng(t.seed, step, micro, s.accelerator.process_index)
     batch = draw_batch(s.data, t.batch_size, g)
     latents = batch.latents * s.components.vae.config.scaling_factor
     noise = training_noise(latents, t, g)

@@ -22,6 +22,7 @@ from dreamsweep.data.dataset import (
 from dreamsweep.data.images import load_folder
 from dreamsweep.models.components import SDComponents
 from dreamsweep.training.batches import (
+    ADAPTER_SALT,
     TrainingData,
     build_prompt_table,
     cache_embeddings,
@@ -71,7 +72,12 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
     if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
-        add_adapters(cfg, c)
+        # peft draws the initial adapters from torch's global RNG: from train.seed, not from
+        # whatever the process drew before (class images made or found in the cache)
+        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.train.seed ^ ADAPTER_SALT)
+            add_adapters(cfg, c)
         c.unet.to(accelerator.device)
         c.text_encoder.to(accelerator.device)
     if cfg.train.gradient_checkpointing:

@@ -26,6 +26,9 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins
 
+        from dreamsweep.secrets import mask_sweep_config
+
+        mask_sweep_config(config)  # before any job file is written; settings keep the real URL
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
