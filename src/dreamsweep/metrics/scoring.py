@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamsweep import cache
 from dreamsweep.metrics.clip import clip_t
@@ -22,6 +23,7 @@ from dreamsweep.metrics.drift import pres, prior_drift
 from dreamsweep.metrics.features import ClipFeatures, DinoFeatures
 from dreamsweep.metrics.memorization import memorization
 from dreamsweep.metrics.similarity import mean_cross_cosine
+from dreamsweep.tensor_files import save_tensors
 
 
 def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> torch.Tensor:
@@ -32,13 +34,11 @@ def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> to
     }
     entry = cache.entry_dir(cache_root, "features", spec)
     file = entry / "embeddings.safetensors"
-    with cache.locked(entry):
+    with cache.locked(entry) if not file.exists() else nullcontext():
         if not file.exists():
             embeddings = feature_model.images([Image.open(p).convert("RGB") for p in images])
             cache.write_spec(entry, spec)
-            tmp = entry / ".embeddings.tmp"
-            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-            tmp.replace(file)
+            save_tensors({"embeddings": embeddings.contiguous()}, file)
     return load_file(str(file))["embeddings"]
 
 

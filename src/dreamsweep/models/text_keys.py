@@ -1,0 +1,40 @@
+"""The key layout of a CLIP text encoder that every common stack reads.
+
+transformers >= 5.6 flattened `CLIPTextModel`: its state dict reads `encoder.layers.0...`
+where transformers 4.x, kohya, A1111 and the original checkpoints read
+`text_model.encoder.layers.0...`. transformers 4.x loads a file without the root with 36
+missing and 36 unexpected keys and initialises the text encoder at random (a warning only),
+and diffusers < 0.33 cannot place LoRA keys without it; transformers 5.x reads both. So every
+file we write names text-encoder weights with the `text_model.` root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+TEXT_ROOT = "text_model."
+_UNDER_ROOT = ("embeddings.", "encoder.", "final_layer_norm.")  # CLIPTextTransformer's parts
+V = TypeVar("V")
+
+
+def with_text_root(key: str) -> str:
+    """`encoder.layers.0.mlp.fc1.weight` -> `text_model.encoder.layers.0.mlp.fc1.weight`; keys
+    already rooted, or outside the transformer (`text_projection.weight`), stay as they are."""
+    return TEXT_ROOT + key if key.startswith(_UNDER_ROOT) else key
+
+
+def rooted_text_keys(state_dict: Mapping[str, V]) -> dict[str, V]:
+    """A text encoder's state dict (or LoRA layers) with every key under `text_model.`."""
+    return {with_text_root(k): v for k, v in state_dict.items()}
+
+
+def rooted_lora_keys(state_dict: Mapping[str, V], prefix: str = "text_encoder.") -> dict[str, V]:
+    """A diffusers LoRA file's keys with the text encoder's under `text_model.`
+    (`text_encoder.encoder.layers.0...lora_A.weight` -> `text_encoder.text_model.encoder...`):
+    diffusers < 0.33 on transformers 4.x fails on them otherwise (IndexError in
+    `get_peft_kwargs`); diffusers 0.42 on transformers 5.x reads both."""
+    return {
+        prefix + with_text_root(k[len(prefix) :]) if k.startswith(prefix) else k: v
+        for k, v in state_dict.items()
+    }
