@@ -277,6 +277,23 @@ MACHINE_PATHS = ("model.path", "data.instance_dir", "prior.class_dir", "eval.val
 ASSET_PREFIX = "asset:"  # a folder shipped in the package, as conf/ names it (${asset:...})
 
 
+ADDED_GROUPS = ("sweep", "debug")  # config groups outside the defaults list: added with +
+
+
+def added_group_hint(arguments: list[str]) -> str | None:
+    """One line for `sweep=demo` given without its `+` (Hydra's answer is three lines and a
+    traceback hint); None when every argument is fine."""
+    for argument in arguments:
+        group, equals, option = argument.partition("=")
+        if equals and group in ADDED_GROUPS:
+            run = "python train.py -m" if group == "sweep" else "python train.py"
+            return (
+                f"{argument}: the {group} group is added to a run, not overridden: use "
+                f"+{group}={option} (e.g. {run} +{group}={option})"
+            )
+    return None
+
+
 def portable_location(value: str) -> str:
     """How a model or folder is named outside this machine: a shipped asset as
     `asset:toyworld/base`, a local path by its last part (as kohya's `ss_sd_model_name`), a hub

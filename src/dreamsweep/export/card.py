@@ -24,6 +24,7 @@ from dreamsweep.report.render import markdown_cell
 DIFFUSERS, DIFFUSERS_LORA, PEFT = "diffusers", "diffusers-lora", "peft"
 SINGLE_FILE, KOHYA = "single-file", "lora-kohya"
 ADAPTER = "dreambooth"  # the adapter name the LoRA snippets load under
+LORA_FILE = "pytorch_lora_weights.safetensors"  # named: diffusers < 0.33 offline needs it
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]#|~])")  # emphasis, code, links, tables
 
 
@@ -36,6 +37,13 @@ def md_text(value: object) -> str:
 def py_str(value: object) -> str:
     """A Python string literal for ``value`` (its repr) that cannot close a Markdown fence."""
     return repr(str(value)).replace("`", "\\x60")
+
+
+def yaml_str(value: object) -> str:
+    """A YAML double-quoted scalar (JSON's escapes), with no markup character left raw, so
+    that no front-matter value becomes HTML where a page shows it unparsed."""
+    text = json.dumps(str(value), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def fenced(code: str, language: str = "") -> str:
@@ -91,7 +99,7 @@ def front_matter(card: CardInput) -> str:
         "library_name": "diffusers",
         "license": card.license,
     }
-    lines = ["---", *(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in fields.items())]
+    lines = ["---", *(f"{k}: {yaml_str(v)}" for k, v in fields.items())]
     lines += ["tags:", *(f"- {t}" for t in tags), "---", ""]
     return "\n".join(lines)
 
@@ -224,7 +232,8 @@ def _diffusers_lora(card: CardInput) -> list[str]:
         _base_line(card),
         f"with open({info}, encoding='utf-8') as f:",
         f"    pipe.scheduler = {card.scheduler_class}.from_config(json.load(f)['scheduler'])",
-        f"pipe.load_lora_weights({py_str(folder)}, adapter_name={py_str(ADAPTER)})",
+        f"pipe.load_lora_weights({py_str(folder)}, weight_name={py_str(LORA_FILE)}, "
+        f"adapter_name={py_str(ADAPTER)})",
         *_old_diffusers_scale(card),
     ]
     return [

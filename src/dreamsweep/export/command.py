@@ -31,6 +31,7 @@ from dreamsweep.export.published import (
     training_keys,
     trigger,
 )
+from dreamsweep.models.portable import add_vocab_files
 from dreamsweep.runs import swap_in
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
@@ -219,6 +220,7 @@ def _write_configs(chosen: Chosen, components, folder: Path) -> None:
         getattr(pipe, name).save_config(str(folder / name))
     pipe.text_encoder.config.save_pretrained(str(folder / "text_encoder"))
     pipe.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    add_vocab_files(folder)
 
 
 def sd_version(components) -> str:
@@ -315,6 +317,7 @@ def _copy_base(chosen: Chosen, tmp: Path) -> None:
     saved = chosen.run.path / LORA_BASE_IN_RUN
     if not chosen.run.setting("model.path") and saved.is_dir():
         shutil.copytree(saved, tmp / "base_model")
+        add_vocab_files(tmp / "base_model")  # a run of older versions lacks them
 
 
 def _kohya(

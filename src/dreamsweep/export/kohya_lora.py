@@ -31,7 +31,7 @@ from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 
 from dreamsweep.export.metadata import WrittenFile, write_safetensors
-from dreamsweep.models.text_keys import with_text_root
+from dreamsweep.models.portable import with_text_root
 
 Tensor = torch.Tensor
 UNET = "unet"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
-from dreamsweep.models.text_keys import with_text_root
+from dreamsweep.models.portable import with_text_root
 
 Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]

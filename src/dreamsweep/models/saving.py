@@ -22,7 +22,7 @@ from safetensors import safe_open
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
-from dreamsweep.models.text_keys import rooted_lora_keys, rooted_text_keys
+from dreamsweep.models.portable import add_vocab_files, rooted_lora_keys, rooted_text_keys
 from dreamsweep.runs import swap_in
 from dreamsweep.tensor_files import save_tensors
 from dreamsweep.training.ema import ema_weights
@@ -138,6 +138,7 @@ def write_folder(
         tmp.mkdir(parents=True)
         fill(tmp)
         stamp_metadata(tmp, settings)
+        add_vocab_files(tmp)
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     except BaseException:  # a full disk: no half-written folder left behind

@@ -1,4 +1,6 @@
-"""The key layout of a CLIP text encoder that every common stack reads.
+"""Weights and tokenizer files in the layout every common stack reads.
+
+Text encoder keys:
 
 transformers >= 5.6 flattened `CLIPTextModel`: its state dict reads `encoder.layers.0...`
 where transformers 4.x, kohya, A1111 and the original checkpoints read
@@ -10,8 +12,12 @@ file we write names text-encoder weights with the `text_model.` root.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar
+
+from dreamsweep.runs import atomic_write_text
 
 TEXT_ROOT = "text_model."
 _UNDER_ROOT = ("embeddings.", "encoder.", "final_layer_norm.")  # CLIPTextTransformer's parts
@@ -38,3 +44,18 @@ def rooted_lora_keys(state_dict: Mapping[str, V], prefix: str = "text_encoder.")
         prefix + with_text_root(k[len(prefix) :]) if k.startswith(prefix) else k: v
         for k, v in state_dict.items()
     }
+
+
+def add_vocab_files(folder: Path) -> None:
+    """`vocab.json` and `merges.txt` beside every BPE `tokenizer.json` under ``folder``:
+    transformers 5.x saves only tokenizer.json, and transformers 4.x's `CLIPTokenizer` (the
+    class model_index.json names) reads only the two vocabulary files."""
+    for file in folder.rglob("tokenizer.json"):
+        model = json.loads(file.read_text(encoding="utf-8")).get("model", {})
+        if model.get("type") != "BPE" or (file.parent / "vocab.json").exists():
+            continue
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        atomic_write_text(
+            file.parent / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False)
+        )
+        atomic_write_text(file.parent / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
