@@ -125,7 +125,7 @@ def test_every_card_snippet_runs_and_redraws_the_scored_image_and_the_token_runs
     for name, codes in snippets.items():
         scored = sorted((runs[name] / "eval").glob("step_*/*/p00_s0.png"))[-1]
         for code in codes:
-            assert HOSTILE not in code and repr(HOSTILE).replace("`", "\\x60") in code
+            assert HOSTILE not in code and repr(HOSTILE)[1:-1] in code  # escaped, inside a literal
             env = {**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT / "src")}
             proc = subprocess.run([sys.executable, "-c", code], cwd=exports[name], env=env,
                                   capture_output=True, text=True, timeout=300)  # fmt: skip

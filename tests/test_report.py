@@ -167,35 +167,27 @@ def test_the_command_line_logs_the_report_to_an_offline_wandb_run(demo_grid, tmp
 
 
 def test_chromium_renders_the_page(grid_report, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
+    from dreamsweep.report.screenshot import TEMPLATE_KEY, screenshot, template_digest
+
+    if shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (tools/install-test-services installs it)")
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--hide-scrollbars",
-            "--window-size=1280,2400",
-            f"--screenshot={shot}",
-            (grid_report / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    shot = screenshot(grid_report / "index.html", tmp_path / "page.png")
     with Image.open(shot) as image:
-        assert image.size == (1280, 2400)
+        assert image.size == (1280, 2400) and image.text[TEMPLATE_KEY] == template_digest()
         colours = image.convert("L").getextrema()
     assert colours[0] < 50 and colours[1] > 200  # text and figures drawn, not a blank page
+
+
+def test_the_readme_shows_the_page_the_current_template_draws():
+    """docs/report_demo.png is rendered by `python -m dreamsweep.report.screenshot` from the
+    demo's report; it records the template it shows, so a change to the page fails here until
+    the picture is made again (the command is in the README)."""
+    from dreamsweep.report.screenshot import TEMPLATE_KEY, template_digest
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "](docs/report_demo.png)" in readme and "dreamsweep.report.screenshot" in readme
+    with Image.open(ROOT / "docs" / "report_demo.png") as image:
+        assert image.text.get(TEMPLATE_KEY) == template_digest(), "regenerate the screenshot"
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -17,8 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from dreamsweep.runs import atomic_write_text
+from safetensors import safe_open
 
+from dreamsweep.runs import atomic_write_text
+from dreamsweep.tensor_files import save_tensors
+
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LoRA weights (training/lora.py)
 TEXT_ROOT = "text_model."
 _UNDER_ROOT = ("embeddings.", "encoder.", "final_layer_norm.")  # CLIPTextTransformer's parts
 V = TypeVar("V")
@@ -59,3 +63,25 @@ def add_vocab_files(folder: Path) -> None:
             file.parent / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False)
         )
         atomic_write_text(file.parent / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def portable_keys(file: Path, tensors: dict[str, V]) -> dict[str, V]:
+    """The keys of a text encoder's weights or of a diffusers LoRA file rooted as above;
+    other files' keys unchanged."""
+    if file.name == LORA_FILE:
+        return rooted_lora_keys(tensors)
+    if file.parent.name.startswith("text_encoder") and file.name == "model.safetensors":
+        return rooted_text_keys(tensors)
+    return tensors
+
+
+def make_portable(folder: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Rewrite every safetensors file under ``folder`` with portable keys, the shared mode and
+    ``metadata`` added, and give its tokenizers the vocabulary files: what `save_pretrained`
+    and `save_lora_weights` leave, made readable by every stack and user."""
+    for file in folder.rglob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            merged = {**(f.metadata() or {}), **(metadata or {})}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+        save_tensors(portable_keys(file, tensors), file, metadata=merged)
+    add_vocab_files(folder)

@@ -22,11 +22,10 @@ from safetensors import safe_open
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
-from dreamsweep.models.portable import add_vocab_files, rooted_lora_keys, rooted_text_keys
+from dreamsweep.models.portable import make_portable
 from dreamsweep.runs import swap_in
-from dreamsweep.tensor_files import save_tensors
 from dreamsweep.training.ema import ema_weights
-from dreamsweep.training.lora import LORA_FILE, is_lora, save_lora
+from dreamsweep.training.lora import is_lora, save_lora
 
 LORA_BASE_IN_RUN = "base_model"  # a LoRA run on a model without a path saves its base here
 
@@ -138,7 +137,6 @@ def write_folder(
         tmp.mkdir(parents=True)
         fill(tmp)
         stamp_metadata(tmp, settings)
-        add_vocab_files(tmp)
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     except BaseException:  # a full disk: no half-written folder left behind
@@ -148,24 +146,11 @@ def write_folder(
 
 
 def stamp_metadata(folder: Path, settings: dict[str, Any]) -> None:
-    """Add `dreamsweep_config` (JSON) to every safetensors file under ``folder``, rewriting it
-    portable: the shared mode, and a text encoder's keys under `text_model.`."""
+    """Add `dreamsweep_config` (JSON) to every safetensors file under ``folder``, rewritten
+    portable (`models/portable.py`: the shared mode, keys and tokenizer files every stack
+    reads)."""
     extra = {"format": "pt", "dreamsweep_config": json.dumps(settings, sort_keys=True)}
-    for file in folder.rglob("*.safetensors"):
-        with safe_open(str(file), framework="pt") as f:
-            metadata = {**(f.metadata() or {}), **extra}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
-        save_tensors(portable_keys(file, tensors), file, metadata=metadata)
-
-
-def portable_keys(file: Path, tensors: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a text encoder's weights or of a diffusers LoRA in the layout transformers
-    4.x and 5.x and diffusers >= 0.30 all read (`models/text_keys.py`); others unchanged."""
-    if file.name == LORA_FILE:
-        return rooted_lora_keys(tensors)
-    if file.parent.name.startswith("text_encoder") and file.name == "model.safetensors":
-        return rooted_text_keys(tensors)
-    return tensors
+    make_portable(folder, extra)
 
 
 def read_settings(weights_file: Path) -> dict[str, Any]:

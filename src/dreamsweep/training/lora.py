@@ -29,9 +29,9 @@ from safetensors.torch import load_file
 
 from dreamsweep.config import MethodConfig, RunConfig
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.portable import LORA_FILE
 from dreamsweep.tensor_files import save_tensors
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")  # per module, LoHa/LoKr
 BASE_FILE = "base_model.json"  # where the frozen base the LoRA goes on lives
 # Module names (peft's suffix match) of each target group, per model.
