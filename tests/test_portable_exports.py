@@ -158,7 +158,7 @@ def test_kohya_and_modelspec_metadata_of_the_exported_file_come_from_the_run(run
     assert meta["modelspec.thumbnail"].startswith("data:image/jpeg;base64,")
     assert meta["modelspec.implementation_version"] == "0.30.0"
     assert "modelspec.description" in meta and "merged_from" not in str(meta.keys())
-    single = read_metadata(next(p for p in lora.glob("*.safetensors") if "-lora" not in p.name))
+    single = read_metadata(next(p for p in lora.glob("*.safetensors") if p != file))
     assert single["modelspec.merged_from"] == f"tiny, {lora.name}-lora"
     with safe_open(str(next(exports["lora-half"].glob("*-lora.safetensors"))), "pt") as f:
         alphas = {f.get_tensor(k).dtype for k in f.keys() if k.endswith(".alpha")}  # noqa: SIM118
