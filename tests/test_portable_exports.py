@@ -23,7 +23,6 @@ from safetensors import safe_open
 
 from dreamsweep.config import ASSETS_DIR
 from dreamsweep.export.metadata import read_metadata
-from dreamsweep.runs import SHARED_MODE
 from tests.conftest import FAST, OFFLINE, ROOT, train_cli
 
 pytestmark = pytest.mark.slow
@@ -76,8 +75,10 @@ def test_every_safetensors_file_has_the_mode_of_the_json_beside_it(runs, exports
     kinds = {f.name for f in files}
     assert {"latents.safetensors", "ema.safetensors", "pytorch_lora_weights.safetensors"} <= kinds
     assert any("checkpoints" in f.parts for f in files) and any("best" in f.parts for f in files)
+    umask = os.umask(0)
+    os.umask(umask)
     json_mode = (runs["full"] / "result.json").stat().st_mode & 0o777
-    assert json_mode == SHARED_MODE
+    assert json_mode == 0o666 & ~umask  # what open() gives a new file
     wrong = {str(f): oct(f.stat().st_mode & 0o777) for f in files}
     wrong = {f: m for f, m in wrong.items() if m != oct(json_mode)}
     assert not wrong, wrong
