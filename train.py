@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dreamsweep.config import ConfigError, load_config
+from dreamsweep.config import ConfigError, added_group_hint, load_config
 from dreamsweep.data.images import ImageFolderError
 from dreamsweep.launch import RunFailed, record_failure, run_training, runs_side_by_side
 
@@ -35,4 +35,6 @@ def main(raw: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if hint := added_group_hint(sys.argv[1:]):
+        sys.exit(f"error: {hint}")
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -166,35 +167,60 @@ def test_the_command_line_logs_the_report_to_an_offline_wandb_run(demo_grid, tmp
 
 
 def test_chromium_renders_the_page(grid_report, tmp_path):
+    from dreamsweep.report.screenshot import TEMPLATE_KEY, screenshot, template_digest
+
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (tools/install-test-services installs it)")
+    shot = screenshot(grid_report / "index.html", tmp_path / "page.png")
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2400) and image.text[TEMPLATE_KEY] == template_digest()
+        colours = image.convert("L").getextrema()
+    assert colours[0] < 50 and colours[1] > 200  # text and figures drawn, not a blank page
+
+
+def test_the_readme_shows_the_page_the_current_template_draws():
+    """docs/report_demo.png is rendered by `python -m dreamsweep.report.screenshot` from the
+    demo's report; it records the template it shows, so a change to the page fails here until
+    the picture is made again (the command is in the README)."""
+    from dreamsweep.report.screenshot import TEMPLATE_KEY, template_digest
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "](docs/report_demo.png)" in readme and "dreamsweep.report.screenshot" in readme
+    with Image.open(ROOT / "docs" / "report_demo.png") as image:
+        assert image.text.get(TEMPLATE_KEY) == template_digest(), "regenerate the screenshot"
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (tools/install-test-services installs it)")
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--hide-scrollbars",
-            "--window-size=1280,2400",
-            f"--screenshot={shot}",
-            (grid_report / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    with Image.open(shot) as image:
-        assert image.size == (1280, 2400)
-        colours = image.convert("L").getextrema()
-    assert colours[0] < 50 and colours[1] > 200  # text and figures drawn, not a blank page
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars"]  # fmt: skip
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+
+
+def test_a_long_setting_value_wraps_inside_the_page_at_1280_px(grid_report, tmp_path):
+    """The "settings that differ" card with a value of 300 characters and no space: the page
+    stays 1280 px wide (the width of the document is measured by the browser)."""
+    page = (grid_report / "index.html").read_text(encoding="utf-8")
+    start = page.index("<h3>Settings that differ from the defaults</h3>")
+    cell = page.index("<td><code>", page.index("</code></td>", start) + 1)
+    long_value = "x" * 300
+    probe = page[:cell] + f"<td><code>{long_value}</code></td>" + page[cell:]
+    probe = probe.replace(
+        "</body>", "<script>document.title = 'width=' + document.documentElement.scrollWidth"
+        "</script></body>"
+    )  # fmt: skip
+    (grid_report / "probe.html").write_text(probe, encoding="utf-8")
+    try:
+        dom = _chromium(tmp_path, "--window-size=1280,900", "--dump-dom",
+                        (grid_report / "probe.html").as_uri()).stdout  # fmt: skip
+    finally:
+        (grid_report / "probe.html").unlink()
+    width = int(dom.split("<title>width=")[1].split("<")[0])
+    assert long_value in dom and width <= 1280
 
 
 def test_the_best_cell_s_weights_exist_and_load(grid_report):
@@ -208,7 +234,8 @@ def test_the_best_cell_s_weights_exist_and_load(grid_report):
     assert (kept["step"], kept["cell"]) == (best["step"], best["cell"])
     assert StableDiffusionPipeline.from_pretrained(weights).unet is not None
     page = (grid_report / "index.html").read_text()
-    assert f'<a href="file://{weights}">' in page and "dreamsweep export " in page
+    relative = Path(os.path.relpath(weights, grid_report)).as_posix()
+    assert f'<a href="{relative}">' in page and "dreamsweep export " in page
 
 
 def test_every_link_of_the_page_resolves(grid_report):
@@ -228,10 +255,9 @@ def test_every_link_of_the_page_resolves(grid_report):
     for link in links:
         if link.startswith("#"):
             assert link[1:] in anchors, link
-        elif link.startswith("file://"):
-            assert Path(unquote(link.removeprefix("file://"))).exists(), link
-        elif not link.startswith("http"):
-            assert (grid_report / link).exists(), link
+        elif not link.startswith("http"):  # relative: the report and its runs can move
+            assert (grid_report / unquote(link)).exists(), link
+    assert "file://" not in page
     assert page.index('id="runs"') < page.index('id="figures"')  # tables before figures
 
 

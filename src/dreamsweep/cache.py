@@ -3,7 +3,9 @@
 An entry is a folder `<root>/<kind>/<key>` where key is a hash of what the content was made
 from (`spec.json` beside it says what). Writers hold the entry's file lock, so concurrent
 runs serialise on one entry; files are written to a temp name and renamed, so a reader never
-sees a half-written file. Used for generated class images and VAE latents.
+sees a half-written file, and an entry that is complete is read without the lock (another user
+of a shared cache may read it without being able to write its lock file). Used for generated
+class images, VAE latents, base-model samples and reference features.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from dreamsweep.runs import atomic_write_bytes  # the one atomic write (cache entries use it)
+from dreamsweep.runs import (  # the one atomic write (cache entries use it)
+    SHARED_MODE,
+    atomic_write_bytes,
+)
 
 
 def cache_key(kind: str, spec: dict[str, Any]) -> str:
@@ -33,7 +38,7 @@ def entry_dir(root: Path, kind: str, spec: dict[str, Any]) -> Path:
 def locked(entry: Path) -> Iterator[Path]:
     """Hold the entry's lock (the folder is created); other entries stay independent."""
     entry.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
+    with FileLock(str(entry) + ".lock", mode=SHARED_MODE):  # lockable by whoever may write
         yield entry
 
 

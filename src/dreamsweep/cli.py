@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.add_argument("--out", type=Path, default=Path("exports"), help="default: exports/")
     export.add_argument("--half", action="store_true", help="fp16 weights (half the size)")
+    export.add_argument(
+        "--license",
+        default=None,
+        help="the license of the weights for the card and metadata (default: the base's, e.g. "
+        "creativeml-openrail-m for sd15)",
+    )
+    export.add_argument(
+        "--author", default="DreamSweep", help="who trained them (modelspec.author)"
+    )
     proposal = commands.add_parser(
         "next",
         help="propose the next sweep from a finished one's evidence: a runnable preset "
@@ -93,7 +102,7 @@ def _export(args) -> int:
 
     try:
         out, sizes = export(args.folder, args.cell, tuple(args.formats or ["diffusers"]),
-                            args.out, args.half)  # fmt: skip
+                            args.out, args.half, args.license, args.author)  # fmt: skip
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -278,6 +278,57 @@ def public_settings(cfg: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(cfg).items() if k != "optuna"}
 
 
+# Settings that name places on this machine: published as names, never as paths.
+MACHINE_PATHS = ("model.path", "data.instance_dir", "prior.class_dir", "eval.val_dir")
+ASSET_PREFIX = "asset:"  # a folder shipped in the package, as conf/ names it (${asset:...})
+
+
+ADDED_GROUPS = ("sweep", "debug")  # config groups outside the defaults list: added with +
+
+
+def added_group_hint(arguments: list[str]) -> str | None:
+    """One line for `sweep=demo` given without its `+` (Hydra's answer is three lines and a
+    traceback hint); None when every argument is fine."""
+    for argument in arguments:
+        group, equals, option = argument.partition("=")
+        if equals and group in ADDED_GROUPS:
+            run = "python train.py -m" if group == "sweep" else "python train.py"
+            return (
+                f"{argument}: the {group} group is added to a run, not overridden: use "
+                f"+{group}={option} (e.g. {run} +{group}={option})"
+            )
+    return None
+
+
+def portable_location(value: str) -> str:
+    """How a model or folder is named outside this machine: a shipped asset as
+    `asset:toyworld/base`, a local path by its last part (as kohya's `ss_sd_model_name`), a hub
+    id (`org/name`, not a path here) as it is."""
+    path = Path(value).expanduser()
+    if path.is_relative_to(ASSETS_DIR) or path.resolve().is_relative_to(ASSETS_DIR):
+        return ASSET_PREFIX + path.resolve().relative_to(ASSETS_DIR).as_posix()
+    local = path.is_absolute() or value.startswith(("~", ".")) or path.exists()
+    return path.resolve().name if local else value
+
+
+def local_location(value: str) -> str:
+    """The inverse for what this package ships: `asset:toyworld/base` -> its folder here."""
+    return asset_path(value[len(ASSET_PREFIX) :]) if value.startswith(ASSET_PREFIX) else value
+
+
+def portable_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The settings published in weights' metadata and model cards: `public_settings` without
+    this machine's paths (no `cache_dir`; models and folders named by `portable_location`)."""
+    settings = public_settings(cfg)
+    settings.pop("cache_dir", None)
+    for dotted in MACHINE_PATHS:
+        section, key = dotted.split(".")
+        value = settings.get(section, {}).get(key)
+        if isinstance(value, str) and value:
+            settings[section][key] = portable_location(value)
+    return settings
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """A plain, resolved dict (for config.yaml, W&B and safetensors metadata)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

@@ -100,6 +100,8 @@ def _generated(
     }
     entry = cache.entry_dir(cache_root, "class_images", spec)
     wanted = [_image_path(entry, i) for i in range(count)]
+    if all(path.exists() for path in wanted):  # complete: read without the lock
+        return wanted
     with cache.locked(entry):
         todo = [i for i, path in enumerate(wanted) if not path.exists()]
         if todo:

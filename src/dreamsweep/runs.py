@@ -69,6 +69,7 @@ def _umask() -> int:
 
 
 UMASK = _umask()  # read once: os.umask can only be read by setting it
+SHARED_MODE = 0o666 & ~UMASK  # what open() gives a new file: every file a run or cache writes
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -79,7 +80,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~UMASK)
+        os.fchmod(fd, SHARED_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from dreamsweep.best_weights import BestKeeper
-from dreamsweep.config import RunConfig, load_config, public_settings
+from dreamsweep.config import RunConfig, load_config, portable_settings
 from dreamsweep.console import start_line
 from dreamsweep.evaluation.evaluator import Evaluator, build_scorer
 from dreamsweep.metrics.objective import best_cell
@@ -43,6 +43,7 @@ from dreamsweep.runs import (
     read_json,
     read_metrics,
     storage_error,
+    update_result,
     write_result,
 )
 from dreamsweep.sweeps.pruning import PruningHook, TrialPruned
@@ -58,6 +59,17 @@ from dreamsweep.training.val_loss import Validation, last_validation
 # one-line reason such as a diverged loss): train.py reads it and adds no traceback. A crash
 # exits 1 with its traceback, a full or read-only disk with EXIT_STORAGE_ERROR.
 EXIT_OUTCOME_RECORDED = 0
+
+
+def record_data(paths: RunPaths, data) -> None:
+    """What the run trains on, for the exports' metadata (kohya's `ss_num_train_images`,
+    `ss_num_reg_images`, `ss_training_started_at`); a resumed run keeps its first start."""
+    started = (read_json(paths.result) or {}).get("training_started_at") or time.time()
+    images = {
+        "instance_images": int(data.instance.mean.shape[0]),
+        "class_images": int(data.prior.mean.shape[0]) if data.prior is not None else 0,
+    }
+    update_result(paths, data=images, training_started_at=started)
 
 
 class Recipe:
@@ -86,12 +98,14 @@ class Recipe:
         if self.main:
             save_base_for_lora(cfg, components, self.run_dir)
         data = prepare_data(cfg, components, acc, model_fp, cache_root, self.log)
+        if self.main:
+            record_data(self.paths, data)
         resume_step = ckpt.latest_step(self.paths.checkpoints)
         if self.main:
             threads = torch.get_num_threads()
             print(start_line(self.run_dir, acc.num_processes, acc.device, resume_step, threads))
             self.trackers = open_trackers(cfg, self.run_dir, resume_step=resume_step)
-        keeper = BestKeeper.for_run(cfg, self.paths, public_settings(cfg)) if self.main else None
+        keeper = BestKeeper.for_run(cfg, self.paths, portable_settings(cfg)) if self.main else None
         validation = Validation(cfg, data, acc.device) if cfg.eval.val_loss else None
         pruning = PruningHook(cfg.optuna, acc)
         self.hook = EvalHook(
@@ -169,7 +183,7 @@ class Recipe:
             },
         }
         if self.main:
-            s, settings = self.state, public_settings(self.cfg)
+            s, settings = self.state, portable_settings(self.cfg)
             export_final(self.cfg, unwrapped(s), self.paths.model, settings, s.ema)
             self.log(f"final weights: {self.paths.model}")
             fields.update(best_of_run(self.paths, self.trackers, self.cfg))

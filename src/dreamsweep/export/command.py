@@ -8,14 +8,44 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from dreamsweep.export.card import model_card
+from dreamsweep.export.card import (
+    DIFFUSERS,
+    DIFFUSERS_LORA,
+    KOHYA,
+    PEFT,
+    SINGLE_FILE,
+    CardInput,
+    model_card,
+)
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
+from dreamsweep.export.published import (
+    DEFAULT_AUTHOR,
+    MIN_DIFFUSERS,
+    base_of,
+    license_of,
+    spec_keys,
+    training_keys,
+    trigger,
+)
+from dreamsweep.models.portable import add_vocab_files
 from dreamsweep.runs import staging_folder, swap_in
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
+SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
+
+
+@dataclass
+class Options:
+    """What the command line gives besides the cell: formats, precision, license, author."""
+
+    formats: tuple[str, ...] = ("diffusers",)
+    half: bool = False
+    license: str | None = None
+    author: str = DEFAULT_AUTHOR
 
 
 def export(
@@ -24,8 +54,11 @@ def export(
     formats: tuple[str, ...] = ("diffusers",),
     out_root: Path = Path("exports"),
     half: bool = False,
+    license: str | None = None,
+    author: str = DEFAULT_AUTHOR,
 ) -> tuple[Path, dict[str, int]]:
     """Export the chosen cell's weights; returns the export folder and file -> size in bytes."""
+    options = Options(formats, half, license, author)
     if unknown := [f for f in formats if f not in FORMATS]:
         raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
     chosen = choose(folder, cell)
@@ -45,20 +78,8 @@ def export(
     out = (out_root / chosen.title).resolve()
     tmp = staging_folder(out)  # also removes what killed exports/reports left there
     try:
-        files = {}
-        if "diffusers" in formats:
-            files["diffusers/"] = _diffusers(chosen, components, tmp / "diffusers", source)
-        if "single-file" in formats:
-            name = f"{chosen.title}.safetensors"
-            files[name] = _single_file(chosen, components, tmp / name, dtype)
-        if "lora-kohya" in formats:
-            name = f"{chosen.title}-lora.safetensors"
-            files[name] = _kohya(chosen, components, tmp / name, dtype)
-        samples = None
-        if chosen.row.folder is not None and (chosen.row.folder / "grid.png").exists():
-            shutil.copy(chosen.row.folder / "grid.png", tmp / "samples.png")
-            samples = "samples.png"
-        (tmp / "README.md").write_text(model_card(chosen, files, samples), encoding="utf-8")
+        card = _fill(chosen, components, source, tmp, options, dtype)
+        (tmp / "README.md").write_text(model_card(card), encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -66,12 +87,84 @@ def export(
     return out, {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
-def provenance(chosen: Chosen) -> dict:
-    """What goes into the weights' metadata: settings (never the optuna section), the cell and
-    its scores."""
-    from dreamsweep.config import load_config, public_settings
+def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, dtype) -> CardInput:
+    """Write every asked format into ``tmp``; return what the card says about them."""
+    from dreamsweep.evaluation.schedulers import SCHEDULERS
 
-    settings = public_settings(load_config(chosen.run.config, check_machine=False))
+    grid = _grid(chosen)
+    card = CardInput(
+        chosen=chosen,
+        files={},
+        kinds={},
+        base=base_of(chosen),
+        license=license_of(chosen, options.license),
+        scheduler_class=SCHEDULERS[chosen.row.scheduler][0],
+        images=scored_images(chosen),
+    )
+    lora = _lora_source(chosen)
+    if "diffusers" in options.formats:
+        kind = DIFFUSERS if lora is None else (DIFFUSERS_LORA if _is_lora(lora) else PEFT)
+        card.kinds[kind] = "diffusers"
+        card.files["diffusers/"] = _diffusers(chosen, components, tmp / "diffusers", source, lora)
+    if "single-file" in options.formats:
+        name = f"{chosen.title}.safetensors"
+        card.kinds[SINGLE_FILE] = name
+        card.files[name] = _single_file(chosen, components, tmp / name, dtype, options, grid)
+        card.single_file_config = "diffusers" if DIFFUSERS in card.kinds else SINGLE_FILE_CONFIG
+        if DIFFUSERS not in card.kinds:
+            _write_configs(chosen, components, tmp / SINGLE_FILE_CONFIG)
+            card.files[f"{SINGLE_FILE_CONFIG}/"] = (
+                "the pipeline's configs, tokenizer and winning scheduler (no weights): "
+                "from_single_file(..., config=...) reads them offline"
+            )
+    if "lora-kohya" in options.formats:
+        name = f"{chosen.title}-lora.safetensors"
+        card.kinds[KOHYA] = name
+        card.files[name] = _kohya(chosen, components, tmp / name, dtype, options, grid, lora)
+    if lora is not None and {DIFFUSERS_LORA, PEFT, KOHYA} & set(card.kinds):
+        card.lora_scale_before_033 = _old_diffusers_scale(chosen)
+        _copy_base(chosen, tmp)
+        if (tmp / "base_model").is_dir():
+            card.files["base_model/"] = "the base model the adapters go on (built in code)"
+    if grid is not None:
+        shutil.copy(grid, tmp / "samples.png")
+        card.samples = "samples.png"
+    return card
+
+
+def _grid(chosen: Chosen) -> Path | None:
+    folder = chosen.row.folder
+    return folder / "grid.png" if folder is not None and (folder / "grid.png").exists() else None
+
+
+def scored_images(chosen: Chosen) -> list[tuple[str, int, int]]:
+    """(prompt, seed, generator seed) of each scored image of the cell, in scores.json order:
+    the generator seed is `evaluation.sampling.job_seed` of the pair."""
+    from dreamsweep.evaluation.sampling import Job, job_seed
+
+    pairs = dict.fromkeys(zip(chosen.row.prompts, chosen.row.seeds, strict=False))
+    return [(p, s, job_seed(Job(p, s))) for p, s in pairs]
+
+
+def _is_lora(folder: Path) -> bool:
+    from dreamsweep.training.lora import LORA_FILE
+
+    return (folder / LORA_FILE).exists()
+
+
+def _old_diffusers_scale(chosen: Chosen) -> float | None:
+    """alpha / rank when it is not 1: what diffusers < 0.33 (which reads alpha = rank) needs."""
+    method = chosen.run.config.get("method") or {}
+    scale = float(method.get("alpha") or 0) / float(method.get("rank") or 1)
+    return None if scale in (0.0, 1.0) else scale
+
+
+def provenance(chosen: Chosen) -> dict:
+    """What goes into the weights' metadata: settings without secrets or this machine's paths
+    (config.portable_settings), the cell and its scores."""
+    from dreamsweep.config import load_config, portable_settings
+
+    settings = portable_settings(load_config(chosen.run.config, check_machine=False))
     return {
         **settings,
         "dreamsweep_cell": {
@@ -83,14 +176,14 @@ def provenance(chosen: Chosen) -> dict:
     }
 
 
-def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
+def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path | None) -> str:
     from dreamsweep.config import load_config
     from dreamsweep.evaluation.schedulers import make_scheduler
     from dreamsweep.models.saving import save_weights
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
-    if (lora := _lora_source(chosen)) is not None:
-        return _copy_lora(lora, folder, scheduler)
+    if lora is not None:
+        return _copy_lora(chosen, lora, folder, scheduler)
     save_weights(
         load_config(chosen.run.config, check_machine=False),
         components,
@@ -101,8 +194,31 @@ def _diffusers(chosen: Chosen, components, folder: Path, source: str) -> str:
     )
     return (
         "a diffusers pipeline (StableDiffusionPipeline.from_pretrained) with the winning "
-        f"cell's scheduler ({chosen.row.scheduler}); weights from {source}"
+        f"cell's scheduler ({chosen.row.scheduler}); weights from {_run_part(chosen, source)}"
     )
+
+
+def _run_part(chosen: Chosen, source: str) -> str:
+    """Where in the run the weights came from, relative to the run (best, model/raw...)."""
+    path = Path(source)
+    inside = path.is_relative_to(chosen.run.path)
+    return f"{chosen.run.name}/{path.relative_to(chosen.run.path)}" if inside else path.name
+
+
+def _write_configs(chosen: Chosen, components, folder: Path) -> None:
+    """The pipeline without its weights: what from_single_file(config=...) reads."""
+    from dreamsweep.evaluation.schedulers import make_scheduler
+    from dreamsweep.models.pipeline import assemble_pipeline
+
+    scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
+    pipe = assemble_pipeline(components, scheduler)
+    folder.mkdir(parents=True)
+    pipe.save_config(str(folder))  # model_index.json
+    for name in ("unet", "vae", "scheduler"):
+        getattr(pipe, name).save_config(str(folder / name))
+    pipe.text_encoder.config.save_pretrained(str(folder / "text_encoder"))
+    pipe.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    add_vocab_files(folder)
 
 
 def sd_version(components) -> str:
@@ -110,7 +226,9 @@ def sd_version(components) -> str:
     return "v2" if components.unet.config.cross_attention_dim == 1024 else "v1"
 
 
-def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
+def _single_file(
+    chosen: Chosen, components, path: Path, dtype, options: Options, grid: Path | None
+) -> str:
     """One .safetensors in the original Stable Diffusion layout, for A1111 and ComfyUI."""
     from dreamsweep.export.metadata import (
         IMPL_STABILITY_AI,
@@ -123,6 +241,9 @@ def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
     version = sd_version(components)
     prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
     data = chosen.run.config.get("data", {})
+    merged = None
+    if _lora_source(chosen) is not None:  # the adapters fused into the base
+        merged = f"{base_of(chosen).hub_id or base_of(chosen).name}, {chosen.title}-lora"
     metadata = {
         **modelspec_metadata(
             architecture=sd_architecture(version, prediction),
@@ -130,7 +251,15 @@ def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
             title=chosen.title,
             resolution=int(data.get("resolution", 512)),
             prediction_type=prediction,
-            trigger_phrase=f"{data.get('token', 'sks')} {data.get('class_name', '')}".strip(),
+            trigger_phrase=trigger(chosen),
+            **spec_keys(
+                chosen,
+                author=options.author,
+                license=license_of(chosen, options.license),
+                grid=grid,
+                usage=f"Trigger: {trigger(chosen)}",
+                merged_from=merged,
+            ),
         ),
         **dreamsweep_metadata(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
@@ -139,19 +268,30 @@ def _single_file(chosen: Chosen, components, path: Path, dtype) -> str:
     written = write_pipeline_single_file(
         components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
     )
+    fused = " (the LoRA fused into its base)" if merged else ""
     return (
-        f"Stable Diffusion {version} single file (original key layout, {str(dtype)[6:]}, "
-        f"{written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and from_single_file"
+        f"Stable Diffusion {version} single file{fused} (original key layout, "
+        f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
+        "from_single_file"
     )
 
 
-def _copy_lora(source: Path, folder: Path, scheduler) -> str:
-    """A LoRA run's diffusers export: its adapters as saved (what was scored), the base named
-    absolutely (the run's relative link would break here) and the cell's scheduler."""
-    from dreamsweep.training.lora import BASE_FILE, lora_base
+def _copy_lora(chosen: Chosen, source: Path, folder: Path, scheduler) -> str:
+    """A LoRA run's diffusers export: its adapters as saved (what was scored), rewritten
+    portable (the shared mode, keys every stack reads, settings without local paths), the base
+    named as it travels and the cell's scheduler."""
+    from dreamsweep.models.saving import stamp_metadata
+    from dreamsweep.training.lora import BASE_FILE
 
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("raw", "cell.json"))
-    info = {"base": lora_base(source), "scheduler": dict(scheduler.config)}
+    stamp_metadata(folder, provenance(chosen))
+    saved = json.loads((source / BASE_FILE).read_text(encoding="utf-8"))
+    info = {
+        "base": _published_base(chosen),
+        "model": chosen.run.setting("model.name"),
+        "type": saved.get("type", "lora"),
+        "scheduler": dict(scheduler.config),
+    }
     (folder / BASE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return (
         "the LoRA in diffusers' format: from_pretrained(<base in base_model.json>), then "
@@ -159,7 +299,28 @@ def _copy_lora(source: Path, folder: Path, scheduler) -> str:
     )
 
 
-def _kohya(chosen: Chosen, components, path: Path, dtype) -> str:
+def _published_base(chosen: Chosen) -> str:
+    """The base as base_model.json names it in an export: the export's base_model/ copy (seen
+    from diffusers/), `asset:<name>`, a hub id, or a local model's name."""
+    from dreamsweep.config import portable_location
+
+    path = chosen.run.setting("model.path")
+    return portable_location(str(path)) if path else "../base_model"
+
+
+def _copy_base(chosen: Chosen, tmp: Path) -> None:
+    """A base built in code (tiny) travels with its adapters: the run saved it once."""
+    from dreamsweep.models.saving import LORA_BASE_IN_RUN
+
+    saved = chosen.run.path / LORA_BASE_IN_RUN
+    if not chosen.run.setting("model.path") and saved.is_dir():
+        shutil.copytree(saved, tmp / "base_model")
+        add_vocab_files(tmp / "base_model")  # a run of older versions lacks them
+
+
+def _kohya(
+    chosen: Chosen, components, path: Path, dtype, options: Options, grid, source: Path | None
+) -> str:
     """The run's LoRA in the kohya/A1111 layout with each module's true alpha."""
     from dreamsweep.export.kohya_lora import read_diffusers_lora, write_kohya_lora
     from dreamsweep.export.metadata import (
@@ -172,7 +333,6 @@ def _kohya(chosen: Chosen, components, path: Path, dtype) -> str:
     )
     from dreamsweep.training.lora import LORA_FILE
 
-    source = _lora_source(chosen)
     if source is None:
         raise ExportError(
             f"--format lora-kohya needs a LoRA run (method=lora); {chosen.run.path} is a full "
@@ -182,6 +342,7 @@ def _kohya(chosen: Chosen, components, path: Path, dtype) -> str:
     version = sd_version(components)
     prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
     cfg = chosen.run.config
+    name = path.stem
     metadata = {
         **modelspec_metadata(
             architecture=sd_architecture(version, prediction, adapter="lora"),
@@ -189,16 +350,19 @@ def _kohya(chosen: Chosen, components, path: Path, dtype) -> str:
             title=chosen.title,
             resolution=int(cfg["data"]["resolution"]),
             prediction_type=prediction,
-            trigger_phrase=f"{cfg['data']['token']} {cfg['data']['class_name']}".strip(),
+            trigger_phrase=trigger(chosen),
+            **spec_keys(
+                chosen,
+                author=options.author,
+                license=license_of(chosen, options.license),
+                grid=grid,
+                usage=f"Trigger: {trigger(chosen)}; A1111: <lora:{name}:1>",
+                implementation_version=MIN_DIFFUSERS,
+            ),
         ),
         **kohya_lora_metadata(
-            network_dim=int(cfg["method"]["rank"]),
-            network_alpha=float(cfg["method"]["alpha"]),
             base_model_version=kohya_base_model_version(version, prediction),
-            num_train_images=len(chosen.run.result.get("instance_images", [])) or 0,
-            resolution=int(cfg["data"]["resolution"]),
-            learning_rate=float(cfg["optim"]["lr"]),
-            max_train_steps=int(chosen.row.step),
+            **training_keys(chosen, output_name=name),
         ),
         **dreamsweep_metadata(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores

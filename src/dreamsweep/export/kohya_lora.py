@@ -31,6 +31,7 @@ from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 
 from dreamsweep.export.metadata import WrittenFile, write_safetensors
+from dreamsweep.models.portable import with_text_root
 
 Tensor = torch.Tensor
 UNET = "unet"
@@ -108,8 +109,8 @@ def kohya_module_name(module: str) -> str:
     component, _, path = module.partition(".")
     if component not in _KOHYA_PREFIX:
         raise ValueError(f"LoRA module {module!r} is neither unet.* nor text_encoder.*")
-    if component == TEXT_ENCODER and not path.startswith("text_model."):
-        path = f"text_model.{path}"
+    if component == TEXT_ENCODER:
+        path = with_text_root(path)
     return _KOHYA_PREFIX[component] + path.replace(".", "_")
 
 
@@ -129,7 +130,8 @@ def diffusers_lora_to_kohya(
 
     `alphas` is the kohya alpha (see :func:`kohya_alpha`) for all modules, or per module keyed
     `unet.<module>` / `text_encoder.<module>` as in `state_dict`; a module without one is an
-    error rather than a silent alpha = rank. Alphas are stored as float32 scalars.
+    error rather than a silent alpha = rank. Alphas are scalars of `dtype` (float32 when none
+    is given), as kohya's `save_weights` casts every tensor to the save precision.
     """
     out: dict[str, Tensor] = {}
     modules: dict[str, int] = {}
@@ -147,7 +149,7 @@ def diffusers_lora_to_kohya(
         alpha = alphas if isinstance(alphas, int | float) else alphas.get(module)
         if alpha is None:
             raise KeyError(f"no alpha given for LoRA module {module}")
-        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
+        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype or torch.float32)
     return out
 
 

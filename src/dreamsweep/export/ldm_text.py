@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import torch
 
+from dreamsweep.models.portable import with_text_root
+
 Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]
 
@@ -33,12 +35,7 @@ SD2_DIFFUSERS_TEXT_LAYERS = 23
 def _clip_keys(state_dict: StateDict) -> dict[str, Tensor]:
     """HF CLIP text keys with the `text_model.` root that LDM files use (transformers >= 5.6
     flattened CLIPTextModel and dropped it); the `position_ids` buffer is left out."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.endswith("position_ids"):
-            continue
-        out[key if key.startswith("text_model.") else f"text_model.{key}"] = value
-    return out
+    return {with_text_root(k): v for k, v in state_dict.items() if not k.endswith("position_ids")}
 
 
 def convert_clip_to_ldm(state_dict: StateDict) -> dict[str, Tensor]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import safetensors.torch
 import torch
 
 from dreamsweep.secrets import mask_url
+from dreamsweep.tensor_files import save_tensors
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"  # ModelSpec README; kohya BASE_METADATA writes the same
 IMPL_DIFFUSERS = "diffusers"  # kohya: SD 1.x/2.x LoRA (diffusers UNet module names)
@@ -237,25 +237,25 @@ def write_safetensors(
     present and kohya's `sshs_*` hashes when `ss_*` keys are.
 
     The file is written once to learn the hash of its tensor bytes (independent of the header),
-    then again with the hash in its header, and moved into place atomically.
+    then again with the hash in its header, through `tensor_files.save_tensors` (atomic, the
+    shared mode).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = _check_strings(metadata)
     tensors = dict(tensors)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f".{path.name}.partial")
     try:
         safetensors.torch.save_file(tensors, partial, metadata=meta)
         with open(partial, "rb") as stream:
             digest = addnet_hash_safetensors(stream)
-        if any(k.startswith("modelspec.") for k in meta):
-            meta["modelspec.hash_sha256"] = f"0x{digest}"
-        if any(k.startswith("ss_") for k in meta):
-            meta.update(kohya_hashes(tensors, meta))
-        safetensors.torch.save_file(tensors, partial, metadata=meta)
-        os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    if any(k.startswith("modelspec.") for k in meta):
+        meta["modelspec.hash_sha256"] = f"0x{digest}"
+    if any(k.startswith("ss_") for k in meta):
+        meta.update(kohya_hashes(tensors, meta))
+    save_tensors(tensors, path, meta)
     return WrittenFile(path=path, size_bytes=path.stat().st_size, sha256=digest)
 
 

@@ -7,12 +7,13 @@ computed once and kept in the shared cache, keyed by the feature model and the i
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamsweep import cache
 from dreamsweep.metrics.aggregate import summarise
@@ -22,6 +23,7 @@ from dreamsweep.metrics.drift import prior_drift_per_sample
 from dreamsweep.metrics.features import ClipFeatures, DinoFeatures
 from dreamsweep.metrics.memorization import nearest_cosine
 from dreamsweep.metrics.similarity import cross_cosine
+from dreamsweep.tensor_files import save_tensors
 
 
 def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> torch.Tensor:
@@ -32,13 +34,11 @@ def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> to
     }
     entry = cache.entry_dir(cache_root, "features", spec)
     file = entry / "embeddings.safetensors"
-    with cache.locked(entry):
+    with cache.locked(entry) if not file.exists() else nullcontext():
         if not file.exists():
             embeddings = feature_model.images([Image.open(p).convert("RGB") for p in images])
             cache.write_spec(entry, spec)
-            tmp = entry / ".embeddings.tmp"
-            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-            tmp.replace(file)
+            save_tensors({"embeddings": embeddings.contiguous()}, file)
     return load_file(str(file))["embeddings"]
 
 

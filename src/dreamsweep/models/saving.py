@@ -1,6 +1,8 @@
 """The one place that writes weights as users load them, atomically: a diffusers pipeline
 folder (full fine-tune) or a LoRA folder (adapters + the base's location), with the run's
-settings stamped into every safetensors file's metadata.
+settings stamped into every safetensors file's metadata. Every safetensors file is rewritten
+through `tensor_files.save_tensors` (the shared mode) with the text encoder's keys in the layout
+transformers 4.x and 5.x both read (`models/text_keys.py`).
 
 A folder is written into `<out>.tmp` and swapped in, so the previous one stays whole until the
 new one is complete (a kill or a full disk loses nothing).
@@ -16,11 +18,11 @@ from typing import Any
 
 from diffusers.training_utils import EMAModel
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from dreamsweep.config import RunConfig
+from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.models.portable import make_portable
 from dreamsweep.runs import swap_in
 from dreamsweep.training.ema import ema_weights
 from dreamsweep.training.lora import is_lora, save_lora
@@ -28,10 +30,15 @@ from dreamsweep.training.lora import is_lora, save_lora
 LORA_BASE_IN_RUN = "base_model"  # a LoRA run on a model without a path saves its base here
 
 
-def base_location(cfg: RunConfig) -> str:
-    """Where a LoRA's frozen base is: the model's path or hub id, else the run's saved copy
-    (relative to the LoRA folder, `<run>/best` or `<run>/model`, so the run folder can move)."""
-    return str(cfg.model.path) if cfg.model.path else f"../{LORA_BASE_IN_RUN}"
+def base_location(cfg: RunConfig, depth: int = 1) -> str:
+    """Where a LoRA's frozen base is: the model's path or hub id (a model shipped in the
+    package as `asset:<name>`, wherever it is installed), else the run's saved copy (relative
+    to the LoRA folder ``depth`` levels below the run, e.g. `<run>/best`, `<run>/model/raw`,
+    so the run folder can move)."""
+    if not cfg.model.path:
+        return "../" * depth + LORA_BASE_IN_RUN
+    shipped = portable_location(cfg.model.path)
+    return shipped if shipped.startswith(ASSET_PREFIX) else str(cfg.model.path)
 
 
 def save_base_for_lora(cfg: RunConfig, base: SDComponents, run_dir: Path) -> None:
@@ -81,7 +88,7 @@ def export_final(
     try:
         if is_lora(cfg):
             raw.mkdir(parents=True)
-            save_lora(cfg, components, raw, "../" + base_location(cfg))
+            save_lora(cfg, components, raw, base_location(cfg, depth=2))
             name = "raw"
         else:
             components.unet.save_pretrained(str(raw), safe_serialization=True)
@@ -139,13 +146,11 @@ def write_folder(
 
 
 def stamp_metadata(folder: Path, settings: dict[str, Any]) -> None:
-    """Add `dreamsweep_config` (JSON) to every safetensors file under ``folder``."""
+    """Add `dreamsweep_config` (JSON) to every safetensors file under ``folder``, rewritten
+    portable (`models/portable.py`: the shared mode, keys and tokenizer files every stack
+    reads)."""
     extra = {"format": "pt", "dreamsweep_config": json.dumps(settings, sort_keys=True)}
-    for file in folder.rglob("*.safetensors"):
-        with safe_open(str(file), framework="pt") as f:
-            metadata = {**(f.metadata() or {}), **extra}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
-        save_file(tensors, str(file), metadata=metadata)
+    make_portable(folder, extra)
 
 
 def read_settings(weights_file: Path) -> dict[str, Any]:

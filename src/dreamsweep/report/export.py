@@ -43,7 +43,7 @@ def export_report(
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)
         context = page_context(sweep, best, figures, sweep.notes + figure_notes)
         context["gallery"] = gallery(sweep, best, tmp)
-        render_pages(context, tmp)
+        render_pages(context, tmp, report_dir=out)
         write_cells_csv(sweep, tmp / "cells.csv", context["score_columns"])
         summary = best_json(sweep, best, time.perf_counter() - started)
         if wandb:

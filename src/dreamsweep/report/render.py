@@ -8,8 +8,10 @@ The Markdown carries the same content for a README or a pull request.
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -43,7 +45,14 @@ def markdown_cell(value: Any) -> str:
     return " ".join(text.split())
 
 
-def _environment(markdown: bool) -> Environment:
+def relative_href(target: Any, report_dir: Path) -> str:
+    """A link from the report folder to a run's file, relative so that the report and its
+    outputs can move together or be served over http."""
+    relative = os.path.relpath(Path(target).resolve(), report_dir.resolve())
+    return quote(Path(relative).as_posix())
+
+
+def _environment(markdown: bool, report_dir: Path) -> Environment:
     env = Environment(
         loader=PackageLoader("dreamsweep.report", "templates"),
         autoescape=False if markdown else select_autoescape(["html", "j2"], default=True),
@@ -57,12 +66,15 @@ def _environment(markdown: bool) -> Environment:
     env.filters["ci"] = interval
     env.filters["pct"] = percent
     env.filters["setting"] = format_value
+    env.filters["href"] = lambda target: relative_href(target, report_dir)
     return env
 
 
-def render_pages(context: dict[str, Any], out: Path) -> None:
-    """Write out/index.html and out/report.md."""
-    html_page = _environment(markdown=False).get_template("index.html.j2").render(**context)
+def render_pages(context: dict[str, Any], out: Path, report_dir: Path | None = None) -> None:
+    """Write out/index.html and out/report.md; links are relative to ``report_dir`` (where the
+    report ends up; default ``out``)."""
+    where = report_dir or out
+    html_page = _environment(False, where).get_template("index.html.j2").render(**context)
     (out / "index.html").write_text(html_page, encoding="utf-8")
-    markdown = _environment(markdown=True).get_template("report.md.j2").render(**context)
+    markdown = _environment(True, where).get_template("report.md.j2").render(**context)
     (out / "report.md").write_text(markdown, encoding="utf-8")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from dreamsweep.tensor_files import save_tensors
 from dreamsweep.toyworld import ORACLE_DIR
 from dreamsweep.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, to_tensor
 
@@ -72,7 +73,7 @@ class OracleScores:
 def save_oracle(oracle: Oracle, folder: Path, metrics: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in oracle.state_dict().items()}
-    save_file(state, str(folder / "oracle.safetensors"))
+    save_tensors(state, folder / "oracle.safetensors")
     config = {
         "channels": list(CHANNELS),
         "shapes": list(SHAPE_CLASSES),

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from dreamsweep.models.portable import make_portable
 from dreamsweep.toyworld import BASE_DIR
 from dreamsweep.toyworld.models import sampling_scheduler
 
@@ -39,6 +40,7 @@ def save_folder(pipe: StableDiffusionPipeline, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    make_portable(tmp)  # keys and tokenizer files transformers 4.x reads too
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         os.replace(folder, old)

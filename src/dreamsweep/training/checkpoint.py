@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from dreamsweep.runs import checkpoint_dirs, write_failure
+from dreamsweep.tensor_files import share_tensor_files
 from dreamsweep.training.ema import load_ema, save_ema
 
 # Accelerate loads every file of a checkpoint with torch's weights-only loader except these,
@@ -49,6 +50,7 @@ def save_checkpoint(
         accelerator.save_state(str(tmp), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            share_tensor_files(tmp)  # Accelerate writes through safetensors' 0600 temp file
             if ema is not None:
                 save_ema(ema, tmp)
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamsweep.config import EmaConfig
+from dreamsweep.tensor_files import save_tensors
 
 
 def trained_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -56,9 +57,9 @@ def save_ema(ema: EMAModel, folder: Path) -> None:
     checkpoint folder holds no code that a resume would run."""
     state = ema.state_dict()
     shadow = state.pop("shadow_params")
-    save_file(
+    save_tensors(
         {f"shadow.{i:05d}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)},
-        str(folder / EMA_TENSORS),
+        folder / EMA_TENSORS,
     )
     (folder / EMA_SETTINGS).write_text(json.dumps(state, sort_keys=True))
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamsweep import cache
 from dreamsweep.data.images import Transform, hflip, open_rgb, to_tensor
+from dreamsweep.tensor_files import save_tensors
 
 RANDOM_CROPS = 4
 
@@ -89,7 +91,7 @@ def build_latent_bank(
     }
     entry = cache.entry_dir(cache_root, "latents", spec)
     file = entry / "latents.safetensors"
-    with cache.locked(entry):
+    with cache.locked(entry) if not file.exists() else nullcontext():
         if not file.exists():
             log(f"encoding VAE latents of {len(images)} images into {entry}")
             means, stds = zip(
@@ -104,8 +106,6 @@ def build_latent_bank(
                 "std": torch.stack(stds).contiguous(),
             }
             cache.write_spec(entry, spec)
-            tmp = entry / ".latents.safetensors.tmp"
-            save_file(tensors, str(tmp))
-            tmp.replace(file)
+            save_tensors(tensors, file)
     tensors = load_file(str(file))
     return LatentBank(mean=tensors["mean"], std=tensors["std"])

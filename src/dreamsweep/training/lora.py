@@ -25,12 +25,13 @@ from peft import (
     inject_adapter_in_model,
     set_peft_model_state_dict,
 )
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamsweep.config import MethodConfig, RunConfig
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.portable import LORA_FILE
+from dreamsweep.tensor_files import save_tensors
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")  # per module, LoHa/LoKr
 BASE_FILE = "base_model.json"  # where the frozen base the LoRA goes on lives
 # Module names (peft's suffix match) of each target group, per model.
@@ -104,7 +105,7 @@ def _save_peft(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
         config = lora_config(cfg.method, groups).to_dict()
         (folder / name / PEFT_FILES[0]).write_text(json.dumps(config, indent=2, default=list))
         state = {k: v.contiguous() for k, v in get_peft_model_state_dict(module).items()}
-        save_file(state, str(folder / name / PEFT_FILES[1]))
+        save_tensors(state, folder / name / PEFT_FILES[1])
 
 
 def _save_diffusers_lora(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
@@ -130,9 +131,11 @@ def is_lora_folder(folder: Path) -> bool:
 
 
 def lora_base(folder: Path) -> str:
-    """The base a LoRA folder goes on: a path (relative ones are relative to the folder) or
-    a hub id."""
-    base = json.loads((folder / BASE_FILE).read_text())["base"]
+    """The base a LoRA folder goes on: a path (relative ones are relative to the folder), a
+    model shipped in the package (`asset:toyworld/base`) or a hub id."""
+    from dreamsweep.config import local_location
+
+    base = local_location(json.loads((folder / BASE_FILE).read_text())["base"])
     local = (folder / base).resolve() if not Path(base).is_absolute() else Path(base)
     return str(local) if local.exists() else base
 
