@@ -1,0 +1,160 @@
+"""Independent workers on one study (`dreamsweep worker`): each trial once, killed workers'
+trials retried from their checkpoints, grids as queued trials, and the launch recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+
+from dreamsweep.sweeps.pool import RetryInItsFolder
+from dreamsweep.sweeps.slots import slot_envs
+from dreamsweep.sweeps.study import storage_object
+from tests.conftest import FAST, OFFLINE, ROOT
+
+State = optuna.trial.TrialState
+COMPLETE, PRUNED, FAIL, WAITING, RUNNING = (
+    State.COMPLETE, State.PRUNED, State.FAIL, State.WAITING, State.RUNNING
+)  # fmt: skip
+RECOVERY = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=4")
+
+
+def start_worker(log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`dreamsweep worker ...` in the background, in a process group of its own (a machine
+    that dies takes its training process with it: kill the group)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dreamsweep.cli", "worker", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **OFFLINE, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def finish(workers: list[subprocess.Popen], logs: list[Path], timeout: float = 600) -> None:
+    for worker, log in zip(workers, logs, strict=True):
+        worker.wait(timeout=timeout)
+        text = log.read_text()
+        assert worker.returncode == 0, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+
+
+def study_of(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage_object(storage))
+
+
+def test_slots_get_gpus_of_their_own_or_one_cpu_thread_each():
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in slot_envs(2, {}, ["4", "5", "6", "7"])] == [
+        "4,5",
+        "6,7",
+    ]
+    cpu = slot_envs(3, {"PATH": "/bin"}, [])
+    assert [e["OMP_NUM_THREADS"] for e in cpu] == ["1"] * 3 and cpu[0]["PATH"] == "/bin"
+    assert slot_envs(2, {"OMP_NUM_THREADS": "4"}, [])[1]["OMP_NUM_THREADS"] == "4"  # as set
+    with pytest.raises(ValueError, match="needs at least 3 GPUs"):
+        slot_envs(3, {}, ["0", "1"])
+
+
+def test_a_trial_without_heartbeats_is_retried_with_its_folder_and_scores(tmp_path):
+    """Optuna's heartbeat mechanics as the workers use them, on a real SQLite study."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=1,
+        grace_period=2,
+        heartbeat_stale_trial_callback=RetryInItsFolder(max_retry=1),
+    )
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    dead.set_user_attr("run_dir", str(tmp_path / "0"))
+    dead.report(0.5, 2)
+    storage.record_heartbeat(dead._trial_id)  # then its worker dies
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)
+    first, retry = study.get_trials()
+    assert first.state == FAIL and retry.state == WAITING
+    assert retry.params == first.params and retry.user_attrs["run_dir"] == str(tmp_path / "0")
+    assert retry.intermediate_values == {2: 0.5}  # the score reported before the kill stays
+    again = study.ask()  # the queue first: the next worker takes the retry
+    assert again.number == retry.number
+    storage.record_heartbeat(again._trial_id)
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)  # max_retry=1: not queued again
+    assert [t.state for t in study.get_trials()] == [FAIL, FAIL]
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert result["state"] == "failed" and "interrupted" in result["error"]
+
+
+KILLABLE = (  # a search whose trials live long enough to be killed after a checkpoint
+    "+sweep=demo_search",
+    *FAST,
+    "train.max_steps=12",
+    "train.checkpoint_every=3",
+    "eval.every_n_steps=3",
+    "hydra.sweeper.pruner=none",
+    "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.study_name=pool",
+    *RECOVERY,
+)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
+    """Two workers; the one whose trial has a checkpoint is killed -9 (with its training
+    process, as when a node dies). The other marks the trial stale within the grace period,
+    retries it, and the retry resumes the run folder: no step logged twice, no score lost."""
+    storage, sweep = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "sweep"
+    args = [*KILLABLE, f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [start_worker(log, *args) for log in logs]
+    victim, deadline = None, time.monotonic() + 400
+    while victim is None:
+        assert time.monotonic() < deadline, logs[0].read_text()[-2000:]
+        time.sleep(0.3)
+        if not (tmp_path / "study.db").exists():
+            continue
+        for trial in study_of(storage, "pool").get_trials(states=(RUNNING,)):
+            if any(Path(trial.user_attrs.get("run_dir", "-")).glob("checkpoints/step_*")):
+                victim = trial
+    pid = victim.user_attrs["sweeper"]["pid"]
+    killed = next(w for w in workers if w.pid == pid)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed_at = datetime.now()
+    killed.wait()
+    folder = Path(victim.user_attrs["run_dir"])
+    before = json.loads(folder.joinpath("result.json").read_text())
+    assert before["state"] == "running"
+    dead_scores = study_of(storage, "pool").trials[victim.number].intermediate_values
+
+    survivor = next(w for w in workers if w is not killed)
+    finish([survivor], [logs[workers.index(survivor)]])
+    trials = study_of(storage, "pool").trials
+    dead = trials[victim.number]
+    assert dead.state == FAIL
+    assert (dead.datetime_complete - killed_at).total_seconds() < 4 + 3  # grace + a beat or two
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == COMPLETE and retry.user_attrs["run_dir"] == str(folder)
+    assert retry.params == dead.params
+    assert set(retry.intermediate_values) == {3, 6, 9, 12}
+    assert all(retry.intermediate_values[s] == v for s, v in dead_scores.items())
+    assert all(t.state in (COMPLETE, PRUNED) for t in trials if t is not dead)
+    out = logs[workers.index(survivor)].read_text()
+    assert "resuming from the checkpoint at step" in out
+    rows = [json.loads(line) for line in folder.joinpath("metrics.jsonl").read_text().splitlines()]
+    train = [r["step"] for r in rows if r["kind"] == "train"]
+    evals = [(r["step"], r["cell"]) for r in rows if r["kind"] == "eval"]
+    assert train == sorted(set(train)) and max(train) == 12  # continued, nothing twice
+    assert len(evals) == len(set(evals))
+    result = json.loads(folder.joinpath("result.json").read_text())
+    assert result["state"] == "complete" and result["optuna"]["trial"] == retry.number
+    assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2  # the retry made no new folder
