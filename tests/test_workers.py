@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,3 +159,63 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
     result = json.loads(folder.joinpath("result.json").read_text())
     assert result["state"] == "complete" and result["optuna"]["trial"] == retry.number
     assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2  # the retry made no new folder
+
+
+DRAIN = (  # the demo search cut short: one evaluation at the end, nothing pruned
+    "+sweep=demo_search",
+    *FAST,
+    "train.max_steps=2",
+    "eval.every_n_steps=null",
+    "hydra.sweeper.pruner=none",
+    "hydra.sweeper.n_trials=6",
+    "hydra.sweeper.study_name=drain",
+    *RECOVERY,
+)
+SLURM = ROOT / "deploy" / "slurm" / "worker.sbatch"
+
+
+def slurm_task(log: Path, storage: str, sweep: Path, *args: str) -> subprocess.Popen:
+    """One array task of deploy/slurm/worker.sbatch, run by bash as Slurm would run it."""
+    env = {
+        **os.environ,
+        **OFFLINE,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "DREAMSWEEP_OPTUNA_STORAGE": storage,  # the URL only in the environment
+        "DREAMSWEEP_SWEEP_DIR": str(sweep),
+    }
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            ["bash", str(SLURM), *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.exhaustive), "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.slow
+def test_three_slurm_array_tasks_drain_a_search_each_trial_once(tmp_path, storage_url):
+    """Three tasks of the Slurm script (locally) on one study: 6 trials, 6 folders, none twice."""
+    sweep = tmp_path / "sweep"
+    logs = [tmp_path / f"task{i}.log" for i in range(3)]
+    workers = [slurm_task(log, storage_url, sweep, *DRAIN) for log in logs]
+    finish(workers, logs)
+    trials = study_of(storage_url, "drain").trials
+    assert [t.state for t in trials] == [COMPLETE] * 6
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert folders == sorted(str(t.number) for t in trials)  # one folder per trial
+    assert len({t.params["optim.lr"] for t in trials}) == 6  # no configuration twice
+    runs = [json.loads((sweep / f / "result.json").read_text()) for f in folders]
+    assert sorted(r["optuna"]["trial"] for r in runs) == sorted(t.number for t in trials)
+    assert sum(log.read_text().count("Launching 1 jobs locally") for log in logs) == 6
+    ran = [re.search(r"ran trial\(s\) \[([\d, ]*)\]", log.read_text())[1] for log in logs]
+    assert all(ran), ran  # every task took trials: they ran side by side
