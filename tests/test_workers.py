@@ -19,7 +19,7 @@ import pytest
 from dreamsweep.sweeps.pool import RetryInItsFolder
 from dreamsweep.sweeps.slots import slot_envs
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import FAST, OFFLINE, ROOT
+from tests.conftest import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
 
 State = optuna.trial.TrialState
 COMPLETE, PRUNED, FAIL, WAITING, RUNNING = (
@@ -219,3 +219,46 @@ def test_three_slurm_array_tasks_drain_a_search_each_trial_once(tmp_path, storag
     assert sum(log.read_text().count("Launching 1 jobs locally") for log in logs) == 6
     ran = [re.search(r"ran trial\(s\) \[([\d, ]*)\]", log.read_text())[1] for log in logs]
     assert all(ran), ran  # every task took trials: they ran side by side
+
+
+@pytest.mark.slow
+def test_a_grid_enqueued_and_drained_by_two_workers_reports_as_the_one_process_grid(
+    demo_grid, tmp_path
+):
+    """The demo_grid fixture's grid (2 training runs, 2 invalid) put in a study's queue with
+    `dreamsweep enqueue` and run by two workers: every run once, the same cells and scores."""
+    from dreamsweep.report.collect import collect
+
+    one_process, _ = demo_grid
+    storage, sweep = f"sqlite:///{tmp_path / 'grid.db'}", tmp_path / "queued"
+    grid = ("+sweep=demo", *FAST, "optim.lr=1e-3,-1", "train.max_steps=2,4", MARKUP_PROMPTS,
+            f"hydra.sweeper.storage={storage}", *RECOVERY)  # fmt: skip
+    env = {**os.environ, **OFFLINE, "DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}
+    enqueue = [sys.executable, "-m", "dreamsweep.cli", "enqueue", *grid, f"hydra.sweep.dir={sweep}"]
+    for _ in range(2):  # enqueuing again adds nothing
+        proc = subprocess.run(enqueue, cwd=ROOT, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "4 training run(s)" in said and "0 put in the queue" in said, said
+    assert json.loads((sweep / "plan.json").read_text()) == json.loads(
+        (one_process / "plan.json").read_text()
+    )
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    env = {"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}
+    finish([start_worker(log, *grid, env=env) for log in logs], logs)
+
+    trials = study_of(storage, "demo").trials
+    assert len(trials) == 4 and sorted(t.user_attrs["job"] for t in trials) == [0, 1, 2, 3]
+    assert sum(log.read_text().count("Launching 1 jobs locally") for log in logs) == 4
+    states = {t.user_attrs["job"]: t.state for t in trials}
+    results = {int(p.name): json.loads((p / "result.json").read_text())["state"]
+               for p in sweep.iterdir() if p.is_dir()}  # fmt: skip
+    assert results == {j: ("complete" if s == COMPLETE else "failed") for j, s in states.items()}
+    assert sorted(results.values()) == ["complete", "complete", "failed", "failed"]
+
+    def cells(folder: Path) -> list[tuple]:
+        return sorted((c.run, c.cell, c.objective, sorted(c.scores.items()))
+                      for c in collect(folder).cells)  # fmt: skip
+
+    assert cells(sweep) == cells(one_process)
+    assert collect(sweep).study is None  # the queue is not a search: reported as a grid
