@@ -96,71 +96,6 @@ def test_a_trial_without_heartbeats_is_retried_with_its_folder_and_scores(tmp_pa
     assert result["state"] == "failed" and "interrupted" in result["error"]
 
 
-KILLABLE = (  # a search whose trials live long enough to be killed after a checkpoint
-    "+sweep=demo_search",
-    *FAST,
-    "train.max_steps=12",
-    "train.checkpoint_every=3",
-    "eval.every_n_steps=3",
-    "hydra.sweeper.pruner=none",
-    "hydra.sweeper.n_trials=2",
-    "hydra.sweeper.study_name=pool",
-    *RECOVERY,
-)
-
-
-@pytest.mark.slow
-def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
-    """Two workers; the one whose trial has a checkpoint is killed -9 (with its training
-    process, as when a node dies). The other marks the trial stale within the grace period,
-    retries it, and the retry resumes the run folder: no step logged twice, no score lost."""
-    storage, sweep = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "sweep"
-    args = [*KILLABLE, f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"]
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    workers = [start_worker(log, *args) for log in logs]
-    victim, deadline = None, time.monotonic() + 400
-    while victim is None:
-        assert time.monotonic() < deadline, logs[0].read_text()[-2000:]
-        time.sleep(0.3)
-        if not (tmp_path / "study.db").exists():
-            continue
-        for trial in study_of(storage, "pool").get_trials(states=(RUNNING,)):
-            if any(Path(trial.user_attrs.get("run_dir", "-")).glob("checkpoints/step_*")):
-                victim = trial
-    pid = victim.user_attrs["sweeper"]["pid"]
-    killed = next(w for w in workers if w.pid == pid)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed_at = datetime.now()
-    killed.wait()
-    folder = Path(victim.user_attrs["run_dir"])
-    before = json.loads(folder.joinpath("result.json").read_text())
-    assert before["state"] == "running"
-    dead_scores = study_of(storage, "pool").trials[victim.number].intermediate_values
-
-    survivor = next(w for w in workers if w is not killed)
-    finish([survivor], [logs[workers.index(survivor)]])
-    trials = study_of(storage, "pool").trials
-    dead = trials[victim.number]
-    assert dead.state == FAIL
-    assert (dead.datetime_complete - killed_at).total_seconds() < 4 + 3  # grace + a beat or two
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert retry.state == COMPLETE and retry.user_attrs["run_dir"] == str(folder)
-    assert retry.params == dead.params
-    assert set(retry.intermediate_values) == {3, 6, 9, 12}
-    assert all(retry.intermediate_values[s] == v for s, v in dead_scores.items())
-    assert all(t.state in (COMPLETE, PRUNED) for t in trials if t is not dead)
-    out = logs[workers.index(survivor)].read_text()
-    assert "resuming from the checkpoint at step" in out
-    rows = [json.loads(line) for line in folder.joinpath("metrics.jsonl").read_text().splitlines()]
-    train = [r["step"] for r in rows if r["kind"] == "train"]
-    evals = [(r["step"], r["cell"]) for r in rows if r["kind"] == "eval"]
-    assert train == sorted(set(train)) and max(train) == 12  # continued, nothing twice
-    assert len(evals) == len(set(evals))
-    result = json.loads(folder.joinpath("result.json").read_text())
-    assert result["state"] == "complete" and result["optuna"]["trial"] == retry.number
-    assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2  # the retry made no new folder
-
-
 DRAIN = (  # the demo search cut short: one evaluation at the end, nothing pruned
     "+sweep=demo_search",
     *FAST,
@@ -195,11 +130,21 @@ def slurm_task(log: Path, storage: str, sweep: Path, *args: str) -> subprocess.P
         )
 
 
-@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.exhaustive), "postgresql"])
-def storage_url(request, tmp_path):
+def storage_of(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'study.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+# Each test runs on one storage by default and on the other with -m exhaustive (suite time)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.exhaustive)])
+def storage_url(request, tmp_path):
+    return storage_of(request, tmp_path)
+
+
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.exhaustive), "postgresql"])
+def storage(request, tmp_path):
+    return storage_of(request, tmp_path)
 
 
 @pytest.mark.slow
@@ -262,3 +207,153 @@ def test_a_grid_enqueued_and_drained_by_two_workers_reports_as_the_one_process_g
 
     assert cells(sweep) == cells(one_process)
     assert collect(sweep).study is None  # the queue is not a search: reported as a grid
+
+
+KILLABLE = (  # a search whose trials live long enough to be killed after a checkpoint
+    "+sweep=demo_search",
+    *FAST,
+    "train.max_steps=12",
+    "train.checkpoint_every=3",
+    "eval.every_n_steps=3",
+    "hydra.sweeper.pruner=none",
+    "hydra.sweeper.n_trials=1",  # the other worker waits: a retry may come
+    "hydra.sweeper.study_name=pool",
+    *RECOVERY,
+)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, storage):
+    """Two Slurm array tasks; the one whose trial has a checkpoint is killed -9 (with its
+    training process, as when a node dies). The other marks the trial stale within the grace
+    period, retries it, and the retry resumes the run folder: no step twice, no score lost."""
+    sweep = tmp_path / "sweep"
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [slurm_task(log, storage, sweep, *KILLABLE) for log in logs]
+    victim, deadline = None, time.monotonic() + 400
+    while victim is None:
+        assert time.monotonic() < deadline, logs[0].read_text()[-2000:]
+        time.sleep(0.3)
+        try:
+            running = study_of(storage, "pool").get_trials(states=(RUNNING,))
+        except KeyError:  # the study is not there yet
+            continue
+        for trial in running:
+            if any(Path(trial.user_attrs.get("run_dir", "-")).glob("checkpoints/step_*")):
+                victim = trial
+    pid = victim.user_attrs["sweeper"]["pid"]
+    killed = next(w for w in workers if w.pid == pid)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed_at = datetime.now()
+    killed.wait()
+    folder = Path(victim.user_attrs["run_dir"])
+    before = json.loads(folder.joinpath("result.json").read_text())
+    assert before["state"] == "running"
+    dead_scores = study_of(storage, "pool").trials[victim.number].intermediate_values
+
+    survivor = next(w for w in workers if w is not killed)
+    finish([survivor], [logs[workers.index(survivor)]])
+    trials = study_of(storage, "pool").trials
+    dead = trials[victim.number]
+    assert dead.state == FAIL
+    assert (dead.datetime_complete - killed_at).total_seconds() < 4 + 3  # grace + a beat or two
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == COMPLETE and retry.user_attrs["run_dir"] == str(folder)
+    assert retry.params == dead.params
+    assert set(retry.intermediate_values) == {3, 6, 9, 12}
+    assert all(retry.intermediate_values[s] == v for s, v in dead_scores.items())
+    assert all(t.state in (COMPLETE, PRUNED) for t in trials if t is not dead)
+    out = logs[workers.index(survivor)].read_text()
+    assert "resuming from the checkpoint at step" in out
+    rows = [json.loads(line) for line in folder.joinpath("metrics.jsonl").read_text().splitlines()]
+    train = [r["step"] for r in rows if r["kind"] == "train"]
+    evals = [(r["step"], r["cell"]) for r in rows if r["kind"] == "eval"]
+    assert train == sorted(set(train)) and max(train) == 12  # continued, nothing twice
+    assert len(evals) == len(set(evals))
+    result = json.loads(folder.joinpath("result.json").read_text())
+    assert result["state"] == "complete" and result["optuna"]["trial"] == retry.number
+    assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2  # the retry made no new folder
+
+
+DEPLOY = ROOT / "deploy"
+# a URL with a password in it: scheme://user:secret@ (a $VARIABLE in its place is fine)
+WRITTEN_PASSWORD = re.compile(r"://[^/\s:@]+:(?!\$)[^@\s/]+@")
+
+
+def manifests(name: str) -> list[dict]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
+
+
+def test_no_launch_recipe_holds_a_storage_password():
+    files = [p for p in DEPLOY.rglob("*") if p.is_file()]
+    assert len(files) >= 6
+    assert not [p for p in files if WRITTEN_PASSWORD.search(p.read_text())]
+
+
+def test_the_kubernetes_workers_share_one_study_and_one_rwx_volume():
+    """What `kubectl apply` needs to fit together (no API server here for a dry run)."""
+    (job,) = manifests("workers.yaml")
+    (claim,) = manifests("shared-volume.yaml")
+    service, database = manifests("postgres.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"]
+    pod = spec["template"]["spec"]
+    (worker,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never" and worker["command"] == ["dreamsweep", "worker"]
+    preset = next(a for a in worker["args"] if a.startswith("+sweep="))
+    assert (ROOT / "conf" / "sweep" / f"{preset.split('=')[1]}.yaml").exists()
+    env = {e["name"]: e for e in worker["env"]}
+    url = env["DREAMSWEEP_OPTUNA_STORAGE"]["valueFrom"]["secretKeyRef"]
+    db_env = {e["name"]: e for e in database["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert url["name"] == db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+    assert not any("value" in e and "://" in str(e["value"]) for e in worker["env"])
+    (mount,) = worker["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert volume["name"] == mount["name"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    sweep_dir = next(a for a in worker["args"] if a.startswith("hydra.sweep.dir="))
+    assert sweep_dir.split("=", 1)[1].startswith(mount["mountPath"] + "/")  # on the volume
+    assert env["DREAMSWEEP_CACHE_DIR"]["value"].startswith(mount["mountPath"] + "/")
+    labels = database["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"] == labels == database["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["name"] == database["spec"]["serviceName"]
+
+
+def test_the_skypilot_task_runs_a_worker_with_the_url_as_a_secret():
+    import yaml
+
+    task = yaml.safe_load((DEPLOY / "skypilot" / "worker.yaml").read_text())
+    known = {"name", "workdir", "resources", "envs", "secrets", "file_mounts", "setup", "run",
+             "num_nodes"}  # fmt: skip
+    assert set(task) <= known
+    assert task["secrets"] == {"DREAMSWEEP_OPTUNA_STORAGE": None}  # given with --secret
+    assert "DREAMSWEEP_OPTUNA_STORAGE" not in task["envs"]
+    assert "dreamsweep worker ${SWEEP_ARGS}" in task["run"]
+    shared = next(iter(task["file_mounts"]))
+    assert f"hydra.sweep.dir={shared}/" in task["run"]  # run folders where all workers see them
+    preset = task["envs"]["SWEEP_ARGS"].split()[0]
+    assert (ROOT / "conf" / "sweep" / f"{preset.split('=')[1]}.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "preset", "said"),
+    [
+        ("worker", "+sweep=demo", "has no queued grid; put its runs there first"),
+        ("enqueue", "+sweep=demo_search", "dreamsweep enqueue takes a grid"),
+    ],
+)
+def test_a_worker_or_queue_for_the_wrong_kind_of_sweep_says_what_to_do(
+    tmp_path, command, preset, said
+):
+    storage = f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dreamsweep.cli", command, preset, storage,
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, **OFFLINE},
+    )  # fmt: skip
+    assert proc.returncode == 1 and said in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

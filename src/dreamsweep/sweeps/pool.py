@@ -262,6 +262,11 @@ def enqueue_grid(sweeper, arguments: list[str]) -> list:
     """`dreamsweep enqueue`: the folded grid's training runs into the study as queued trials,
     each with its overrides, its planned cells and its run folder (`<sweep dir>/<job>`, as a
     one-process grid names it). Enqueuing the same grid again adds only the runs not there."""
+    if "fold" not in sweeper.settings:
+        raise SystemExit(
+            "error: dreamsweep enqueue takes a grid (hydra/sweeper=grid, e.g. +sweep=demo); "
+            "a search needs no queue: start dreamsweep worker on it"
+        )
     cfg = sweeper.config
     plan, jobs = plan_sweep(sweeper, arguments)
     for warning in plan.warnings:
