@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -357,3 +358,31 @@ def test_a_worker_or_queue_for_the_wrong_kind_of_sweep_says_what_to_do(
     )  # fmt: skip
     assert proc.returncode == 1 and said in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_on_a_journal_a_dead_process_s_trial_is_retried_once(tmp_path):
+    """No heartbeats in Optuna's journal storage: a trial whose worker process is gone from
+    this host is stale; two workers that both see it queue one retry between them."""
+    from types import SimpleNamespace
+
+    from dreamsweep.sweeps.pool import Worker
+
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(study_name="j", storage=storage_object(url))
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": int(gone)})
+    dead.set_user_attr("run_dir", str(tmp_path / "0"))
+    dead.report(0.25, 3)
+    store = optuna.storages.get_storage(storage_object(url))
+    workers = [
+        Worker(SimpleNamespace(study=study), store, RetryInItsFolder(3), heartbeats=False)
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.recover()
+    first, retry = study.get_trials()
+    assert first.state == FAIL and retry.state == WAITING
+    assert retry.user_attrs["run_dir"] == str(tmp_path / "0")
+    assert retry.intermediate_values == {3: 0.25}

@@ -42,7 +42,7 @@ from dreamsweep.sweeps.optuna_sweep import (
     typed_settings,
 )
 from dreamsweep.sweeps.settings import GridSweeperConfig, OptunaSweeperConfig, StudySettings
-from dreamsweep.sweeps.study import fail_stale_trials, storage_object
+from dreamsweep.sweeps.study import stale_trials, storage_object
 
 log = logging.getLogger("dreamsweep.sweep")
 TrialState = optuna.trial.TrialState
@@ -96,7 +96,14 @@ class Worker:
         if self.heartbeats:
             optuna.storages.fail_stale_trials(study)  # calls self.retry for each
             return
-        for trial in fail_stale_trials(study):  # journal: this host's dead processes
+        for trial in stale_trials(study):  # journal: this host's dead processes
+            try:  # as Optuna's: only the worker whose FAIL lands queues the retry
+                if not self.store.set_trial_state_values(
+                    self.trial_id(trial.number), state=TrialState.FAIL
+                ):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
             self.retry(study, trial)
 
     def run(self, trial: optuna.Trial) -> None:

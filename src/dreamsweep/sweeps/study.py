@@ -180,6 +180,15 @@ def _is_stale(trial: optuna.trial.FrozenTrial, stale_after: timedelta) -> bool:
     return age > stale_after if live is None else not live  # other hosts: judged by age
 
 
+def stale_trials(
+    study: optuna.Study, stale_after: timedelta = timedelta(hours=24)
+) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose sweep process is gone (this host) or that are older than
+    stale_after (other hosts)."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [t for t in running if _is_stale(t, stale_after)]
+
+
 def fail_stale_trials(
     study: optuna.Study, stale_after: timedelta = timedelta(hours=24)
 ) -> list[optuna.trial.FrozenTrial]:
@@ -187,8 +196,7 @@ def fail_stale_trials(
 
     Trials of sweep processes still alive (another worker on the same study) are left alone.
     """
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    stale = [t for t in running if _is_stale(t, stale_after)]
+    stale = stale_trials(study, stale_after)
     for trial in stale:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return stale
