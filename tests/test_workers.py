@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from dreamsweep.sweeps.pool import RetryInItsFolder
+from dreamsweep.sweeps.pool import RetryInItsFolder, failed_runs
 from dreamsweep.sweeps.slots import slot_envs
 from dreamsweep.sweeps.study import storage_object
 from tests.conftest import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
@@ -87,12 +87,14 @@ def test_a_trial_without_heartbeats_is_retried_with_its_folder_and_scores(tmp_pa
     assert first.state == FAIL and retry.state == WAITING
     assert retry.params == first.params and retry.user_attrs["run_dir"] == str(tmp_path / "0")
     assert retry.intermediate_values == {2: 0.5}  # the score reported before the kill stays
+    assert failed_runs(study) == 0  # a worker died, no run failed: not a failure of the search
     again = study.ask()  # the queue first: the next worker takes the retry
     assert again.number == retry.number
     storage.record_heartbeat(again._trial_id)
     time.sleep(3)
     optuna.storages.fail_stale_trials(study)  # max_retry=1: not queued again
     assert [t.state for t in study.get_trials()] == [FAIL, FAIL]
+    assert failed_runs(study) == 1  # the run, once
     result = json.loads((tmp_path / "0" / "result.json").read_text())
     assert result["state"] == "failed" and "interrupted" in result["error"]
 

@@ -33,7 +33,6 @@ from dreamsweep.sweeps.grid_sweep import named_runs, plan_sweep, write_plan
 from dreamsweep.sweeps.optuna_sweep import (
     Search,
     _check_failure_rate,
-    _failed,
     _finished,
     _mark_interrupted,
     _write_results,
@@ -77,7 +76,7 @@ class RetryInItsFolder(optuna.storages.RetryHeartbeatStaleTrialCallback):
 @dataclass
 class Worker:
     """One worker process's loop state: its study, its storage handle (heartbeats and the
-    queue) and how long it ran trials vs waited (the benchmark's idle time)."""
+    queue), and which trials it ran for how long (its last log line)."""
 
     search: Search
     store: Any
@@ -169,6 +168,14 @@ def _me() -> str:
     return f"{who['host']}:{who['pid']}"
 
 
+def failed_runs(study: optuna.Study) -> int:
+    """FAIL trials that were not retried: runs that failed, not workers that died (a retry
+    that fails counts once)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+
+
 def count(study: optuna.Study, *states: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
@@ -210,7 +217,7 @@ def run_worker(sweeper, arguments: list[str]) -> list:
     search, study = worker.search, worker.search.study
     log.info("worker %s on study '%s' in %s: %d of %d trials done", _me(), study.study_name,
              search.shown, _finished(study), search.n_trials)  # fmt: skip
-    failed_before = _failed(study)
+    failed_before = failed_runs(study)
     while True:
         worker.recover()
         finished = _finished(study)
@@ -221,7 +228,7 @@ def run_worker(sweeper, arguments: list[str]) -> list:
             worker.wait()  # the rest are running elsewhere; one may die and need a retry
             continue
         worker.run(study.ask(search.distributions))  # a queued retry first, else a new trial
-        _check_failure_rate(_failed(study) - failed_before, s.max_failure_rate, search.n_trials)
+        _check_failure_rate(failed_runs(study) - failed_before, s.max_failure_rate, search.n_trials)
     _finish(worker)
     _write_results(study, search.sweep_dir, search.shown)
     return []
