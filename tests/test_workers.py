@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from dreamsweep.runs import checkpoint_dirs
 from dreamsweep.sweeps.pool import RetryInItsFolder, failed_runs
 from dreamsweep.sweeps.slots import slot_envs
 from dreamsweep.sweeps.study import storage_object
@@ -242,8 +243,8 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, storag
         except KeyError:  # the study is not there yet
             continue
         for trial in running:
-            if any(Path(trial.user_attrs.get("run_dir", "-")).glob("checkpoints/step_*")):
-                victim = trial
+            if checkpoint_dirs(Path(trial.user_attrs.get("run_dir", "-")) / "checkpoints"):
+                victim = trial  # a complete checkpoint to resume from
     pid = victim.user_attrs["sweeper"]["pid"]
     killed = next(w for w in workers if w.pid == pid)
     os.killpg(killed.pid, signal.SIGKILL)
@@ -367,7 +368,8 @@ def test_on_a_journal_a_dead_process_s_trial_is_retried_once(tmp_path):
     this host is stale; two workers that both see it queue one retry between them."""
     from types import SimpleNamespace
 
-    from dreamsweep.sweeps.pool import Worker
+    from dreamsweep.runs import checkpoint_dirs
+from dreamsweep.sweeps.pool import Worker
 
     url = f"journal:{tmp_path / 'study.journal'}"
     study = optuna.create_study(study_name="j", storage=storage_object(url))

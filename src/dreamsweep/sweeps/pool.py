@@ -84,6 +84,7 @@ class Worker:
     heartbeats: bool
     busy: float = 0.0
     ran: list[int] = field(default_factory=list)
+    run_dirs: set[str] = field(default_factory=set)
 
     @property
     def settings(self) -> OptunaSweeperConfig:
@@ -108,7 +109,8 @@ class Worker:
     def run(self, trial: optuna.Trial) -> None:
         started = time.perf_counter()
         with self.beating(trial.number):
-            run_trials(self.search, [trial])
+            (job,) = run_trials(self.search, [trial])
+        self.run_dirs.add(str(job.hydra_cfg.hydra.runtime.output_dir))
         self.busy += time.perf_counter() - started
         self.ran.append(trial.number)
 
@@ -267,7 +269,11 @@ def _grid_study_settings(sweeper) -> OptunaSweeperConfig:
 
 
 def _finish(worker: Worker) -> None:
-    scrub_files(worker.search.sweep_dir, password_of(_storage_url()))
+    """Hydra's job files of the runs this worker started get the URL masked (a queued grid's
+    run folders are in the grid's sweep folder, a retry's in its first worker's)."""
+    folders = {worker.search.sweep_dir, *(Path(d).parent for d in worker.run_dirs)}
+    for folder in folders:
+        scrub_files(folder, password_of(_storage_url()))
     log.info("worker %s done: ran trial(s) %s, %.1f s running trials", _me(), worker.ran,
              worker.busy)  # fmt: skip
 
