@@ -368,8 +368,7 @@ def test_on_a_journal_a_dead_process_s_trial_is_retried_once(tmp_path):
     this host is stale; two workers that both see it queue one retry between them."""
     from types import SimpleNamespace
 
-    from dreamsweep.runs import checkpoint_dirs
-from dreamsweep.sweeps.pool import Worker
+    from dreamsweep.sweeps.pool import Worker
 
     url = f"journal:{tmp_path / 'study.journal'}"
     study = optuna.create_study(study_name="j", storage=storage_object(url))
