@@ -108,9 +108,16 @@ class Worker:
 
     def run(self, trial: optuna.Trial) -> None:
         started = time.perf_counter()
-        with self.beating(trial.number):
-            (job,) = run_trials(self.search, [trial])
-        self.run_dirs.add(str(job.hydra_cfg.hydra.runtime.output_dir))
+        try:
+            with self.beating(trial.number):
+                (job,) = run_trials(self.search, [trial])
+            self.run_dirs.add(str(job.hydra_cfg.hydra.runtime.output_dir))
+        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeats came too late
+            log.warning(
+                "trial %d was failed by another worker (no heartbeat within grace_period=%ss: "
+                "raise it if the storage is slow) and is retried there", trial.number,
+                self.settings.grace_period or 2 * self.settings.heartbeat_interval,
+            )  # fmt: skip
         self.busy += time.perf_counter() - started
         self.ran.append(trial.number)
 
@@ -171,11 +178,34 @@ def _me() -> str:
 
 
 def failed_runs(study: optuna.Study) -> int:
-    """FAIL trials that were not retried: runs that failed, not workers that died (a retry
-    that fails counts once)."""
+    """FAIL trials that ran and were not retried: runs that failed, not workers that died (a
+    retry that fails counts once) nor trials left unrun (over_budget)."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+    return sum(
+        t.state == TrialState.FAIL and t.number not in retried and NOT_RUN not in t.user_attrs
+        for t in trials
+    )
+
+
+NOT_RUN = "not_run"
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def over_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """Workers that count the study and ask at the same moment may together ask more than
+    n_trials. A new trial whose lower-numbered live trials (all created before it, so all
+    visible) already fill n_trials is told FAIL unrun; a retry always runs (it replaces a
+    trial that counts no more)."""
+    if trial.user_attrs.get("run_dir"):
+        return False
+    earlier = [t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number]
+    if len(earlier) < n_trials:
+        return False
+    trial.set_user_attr(NOT_RUN, f"n_trials={n_trials} were taken by other workers first")
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    log.info("trial %d not run: the study's %d trials are taken", trial.number, n_trials)
+    return True
 
 
 def count(study: optuna.Study, *states: TrialState) -> int:
@@ -229,7 +259,10 @@ def run_worker(sweeper, arguments: list[str]) -> list:
         if not queued and finished + count(study, TrialState.RUNNING) >= search.n_trials:
             worker.wait()  # the rest are running elsewhere; one may die and need a retry
             continue
-        worker.run(study.ask(search.distributions))  # a queued retry first, else a new trial
+        trial = study.ask(search.distributions)  # a queued retry first, else a new trial
+        if over_budget(study, trial, search.n_trials):
+            continue
+        worker.run(trial)
         _check_failure_rate(failed_runs(study) - failed_before, s.max_failure_rate, search.n_trials)
     _finish(worker)
     _write_results(study, search.sweep_dir, search.shown)
