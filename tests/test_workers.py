@@ -393,3 +393,18 @@ def test_on_a_journal_a_dead_process_s_trial_is_retried_once(tmp_path):
     assert first.state == FAIL and retry.state == WAITING
     assert retry.user_attrs["run_dir"] == str(tmp_path / "0")
     assert retry.intermediate_values == {3: 0.25}
+
+
+def test_workers_asking_at_once_never_run_more_than_n_trials(tmp_path):
+    """Three workers counted 1 trial of 2 running and asked together: the third is not run."""
+    from dreamsweep.sweeps.pool import over_budget
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    first, second, third = (study.ask() for _ in range(3))
+    assert not over_budget(study, first, 2) and not over_budget(study, second, 2)
+    assert over_budget(study, third, 2)
+    assert study.trials[2].state == FAIL and "not_run" in study.trials[2].user_attrs
+    assert failed_runs(study) == 0  # a trial never run is not a failed run
+    retry = study.ask()
+    retry.set_user_attr("run_dir", str(tmp_path / "0"))  # a dead worker's trial: always runs
+    assert not over_budget(study, retry, 2)
