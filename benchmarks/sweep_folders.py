@@ -114,3 +114,13 @@ def winner_objective(runs: list[RunRecord]) -> float | None:
     values = [c["objective"] for run in runs for c in run.cells
               if c["step"] > 0 and c.get("objective") is not None]  # fmt: skip
     return max(values, default=None)
+
+
+def run_seconds(sweep_dir: Path) -> list[float]:
+    """How long each run of a sweep ran: from its config.yaml (written as it starts) to the
+    last line of its metrics.jsonl (its last evaluation, or where the pruner stopped it)."""
+    return [
+        (config.parent / "metrics.jsonl").stat().st_mtime - config.stat().st_mtime
+        for config in sorted(sweep_dir.glob("*/config.yaml"))
+        if (config.parent / "metrics.jsonl").exists()
+    ]

@@ -1,4 +1,5 @@
-"""The `dreamsweep` command (console script): `dreamsweep report|export|next <folder>`."""
+"""The `dreamsweep` command (console script): `dreamsweep report|export|next <folder>`,
+`dreamsweep worker|enqueue <train.py overrides>`."""
 
 from __future__ import annotations
 
@@ -66,7 +67,38 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None,
         help="where to write the preset; - for stdout (default: <conf>/sweep/next-<name>.yaml)",
     )  # fmt: skip
+    worker = commands.add_parser(
+        "worker",
+        help="run trials of a study one at a time until it is done or its queue is empty; "
+        "takes train.py -m's preset and overrides (e.g. +sweep=demo_search "
+        "hydra.sweeper.storage=...)",
+    )
+    worker.add_argument(
+        "--slots", type=int, default=1,
+        help="worker processes on this machine, each on GPUs of its own (or one CPU thread)",
+    )  # fmt: skip
+    worker.add_argument("overrides", nargs=argparse.REMAINDER, help="as for train.py -m")
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="put a grid preset's training runs (after folding) into a study's queue for "
+        "dreamsweep worker to run",
+    )
+    enqueue.add_argument("overrides", nargs=argparse.REMAINDER, help="as for train.py -m")
     return parser
+
+
+def _pool(args) -> int:
+    from dreamsweep.sweeps import slots
+
+    try:
+        if args.command == "enqueue":
+            return slots.enqueue(args.overrides)
+        if args.slots < 1:
+            raise ValueError(f"--slots {args.slots}: give 1 or more")
+        return slots.start_workers(args.overrides, args.slots)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _next(args) -> int:
@@ -124,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export(args)
     if args.command == "next":
         return _next(args)
+    if args.command in ("worker", "enqueue"):
+        return _pool(args)
     from dreamsweep.report.export import export_report
 
     started = time.perf_counter()

@@ -221,13 +221,15 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     """config.yaml of the run; an existing folder must hold the same training settings (a
     resume). Where the cache lives, which GPUs and port and how many CPU threads the run uses
     are not training settings: a resume takes this command's (a new DREAMSWEEP_CACHE_DIR is
-    honoured; run_threads keeps the first start's thread count)."""
+    honoured; run_threads keeps the first start's thread count). Neither is the Optuna trial
+    it reports to: the retry of a trial whose worker died continues the run as a new trial."""
     paths = RunPaths(run_dir)
     if paths.config.exists():
         previous = load_config(OmegaConf.load(paths.config), check_machine=False)
         previous = dataclasses.replace(
             previous,
             cache_dir=cfg.cache_dir,
+            optuna=cfg.optuna,
             launcher=dataclasses.replace(
                 previous.launcher,
                 gpu_ids=cfg.launcher.gpu_ids,

@@ -378,6 +378,8 @@ def read_study(folder: Path, runs: list[Run], notes: list[str]) -> Study | None:
     except Exception as err:  # moved or unreachable storage: the run folders still tell a lot
         notes.append(f"Optuna study '{link['study']}' not read from {link['storage']}: {err}")
         return None
+    if "grid" in study.user_attrs:  # a grid's work queue (dreamsweep enqueue), not a search:
+        return None  # the report reads it as the grid it is
     frozen = study.get_trials(deepcopy=False)
     trials = [
         Trial(

@@ -80,14 +80,10 @@ def run_grid(sweeper, arguments: list[str]) -> list:
         with read_write(cfg.hydra.sweep):  # the launcher's config: it makes this folder
             cfg.hydra.sweep.dir = str(previous)
         runs = [run + [f"hydra.sweep.dir={override_value(str(previous))}"] for run in runs]
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
-    summary = {"folded": plan.folded, "warnings": plan.warnings, "jobs": jobs}
-    atomic_write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
-    settings = [dict(o.split("=", 1) for o in run if "=" in o) for run in plan.runs]
+    write_plan(cfg, sweep_dir, plan, jobs)
     runs = [
         run + [f"run_name={override_value(name)}"]
-        for run, name in zip(runs, run_names(settings), strict=True)
+        for run, name in zip(runs, named_runs(plan.runs), strict=True)
     ]
     results = sweeper.launcher.launch(runs, initial_job_idx=0)
     states = [
@@ -110,6 +106,19 @@ def run_grid(sweeper, arguments: list[str]) -> list:
             best.return_value,
         )
     return [results]
+
+
+def write_plan(cfg, sweep_dir: Path, plan: GridPlan, jobs: list[dict]) -> None:
+    """multirun.yaml and plan.json: what the sweep promises, before anything trains."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+    summary = {"folded": plan.folded, "warnings": plan.warnings, "jobs": jobs}
+    atomic_write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
+
+
+def named_runs(runs: list[list[str]]) -> list[str]:
+    """The W&B names of a grid's runs: the settings that differ between them."""
+    return run_names([dict(o.split("=", 1) for o in run if "=" in o) for run in runs])
 
 
 def _sweep_dir_given(cfg) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,31 @@ def typed_settings(settings: dict[str, Any]) -> OptunaSweeperConfig:
     return OptunaSweeperConfig(**plain)
 
 
-def run_sweep(sweeper, arguments: list[str]) -> list:
-    cfg, s = sweeper.config, typed_settings(sweeper.settings)
+@dataclass
+class Search:
+    """What running any trial of a study needs: the study, its settings, the search space,
+    where run folders go and the overrides that link a run to its trial. One per sweep or
+    worker process."""
+
+    study: optuna.Study
+    settings: OptunaSweeperConfig
+    distributions: dict[str, Any]
+    fixed: list[str]
+    conditional: dict
+    grid: dict[str, list] | None
+    n_trials: int
+    link: list[str]
+    sweep_dir: Path
+    shown: str
+    cfg: Any
+    launcher: Any
+
+
+def open_search(
+    sweeper, s: OptunaSweeperConfig, arguments: list[str], rdb_kwargs: dict | None = None
+) -> Search:
+    """The study (created or loaded) and the search space of this command."""
+    cfg = sweeper.config
     params = [f"{k}={v}" for k, v in s.params.items()] + list(arguments)
     distributions, fixed, grid = split_overrides(params, sweeper.hydra_context.config_loader)
     conditional = conditional_space(s.conditional, sweeper.hydra_context.config_loader)
@@ -82,57 +106,87 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     study = create_or_load(
         study_name,
         storage,
+        rdb_kwargs,
         sampler=make_sampler(s.sampler, s.seed, grid, s.sampler_kwargs),
         pruner=make_pruner(s.pruner, s.pruner_kwargs),
         directions=list(s.directions),
     )
     _describe(study, s.objectives, Path(cfg.hydra.sweep.dir))
-    if stale := fail_stale_trials(study):
-        for trial in stale:
-            _mark_interrupted(trial)
-        log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", len(stale))
-    n_trials = s.n_trials if grid is None else min(s.n_trials, _grid_size(grid))
     link = [
         f"optuna.storage={override_value(shown)}",
         f"optuna.study_name={override_value(study_name)}",
         f"optuna.pruner={s.pruner}",
         f"++optuna.pruner_kwargs={override_value(s.pruner_kwargs or {})}",
     ]
+    n_trials = s.n_trials if grid is None else min(s.n_trials, _grid_size(grid))
+    return Search(
+        study, s, distributions, fixed, conditional, grid, n_trials, link,
+        Path(cfg.hydra.sweep.dir), shown, cfg, sweeper.launcher,
+    )  # fmt: skip
+
+
+def run_sweep(sweeper, arguments: list[str]) -> list:
+    search = open_search(sweeper, typed_settings(sweeper.settings), arguments)
+    study, s, grid, n_trials = search.study, search.settings, search.grid, search.n_trials
+    if stale := fail_stale_trials(study):
+        for trial in stale:
+            _mark_interrupted(trial)
+        log.warning("marked %d trial(s) left running by an interrupted sweep as FAIL", len(stale))
     log.info(
-        "study '%s' in %s: %d of %d trials done", study_name, shown, _finished(study), n_trials
-    )
+        "study '%s' in %s: %d of %d trials done",
+        study.study_name, search.shown, _finished(study), n_trials,
+    )  # fmt: skip
     failed_before = _failed(study)  # a resumed sweep judges only its own failures
-    sweep_dir = Path(cfg.hydra.sweep.dir)
     returns = []
     while (todo := n_trials - _finished(study)) > 0:
         if grid is not None and len(study.trials) >= _grid_size(grid):
             break  # every grid point has been tried
-        trials = [study.ask(distributions) for _ in range(min(s.n_jobs, todo))]
-        chosen = [
-            {**{k: t.params[k] for k in distributions}, **conditional_params(t, conditional)}
-            for t in trials
-        ]
-        folders = [claim(trial, sweep_dir) for trial in trials]
-        batch = [
-            fixed
-            + [f"{k}={v}" for k, v in values.items()]
-            + _weights_it_stands_for(t.params)
-            + link
-            + [f"optuna.trial_number={t.number}", f"hydra.sweep.subdir={folder.name}"]
-            + [f"run_name={override_value(_trial_name(t.number, values))}"]
-            + pin
-            for t, values, folder, pin in zip(
-                trials, chosen, folders, _pins(cfg, len(trials)), strict=True
-            )
-        ]
-        # job numbers are trial numbers; the folders are claimed above, never counted
-        results = sweeper.launcher.launch(batch, initial_job_idx=trials[0].number)
-        for trial, job in zip(trials, results, strict=True):
-            _tell(study, trial, job, s, shown)
-        returns.append(results)
+        trials = [study.ask(search.distributions) for _ in range(min(s.n_jobs, todo))]
+        returns.append(run_trials(search, trials))
         _check_failure_rate(_failed(study) - failed_before, s.max_failure_rate, n_trials)
-    _write_results(study, Path(cfg.hydra.sweep.dir), shown)
+    _write_results(study, search.sweep_dir, search.shown)
     return returns
+
+
+def run_trials(search: Search, trials: list[optuna.Trial]) -> list:
+    """Run one run per trial (side by side under a parallel launcher) and tell the study how
+    each ended: the one path of a trial, for the batch sweeper and for `dreamsweep worker`."""
+    pins = _pins(search.cfg, len(trials))
+    batch = [job_overrides(search, t, pin) for t, pin in zip(trials, pins, strict=True)]
+    # job numbers are trial numbers; the folders are claimed, never counted
+    results = search.launcher.launch(batch, initial_job_idx=trials[0].number)
+    for trial, job in zip(trials, results, strict=True):
+        _tell(search.study, trial, job, search.settings, search.shown)
+    return results
+
+
+def job_overrides(search: Search, trial: optuna.Trial, pin: list[str]) -> list[str]:
+    """The overrides of a trial's run. A trial that already has a run folder (a retry of a
+    trial whose worker died, or a grid run put in the queue) continues it, under its first
+    name; any other gets a new folder named by its number."""
+    attrs, values = trial.user_attrs, {}
+    if "overrides" in attrs:  # an enqueued grid run (sweeps/pool.py)
+        run = list(attrs["overrides"])
+    else:
+        values = {k: trial.params[k] for k in search.distributions}
+        values.update(conditional_params(trial, search.conditional))
+        run = [*search.fixed, *(f"{k}={v}" for k, v in values.items())]
+        run += _weights_it_stands_for(trial.params)
+    folder, place = claim(trial, search.sweep_dir), []
+    if folder.parent.resolve() != search.sweep_dir.resolve():
+        place = [f"hydra.sweep.dir={override_value(str(folder.parent))}"]
+    if not (name := attrs.get("run_name")):  # a retry copies it: the run keeps its W&B name
+        name = _trial_name(trial.number, values)
+        trial.set_user_attr("run_name", name)
+    return [
+        *run,
+        *search.link,
+        f"optuna.trial_number={trial.number}",
+        *place,
+        f"hydra.sweep.subdir={override_value(folder.name)}",
+        f"run_name={override_value(name)}",
+        *pin,
+    ]
 
 
 def _trial_name(number: int, values: dict[str, Any]) -> str:

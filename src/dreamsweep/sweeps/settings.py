@@ -11,10 +11,21 @@ PLUGIN = "hydra_plugins.dreamsweep_sweeper.dreamsweep_sweeper"
 
 
 @dataclass
-class OptunaSweeperConfig:
-    _target_: str = f"{PLUGIN}.OptunaSweeper"
+class StudySettings:
+    """Where the study lives, and how `dreamsweep worker` processes on it recover each
+    other's trials: a trial whose heartbeat is older than grace_period seconds is failed and
+    retried (at most max_retry times), resuming its run folder from its last checkpoint."""
+
     study_name: str | None = None  # default: sweep_name
     storage: str | None = None  # default: sqlite:///outputs/optuna/<study_name>.db
+    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
+    grace_period: int | None = None  # default: 2 x heartbeat_interval
+    max_retry: int = 3
+
+
+@dataclass
+class OptunaSweeperConfig(StudySettings):
+    _target_: str = f"{PLUGIN}.OptunaSweeper"
     sampler: str = "tpe"  # tpe | random | gp | grid | nsga2
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     pruner: str = "median"  # median | hyperband | successive_halving | patient | none
@@ -31,7 +42,7 @@ class OptunaSweeperConfig:
 
 
 @dataclass
-class GridSweeperConfig:
+class GridSweeperConfig(StudySettings):  # the study: only for `dreamsweep enqueue` and workers
     _target_: str = f"{PLUGIN}.GridSweeper"
     fold: bool = True  # evaluation axes become cells of one run, not extra training runs
     params: dict[str, str] = field(default_factory=dict)

@@ -114,26 +114,32 @@ def default_storage(outputs_root: Path, study_name: str) -> str:
     return f"sqlite:///{path}"
 
 
-def storage_object(url: str):
+def storage_object(url: str, rdb_kwargs: dict[str, Any] | None = None):
     """RDB URLs as they are; `journal:<file>` for a journal file on a shared filesystem. A URL
-    whose password is masked (secrets.py) is swapped for the real one from the environment."""
+    whose password is masked (secrets.py) is swapped for the real one from the environment.
+    rdb_kwargs (heartbeat settings) make an RDBStorage; the journal storage takes none (it
+    has no heartbeats in Optuna 5)."""
     url = real_storage(url)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if rdb_kwargs:
+        return optuna.storages.RDBStorage(url, **rdb_kwargs)
     return url
 
 
-def create_or_load(study_name: str, storage: str, **kwargs) -> optuna.Study:
+def create_or_load(
+    study_name: str, storage: str, rdb_kwargs: dict[str, Any] | None = None, **kwargs
+) -> optuna.Study:
     """create_study(load_if_exists=True), retried: two sweep processes starting together on a
     fresh storage race to create its tables and the study."""
     for attempt in range(5):
         try:
             return optuna.create_study(
                 study_name=study_name,
-                storage=storage_object(storage),
+                storage=storage_object(storage, rdb_kwargs),
                 load_if_exists=True,
                 **kwargs,
             )
@@ -147,8 +153,12 @@ def create_or_load(study_name: str, storage: str, **kwargs) -> optuna.Study:
 def claim(trial: optuna.Trial, sweep_dir: Path) -> Path:
     """Record which sweep process runs a trial (so a resuming sweep can tell stale from live)
     and give it a run folder of its own, named by its trial number and created atomically:
-    workers sharing a sweep folder, or a study reusing one, never write into each other's."""
+    workers sharing a sweep folder, or a study reusing one, never write into each other's.
+    A trial that comes with a folder (the retry of a trial whose worker died, a queued grid
+    run) keeps it: its run resumes there."""
     trial.set_user_attr("sweeper", owner())
+    if run_dir := trial.user_attrs.get("run_dir"):
+        return Path(run_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
         folder = sweep_dir / (str(trial.number) if attempt == 0 else f"{trial.number}-{attempt}")
@@ -170,6 +180,15 @@ def _is_stale(trial: optuna.trial.FrozenTrial, stale_after: timedelta) -> bool:
     return age > stale_after if live is None else not live  # other hosts: judged by age
 
 
+def stale_trials(
+    study: optuna.Study, stale_after: timedelta = timedelta(hours=24)
+) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose sweep process is gone (this host) or that are older than
+    stale_after (other hosts)."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [t for t in running if _is_stale(t, stale_after)]
+
+
 def fail_stale_trials(
     study: optuna.Study, stale_after: timedelta = timedelta(hours=24)
 ) -> list[optuna.trial.FrozenTrial]:
@@ -177,8 +196,7 @@ def fail_stale_trials(
 
     Trials of sweep processes still alive (another worker on the same study) are left alone.
     """
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    stale = [t for t in running if _is_stale(t, stale_after)]
+    stale = stale_trials(study, stale_after)
     for trial in stale:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return stale

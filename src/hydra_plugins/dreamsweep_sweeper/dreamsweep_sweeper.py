@@ -1,5 +1,7 @@
 """Registers `hydra/sweeper=optuna` (an Optuna >= 5 ask/tell sweeper with pruning) and
-`hydra/sweeper=grid` (a grid whose evaluation axes fold into cells of one run).
+`hydra/sweeper=grid` (a grid whose evaluation axes fold into cells of one run). `dreamsweep
+worker` and `dreamsweep enqueue` swap in WorkerSweeper and EnqueueSweeper as the preset's
+sweeper (`hydra.sweeper._target_`), keeping its settings.
 
 Light imports only (Hydra imports every plugin module at start-up); the settings are
 `dreamsweep.sweeps.settings`, the work `dreamsweep.sweeps.optuna_sweep` and `.grid_sweep`.
@@ -53,3 +55,28 @@ class GridSweeper(Sweeper):
         from dreamsweep.sweeps.grid_sweep import run_grid
 
         return run_grid(self, arguments)
+
+
+class WorkerSweeper(Sweeper):
+    """`dreamsweep worker`: one trial at a time from the study, until it is done or its queue
+    is empty (sweeps/pool.py); the preset's settings (search or grid) as they are."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config = self.launcher = self.hydra_context = None
+
+    setup = OptunaSweeper.setup
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from dreamsweep.sweeps.pool import run_worker
+
+        return run_worker(self, arguments)
+
+
+class EnqueueSweeper(WorkerSweeper):
+    """`dreamsweep enqueue`: a grid preset's training runs into the study's queue."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from dreamsweep.sweeps.pool import enqueue_grid
+
+        return enqueue_grid(self, arguments)
