@@ -56,11 +56,12 @@ def cmd_base(args: argparse.Namespace) -> None:
 def cmd_base_xl(args: argparse.Namespace) -> None:
     """The SDXL-shaped base: its work folder starts with the SD toy world's tokenizer and
     frozen VAE (the same latent space for both families)."""
-    _adopt_sd_parts(args.work, args.sd_base)
+    adopt_sd_parts(args.work, args.sd_base)
     _pretrain(args, lambda folder: export_base(folder, args.assets / "base"))
 
 
-def _adopt_sd_parts(work: Path, sd_base: Path) -> None:
+def adopt_sd_parts(work: Path, sd_base: Path) -> None:
+    """Copy the SD toy base's tokenizer and VAE into a work folder that lacks them."""
     for part in ("tokenizer", "vae"):
         if not (work / part).exists():
             if not (sd_base / part).exists():
