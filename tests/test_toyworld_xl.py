@@ -87,3 +87,13 @@ def test_pretraining_resumes_bit_identically_after_a_restart(tmp_path, design):
     assert straight.optimizer.state_dict()["state"][0]["exp_avg"].equal(
         resumed.optimizer.state_dict()["state"][0]["exp_avg"]
     )
+
+
+def test_the_work_folder_may_follow_the_verb_and_defaults_per_family():
+    from dreamsweep.toyworld.cli import DEFAULT_XL_WORK, parser, work_folder
+
+    after = parser().parse_args(["base-xl", "--work", "/tmp/w", "--minutes", "1"])
+    before = parser().parse_args(["--work", "/tmp/w", "sheet"])
+    assert str(after.work) == str(before.work) == "/tmp/w" and after.design == "xl1"
+    assert work_folder(parser().parse_args(["export-xl"])) == DEFAULT_XL_WORK
+    assert work_folder(parser().parse_args(["base"])).name == "toyworld_work"

@@ -230,10 +230,16 @@ COMMANDS = {
 XL_COMMANDS = ("base-xl", "export-xl")
 
 
+def work_folder(args: argparse.Namespace) -> Path:
+    """--work as given, else the verb's family default (the XL run has its own folder)."""
+    if args.work is not None:
+        return args.work
+    return DEFAULT_XL_WORK if args.command in XL_COMMANDS else DEFAULT_WORK
+
+
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # the machine is shared: one core is someone else's
     args = parser().parse_args(argv)
-    if args.work is None:
-        args.work = DEFAULT_XL_WORK if args.command in XL_COMMANDS else DEFAULT_WORK
+    args.work = work_folder(args)
     args.work.mkdir(parents=True, exist_ok=True)
     COMMANDS[args.command](args)
