@@ -10,6 +10,13 @@ Everything trains under --work (default /work/toyworld_work); only ``export`` (o
     python tools/pretrain_toyworld.py sheet    # oracle-scored contact sheet of the latest snapshot
     python tools/pretrain_toyworld.py export   # latest snapshot + oracle + subject -> assets
 
+The SDXL-shaped base (two text encoders, ``text_time`` conditioning, the same VAE) trains in
+/work/toyworld_xl_work and resumes with the same command; ``sheet --work`` scores it:
+
+    nice -n 10 python tools/pretrain_toyworld.py base-xl --work /work/toyworld_xl_work --minutes 600
+    python tools/pretrain_toyworld.py sheet --work /work/toyworld_xl_work
+    python tools/pretrain_toyworld.py export-xl   # latest snapshot -> assets/toyworld_xl/base
+
 ``base`` resumes from --work/base_checkpoint.pt; without one it warm-starts from the
 committed assets/toyworld/base (weights only), so a new machine continues the shipped base.
 The logic lives in dreamsweep.toyworld; see dreamsweep/toyworld/cli.py.

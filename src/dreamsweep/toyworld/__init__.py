@@ -10,3 +10,5 @@ ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "toyworld"
 BASE_DIR = ASSETS_DIR / "base"
 ORACLE_DIR = ASSETS_DIR / "oracle"
 SUBJECT_DIR = ASSETS_DIR / "subject"
+XL_ASSETS_DIR = ASSETS_DIR.parent / "toyworld_xl"  # the same world, an SDXL-shaped base
+XL_BASE_DIR = XL_ASSETS_DIR / "base"

@@ -1,7 +1,8 @@
-"""Command line of tools/pretrain_toyworld.py: vae -> base (resumable) / oracle -> export.
+"""Command line of tools/pretrain_toyworld.py: vae -> base (resumable) / oracle -> export,
+and base-xl (resumable) -> export-xl for the SDXL-shaped base on the SD base's VAE.
 
 Every step reads and writes under --work (checkpoints, logs, snapshots, contact sheets);
-only ``export`` and ``base --export`` write into the package's assets.
+only ``export``, ``export-xl`` and ``base(-xl) --export`` write into the package's assets.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "toyworld"
+from dreamsweep.toyworld import ASSETS_DIR as ASSETS
+from dreamsweep.toyworld import XL_ASSETS_DIR as XL_ASSETS
+from dreamsweep.toyworld.models import XL_DESIGNS
+
 DEFAULT_WORK = Path("/work/toyworld_work")
+# Outside any worktree, so a new work tree (session) resumes the same run.
+DEFAULT_XL_WORK = Path("/work/toyworld_xl_work")
 
 
 def _log_to(work: Path, name: str):
@@ -41,6 +47,29 @@ def cmd_vae(args: argparse.Namespace) -> None:
 
 
 def cmd_base(args: argparse.Namespace) -> None:
+    def on_export(folder: Path) -> None:
+        export(folder, args.work / "oracle", args.assets)
+
+    _pretrain(args, on_export)
+
+
+def cmd_base_xl(args: argparse.Namespace) -> None:
+    """The SDXL-shaped base: its work folder starts with the SD toy world's tokenizer and
+    frozen VAE (the same latent space for both families)."""
+    adopt_sd_parts(args.work, args.sd_base)
+    _pretrain(args, lambda folder: export_base(folder, args.assets / "base"))
+
+
+def adopt_sd_parts(work: Path, sd_base: Path) -> None:
+    """Copy the SD toy base's tokenizer and VAE into a work folder that lacks them."""
+    for part in ("tokenizer", "vae"):
+        if not (work / part).exists():
+            if not (sd_base / part).exists():
+                raise FileNotFoundError(f"no {sd_base / part}: pass --sd-base <SD toy base folder>")
+            shutil.copytree(sd_base / part, work / part)
+
+
+def _pretrain(args: argparse.Namespace, on_export) -> None:
     from dreamsweep.toyworld.pretrain import BaseConfig, setup, train
 
     config = BaseConfig(
@@ -53,7 +82,7 @@ def cmd_base(args: argparse.Namespace) -> None:
     def on_snapshot(trainer, folder: Path) -> None:
         _sheet(folder, _oracle_dir(args), args.work, log)
         if args.export:
-            export(folder, args.work / "oracle", args.assets)
+            on_export(folder)
 
     train(trainer, args.minutes, log=log, on_snapshot=on_snapshot)
 
@@ -96,17 +125,9 @@ def cmd_sheet(args: argparse.Namespace) -> None:
 
 
 def export(base: Path, oracle: Path, assets: Path) -> None:
-    """Swap a pipeline folder (UNet and VAE stored fp16, about half the bytes; they load as
-    fp32) and the oracle into the assets, each replaced whole."""
-    from dreamsweep.toyworld.pipeline import folder_bytes, load, save_folder
-
+    """Swap a pipeline folder and the oracle into the assets, each replaced whole."""
     if base.exists():
-        pipe = load(base)
-        pipe.unet.half()
-        pipe.vae.half()
-        save_folder(pipe, assets / "base")
-        shutil.copy(base / "toyworld_info.json", assets / "base" / "toyworld_info.json")
-        print(f"base: {base} -> {assets / 'base'} ({folder_bytes(assets / 'base') / 1e6:.2f} MB)")
+        export_base(base, assets / "base")
     if oracle.exists():
         tmp = assets / "oracle.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,6 +136,23 @@ def export(base: Path, oracle: Path, assets: Path) -> None:
         os.replace(tmp, assets / "oracle")
         print(f"oracle: {oracle} -> {assets / 'oracle'}", flush=True)
     export_subject(assets / "subject")
+
+
+def export_base(base: Path, target: Path, max_mb: float = 8.0) -> None:
+    """Write a pipeline folder (SD or SDXL) with UNet and VAE stored fp16 (about half the
+    bytes; they load as fp32) to ``target``, replaced whole; refuse one over ``max_mb``."""
+    from dreamsweep.toyworld.pipeline import folder_bytes, load, save_folder
+
+    pipe = load(base)
+    pipe.unet.half()
+    pipe.vae.half()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_folder(pipe, target)
+    shutil.copy(base / "toyworld_info.json", target / "toyworld_info.json")
+    size = folder_bytes(target) / 1e6
+    print(f"base: {base} -> {target} ({size:.2f} MB)", flush=True)
+    if size > max_mb:
+        raise ValueError(f"{target} is {size:.2f} MB > {max_mb} MB: choose a smaller design")
 
 
 def export_subject(folder: Path) -> None:
@@ -130,43 +168,78 @@ def cmd_export(args: argparse.Namespace) -> None:
     export(args.folder or args.work / "snapshots" / "latest", args.work / "oracle", args.assets)
 
 
+def cmd_export_xl(args: argparse.Namespace) -> None:
+    export_base(args.folder or args.work / "snapshots" / "latest", args.assets / "base")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    # --work and --seed go before or after the verb; the default work folder is per verb.
+    where = f"default {DEFAULT_WORK} ({DEFAULT_XL_WORK} for the XL verbs)"
+    p.add_argument("--work", type=Path, default=None, help=where)
     p.add_argument("--seed", type=int, default=0)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--work", type=Path, default=argparse.SUPPRESS)
+    common.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
-    vae = sub.add_parser("vae", help="write the tokenizer and train the VAE (minutes)")
+
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    vae = verb("vae", "write the tokenizer and train the VAE (minutes)")
     vae.add_argument("--design", default="f2", choices=["f1", "f2"])
     vae.add_argument("--minutes", type=float, default=8.0)
-    base = sub.add_parser("base", help="pretrain UNet + text encoder; resumes from --work")
+    base = verb("base", "pretrain UNet + text encoder; resumes from --work")
     base.add_argument("--design", default="f2", choices=["f1", "f2"])
+    _base_options(base, ASSETS)
+    base_xl = verb("base-xl", "pretrain the SDXL-shaped base (two text encoders); resumes")
+    base_xl.add_argument("--design", default="xl1", choices=sorted(XL_DESIGNS))
+    base_xl.add_argument("--sd-base", type=Path, default=ASSETS / "base", help="tokenizer + VAE")
+    _base_options(base_xl, XL_ASSETS)
+    verb("oracle", "train the oracle and report held-out accuracy")
+    sheet = verb("sheet", "oracle-scored contact sheet of a pipeline folder (SD or SDXL)")
+    sheet.add_argument("--folder", type=Path, default=None)
+    sheet.add_argument("--oracle", type=Path, default=None)
+    out = verb("export", "copy a snapshot, the oracle, the subject into assets")
+    out.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
+    out.add_argument("--assets", type=Path, default=ASSETS)
+    out_xl = verb("export-xl", "copy an SDXL snapshot into assets/toyworld_xl/base")
+    out_xl.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
+    out_xl.add_argument("--assets", type=Path, default=XL_ASSETS)
+    return p
+
+
+def _base_options(base: argparse.ArgumentParser, assets: Path) -> None:
     base.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
     base.add_argument("--lr", type=float, default=5e-4)
     base.add_argument("--snapshot-minutes", type=float, default=30.0)
     base.add_argument("--export", action="store_true", help="export each snapshot to assets")
-    base.add_argument("--assets", type=Path, default=ASSETS, help="warm-start/export folder")
+    base.add_argument("--assets", type=Path, default=assets, help="warm-start/export folder")
     base.add_argument("--no-warm-start", action="store_true", help="ignore assets/base")
-    sub.add_parser("oracle", help="train the oracle and report held-out accuracy")
-    sheet = sub.add_parser("sheet", help="oracle-scored contact sheet of a pipeline folder")
-    sheet.add_argument("--folder", type=Path, default=None)
-    sheet.add_argument("--oracle", type=Path, default=None)
-    out = sub.add_parser("export", help="copy a snapshot, the oracle, the subject into assets")
-    out.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
-    out.add_argument("--assets", type=Path, default=ASSETS)
-    return p
 
 
 COMMANDS = {
     "vae": cmd_vae,
     "base": cmd_base,
+    "base-xl": cmd_base_xl,
     "oracle": cmd_oracle,
     "sheet": cmd_sheet,
     "export": cmd_export,
+    "export-xl": cmd_export_xl,
 }
+XL_COMMANDS = ("base-xl", "export-xl")
+
+
+def work_folder(args: argparse.Namespace) -> Path:
+    """--work as given, else the verb's family default (the XL run has its own folder)."""
+    if args.work is not None:
+        return args.work
+    return DEFAULT_XL_WORK if args.command in XL_COMMANDS else DEFAULT_WORK
 
 
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # the machine is shared: one core is someone else's
     args = parser().parse_args(argv)
+    args.work = work_folder(args)
     args.work.mkdir(parents=True, exist_ok=True)
     COMMANDS[args.command](args)

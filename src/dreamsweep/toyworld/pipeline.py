@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from dreamsweep.models.portable import make_portable
 from dreamsweep.toyworld import BASE_DIR
@@ -34,6 +40,28 @@ def assemble(
     )
 
 
+def assemble_xl(
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    text_encoder_2: CLIPTextModelWithProjection,
+    tokenizer: CLIPTokenizer,
+) -> StableDiffusionXLPipeline:
+    """A StableDiffusionXLPipeline with the toy-world tokenizer in both tokenizer slots, the
+    SDXL default force_zeros_for_empty_prompt and no watermark (it would alter the pixels)."""
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet.eval(),
+        scheduler=sampling_scheduler(),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
 def save_folder(pipe: StableDiffusionPipeline, folder: Path) -> None:
     """Write the folder next to its destination, then swap it in, so readers never see half."""
     folder = Path(folder)
@@ -48,9 +76,16 @@ def save_folder(pipe: StableDiffusionPipeline, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load(folder: Path = BASE_DIR) -> StableDiffusionPipeline:
-    """The shipped base by default, offline, fp32, progress bar off."""
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+def load(folder: Path = BASE_DIR) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """The shipped base by default, offline, fp32, progress bar off; an SDXL folder loads as
+    StableDiffusionXLPipeline (without watermark)."""
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    if index["_class_name"] == StableDiffusionXLPipeline.__name__:
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            str(folder), local_files_only=True, add_watermarker=False
+        )
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
