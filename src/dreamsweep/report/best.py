@@ -22,7 +22,7 @@ from dreamsweep.report.collect import CellRow, Run, Sweep, flatten, format_value
 from dreamsweep.runs import COMPLETE, PRUNED, checkpoint_dirs
 
 SCORED_STATES = (COMPLETE, PRUNED)  # a failed run's cells are not candidates
-NOT_SETTINGS = ("optuna.", "run_name", "cache_dir", "sweep_name", "hydra.")
+NOT_SETTINGS = ("optuna.", "run_name", "cache_dir", "sweep_name", "hydra.", "launcher.threads")
 
 
 @dataclass
