@@ -102,3 +102,19 @@ def test_top_cells_the_data_cannot_separate_ask_for_more_seeds(tmp_path):
     seeds = plan.fixed["eval.seeds"]
     assert seeds.startswith("${range:") and int(seeds[8:-1]) > 16
     assert any("within noise" in evidence for _, evidence in plan.proposals)
+
+
+def test_each_value_is_judged_by_its_best_run_not_its_first(tmp_path):
+    """prior.enabled=true's first run is its weaker one: the value still wins, on its best."""
+    from dreamsweep.report.findings import setting_effects
+
+    root = sweep_folder(tmp_path, {"optim.lr": "1e-5,3e-5", "prior.enabled": "true,false"})
+    runs = [
+        run("0", 1e-5, {200: 0.3, 400: 0.25}, prior=True),
+        run("1", 1e-5, {200: 0.2, 400: 0.1}, prior=False),
+        run("2", 3e-5, {200: 0.9, 400: 0.8}, prior=True),
+        run("3", 3e-5, {200: 0.15, 400: 0.1}, prior=False),
+    ]
+    effects = [e for e in setting_effects(Sweep(root, "s", runs, None)) if e.key == "prior.enabled"]
+    assert [(e.value, e.verdict) for e in effects] == [("true", "best"), ("false", "worse")]
+    assert effects[0].row.run == "2"

@@ -37,6 +37,7 @@ def setting_effects(sweep: Sweep) -> list[SettingEffect]:
     """For each swept setting and value, the best and the mean of the runs' best objectives,
     and whether the value's best cell is worse than the winning value's (paired bootstrap)."""
     ranked = candidates(sweep)
+    rank = {id(c): i for i, c in enumerate(ranked)}
     effects = []
     for key in sweep.varying:
         by_value: dict[str, list[float]] = {}
@@ -46,11 +47,12 @@ def setting_effects(sweep: Sweep) -> list[SettingEffect]:
             top = next((c for c in ranked if c.run == run.name), None)
             if top is not None:
                 by_value.setdefault(value, []).append(top.objective)
-                rows.setdefault(value, top)  # ranked: the first seen is the value's best
+                if value not in rows or rank[id(top)] < rank[id(rows[value])]:
+                    rows[value] = top  # the value's best cell over its runs
         searched = sweep.study.continuous if sweep.study else []
         if len(by_value) > MAX_VALUES or key in searched:
             continue  # a continuous search axis: Optuna's importances tell its effect
-        order = sorted(by_value, key=lambda v: ranked.index(rows[v]))
+        order = sorted(by_value, key=lambda v: rank[id(rows[v])])
         winner = rows[order[0]] if order else None
         for v in order:
             row, xs = rows[v], by_value[v]

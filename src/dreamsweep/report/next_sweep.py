@@ -143,7 +143,8 @@ def _more_steps(best: BestCard, plan: Plan) -> None:
         (
             f"{STEPS}: {plan.params[STEPS]}",
             f"the best cell is at the last step evaluated ({last}) and the objective was still "
-            f"rising ({previous.objective:.3f} at step {previous.step} -> {row.objective:.3f})",
+            f"rising ({previous.objective:.3f} at step {previous.step}, {row.objective:.3f} at "
+            f"{last})",
         )
     )
 
