@@ -322,7 +322,9 @@ def test_the_demo_grid_folds_steps_and_schedulers_and_survives_bad_runs(demo_gri
         ["lr=0.001", "prior=true"],
     ]
     # shared work is done once for the sweep: the second run finds it in the cache
-    assert proc.stdout.count("class images of") == 1  # only the prior-preservation run
+    made = [line for line in proc.stdout.splitlines() if "class images of" in line]
+    assert sum("held-out" not in line for line in made) == 1  # the prior-preservation run
+    assert sum("held-out" in line for line in made) == 1  # the validation set, shared
     assert proc.stdout.count("encoding VAE latents of 6 images") == 1
 
 

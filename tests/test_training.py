@@ -253,7 +253,8 @@ def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
     assert not (run_dir / "model" / "unet_raw").exists()
     base = load_components(compose_config(*settings).model)
     saved = load_file(str(run_dir / "model" / "text_encoder" / "model.safetensors"))
-    frozen = dict(base.text_encoder.named_parameters())
+    saved = {k.removeprefix("text_model."): v for k, v in saved.items()}  # the portable layout
+    frozen = {k.removeprefix("text_model."): w for k, w in base.text_encoder.named_parameters()}
     assert frozen.keys() <= saved.keys()
     assert all(torch.equal(saved[k], w.detach()) for k, w in frozen.items())  # not trained
     trained = unet_weights(run_dir)
