@@ -109,11 +109,9 @@ def _next(args) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if written is None:
-        print(text, end="")
-        return 0
     print(text, end="")
-    print(f"next sweep: {written}\n  python train.py -m +sweep={written.stem}")
+    if written is not None:
+        print(f"next sweep: {written}\n  python train.py -m +sweep={written.stem}")
     return 0
 
 

@@ -54,7 +54,7 @@ def evaluate_adaptively(evaluator, step: int, weights: dict) -> list[dict]:
     records = []
     if evaluator.acc.is_main_process:
         for progress in cells:
-            samples, class_samples = _images(progress)
+            samples, class_samples = _images(progress, progress.scored.eval_set)
             evaluator.write(progress.scored, samples, class_samples)
             records.append({**progress.scored.record, "seconds": round(progress.seconds, 3)})
     return records
@@ -97,17 +97,16 @@ def _sample_block(evaluator, progress: Progress, texts: dict, block: int) -> Non
     progress.seconds += time.perf_counter() - started
 
 
-def _images(progress: Progress) -> tuple[list, list]:
-    es = progress.scored.eval_set
-    return [progress.images[j] for j in es.jobs], [progress.images[j] for j in es.class_jobs]
+def _images(progress: Progress, eval_set) -> tuple[list, list]:
+    """The cell's samples and class samples of `eval_set`, in its order."""
+    images = progress.images
+    return [images[j] for j in eval_set.jobs], [images[j] for j in eval_set.class_jobs]
 
 
 def _score(evaluator, progress: Progress) -> None:
     started = time.perf_counter()
     subset = evaluator.eval_set.first_seeds(progress.seeds)
-    samples = [progress.images[j] for j in subset.jobs]
-    class_samples = [progress.images[j] for j in subset.class_jobs]
-    progress.scored = evaluator.score(progress.cell, samples, class_samples, subset)
+    progress.scored = evaluator.score(progress.cell, *_images(progress, subset), subset)
     progress.seconds += time.perf_counter() - started
 
 

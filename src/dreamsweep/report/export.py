@@ -60,6 +60,7 @@ def export_report(
 
 def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str]) -> dict[str, Any]:
     present = {k for c in sweep.cells for k, v in c.scores.items() if v is not None}
+    effects = setting_effects(sweep)  # paired verdicts: computed once for the page
     score_columns = [k for k in SCORE_ORDER if k in present and k != "objective"]
     first = next((c for c in sweep.cells if c.prompts), None)
     study = sweep.study
@@ -79,9 +80,9 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
         if best
         else [],
         "labels": {r.name: sweep.label(r) for r in sweep.runs},
-        "findings": findings(sweep, best),
-        "next_steps": _next_steps(sweep, best),
-        "effects": setting_effects(sweep),
+        "findings": findings(sweep, best, effects),
+        "next_steps": _next_steps(sweep, best, effects),
+        "effects": effects,
         "figures": figures,
         "runs": [_run_row(sweep, r) for r in sweep.runs],
         "study": study,
@@ -100,12 +101,12 @@ def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str])
     }
 
 
-def _next_steps(sweep: Sweep, best: BestCard | None) -> list[str]:
+def _next_steps(sweep: Sweep, best: BestCard | None, effects) -> list[str]:
     """ "What to try next": the proposals `dreamsweep next` would write as a preset."""
     from dreamsweep.report.next_sweep import propose, summary
 
     try:
-        return summary(propose(sweep, best))
+        return summary(propose(sweep, best, effects))
     except (OSError, KeyError, ValueError) as err:  # an odd multirun.yaml: the rest still renders
         return [f"no proposal: {err}"]
 

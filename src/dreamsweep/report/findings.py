@@ -63,7 +63,10 @@ def setting_effects(sweep: Sweep) -> list[SettingEffect]:
     return effects
 
 
-def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
+def findings(
+    sweep: Sweep, best: BestCard | None, effects: list[SettingEffect] | None = None
+) -> list[str]:
+    """The sentences; ``effects``: setting_effects(sweep) when the caller has them already."""
     states = {s: sum(r.state == s for r in sweep.runs) for s in {r.state for r in sweep.runs}}
     lines = [
         f"{len(sweep.runs)} training run(s) ("
@@ -88,7 +91,7 @@ def findings(sweep: Sweep, best: BestCard | None) -> list[str]:
             "per prompt (more only while a cell was within noise of the best); verdicts pair "
             "cells on the seeds they share."
         )
-    all_effects = setting_effects(sweep)
+    all_effects = setting_effects(sweep) if effects is None else effects
     for key in sweep.varying:
         effects = [e for e in all_effects if e.key == key]
         if len(effects) > 1:

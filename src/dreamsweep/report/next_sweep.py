@@ -22,7 +22,7 @@ import yaml
 
 from dreamsweep.report.best import BestCard, best_card
 from dreamsweep.report.collect import Sweep, collect
-from dreamsweep.report.findings import setting_effects
+from dreamsweep.report.findings import SettingEffect, setting_effects
 
 LR = "optim.lr"
 STEPS = "train.max_steps"
@@ -83,15 +83,18 @@ def _is_sweep(value: str) -> bool:
     )
 
 
-def propose(sweep: Sweep, best: BestCard | None = None) -> Plan:
-    """The next sweep: the plan that ran, with one change per finding."""
+def propose(
+    sweep: Sweep, best: BestCard | None = None, effects: list[SettingEffect] | None = None
+) -> Plan:
+    """The next sweep: the plan that ran, with one change per finding (``best`` and
+    ``effects``: the report's, when it has them already)."""
     plan = read_plan(sweep)
     best = best or best_card(sweep)
     if best is None:
         return plan
     _learning_rate_edge(sweep, best, plan)
     _more_steps(best, plan)
-    _fix_losers(sweep, best, plan)
+    _fix_losers(sweep, plan, setting_effects(sweep) if effects is None else effects)
     _narrow_search(sweep, plan)
     _more_seeds(best, plan)
     return plan
@@ -149,8 +152,7 @@ def _more_steps(best: BestCard, plan: Plan) -> None:
     )
 
 
-def _fix_losers(sweep: Sweep, best: BestCard, plan: Plan) -> None:
-    effects = setting_effects(sweep)
+def _fix_losers(sweep: Sweep, plan: Plan, effects: list[SettingEffect]) -> None:
     for key in sweep.varying:
         mine = [e for e in effects if e.key == key]
         if key in (LR, STEPS) or key not in plan.params or len(mine) < 2:
