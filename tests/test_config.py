@@ -202,3 +202,18 @@ def test_cli_rejects_bad_input_before_loading_anything(tmp_path):
     assert proc.returncode == 1
     assert "optim.lr: must be > 0" in proc.stderr
     assert not (run_dir / "config.yaml").exists()
+
+
+def test_many_processes_checking_one_new_folder_at_once_all_find_it_writable(tmp_path):
+    """Two sweeps started in the same second share `${now}`: each checks the folder, and
+    neither may see it vanish under the other's clean-up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dreamsweep.preflight import check_writable
+
+    for round_ in range(20):
+        folder = tmp_path / f"sweep{round_}" / "inner"
+        with ThreadPoolExecutor(8) as pool:
+            checks = [pool.submit(check_writable, folder, "hydra.sweep.dir", "") for _ in range(8)]
+            for check in checks:
+                check.result()  # raises the ConfigError if one check failed

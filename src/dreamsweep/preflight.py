@@ -8,6 +8,7 @@ a regular file, on a read-only mount). Imports neither torch nor diffusers.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from contextlib import suppress
@@ -80,21 +81,47 @@ def _is_safetensors(path: Path) -> bool:
 
 def check_writable(folder: Path, key: str, hint: str) -> None:
     """The folder exists or can be made, and a file can be written in it."""
-    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
+    blocking = _file_in_the_way(folder)
+    if blocking is not None:
         raise ConfigError(f"{key}: {folder} cannot be a folder: {blocking} is a file; {hint}")
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        _probe(folder)
     except OSError as err:
         raise ConfigError(f"{key}: cannot write in {folder} ({err.strerror}); {hint}") from None
     finally:  # a check leaves no trace: the folders are made by what writes into them
         for created in made:
             with suppress(OSError):
                 created.rmdir()
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing one of `folder` and its parents, when it is not a folder (one
+    stat each: another process may make or remove folders meanwhile)."""
+    for place in (folder, *folder.parents):
+        try:
+            mode = place.stat().st_mode
+        except FileNotFoundError:
+            continue
+        return None if stat.S_ISDIR(mode) else place
+    return None
+
+
+def _probe(folder: Path, attempts: int = 5) -> None:
+    """Write and remove a file in `folder`. Two processes started together on one sweep
+    folder check it at once: the other's clean-up may remove the folder between our mkdir
+    and our file, so a vanished folder is made again rather than reported."""
+    for attempt in range(attempts):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        except (FileNotFoundError, FileExistsError):  # removed while we made or used it
+            if attempt == attempts - 1:
+                raise
+            continue
+        os.close(fd)
+        os.unlink(probe)
+        return
 
 
 class OutputPlaceCheck(Callback):
