@@ -101,7 +101,7 @@ def _file_in_the_way(folder: Path) -> Path | None:
     for place in (folder, *folder.parents):
         try:
             mode = place.stat().st_mode
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a parent is missing or a file
             continue
         return None if stat.S_ISDIR(mode) else place
     return None
