@@ -196,3 +196,21 @@ def test_a_tiny_xl_lora_on_both_encoders_reloads_to_what_was_scored(tmp_path):
     with safe_open(str(run / "best" / "pytorch_lora_weights.safetensors"), "pt") as f:
         lora_keys = json.loads(f.metadata()["lora_adapter_metadata"])
     assert "text_encoder_2.r" in lora_keys and "text_encoder.r" in lora_keys
+
+
+@pytest.mark.slow
+@pytest.mark.exhaustive
+def test_tiny_xl_with_frozen_encoders_min_snr_offset_noise_and_bf16(tmp_path):
+    """Frozen encoders: both encoded once (hidden states and pooled), the VAE kept fp32 under
+    bf16, min-SNR weights, offset noise, gradient accumulation and checkpointing."""
+    run_dir = tmp_path / "options"
+    options = ("train.text_encoder=false", "train.snr_gamma=5.0", "train.noise=offset",
+               "train.grad_accum=2", "prior=off", "launcher.mixed_precision=bf16",
+               "train.gradient_checkpointing=true")  # fmt: skip
+    proc = train_cli(run_dir, *XL, *options)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = build_tiny_xl(sample_size=64)
+    saved = StableDiffusionXLPipeline.from_pretrained(str(run_dir / "model"))
+    for name in ("text_encoder", "text_encoder_2"):
+        trained = dict(getattr(saved, name).named_parameters())
+        assert all(torch.equal(trained[k], w) for k, w in getattr(base, name).named_parameters())

@@ -87,6 +87,8 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             add_adapters(cfg, c)
         for module in (c.unet, *f.text_encoders(c)):
             module.to(accelerator.device)
+    for module in f.unread_text_modules(c):
+        module.requires_grad_(False)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:

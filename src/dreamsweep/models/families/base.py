@@ -68,6 +68,10 @@ class Family:
     # Components of the text side, in prepare/save order: what train.text_encoder and the
     # text-encoder LoRA targets reach.
     text_encoder_names: tuple[str, ...]
+    # Parts of the text encoders the conditioning never reads (SDXL's first encoder: its last
+    # layer and final norm, as it reads the penultimate states): kept frozen, so that nothing
+    # trains without a gradient and DDP does not wait for one.
+    unread_text_modules: Callable  # (c) -> tuple of modules
     from_pretrained: Callable  # (source, weights kwargs, common kwargs) -> SDComponents
     from_single_file: Callable  # (path, local_files_only) -> SDComponents
     assemble: Callable  # (c, scheduler) -> the family's diffusers pipeline over c's modules

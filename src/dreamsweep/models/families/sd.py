@@ -105,6 +105,10 @@ def negative(c: SDComponents, encode, negative_prompt: str, n: int) -> Condition
     return encode([negative_prompt] * n)
 
 
+def nothing_unread(c: SDComponents) -> tuple:
+    return ()
+
+
 def no_time_ids(resolution: int) -> None:
     return None
 
@@ -121,6 +125,7 @@ FAMILY = Family(
     name="sd",
     pipeline_class=StableDiffusionPipeline,
     text_encoder_names=("text_encoder",),
+    unread_text_modules=nothing_unread,
     from_pretrained=from_pretrained,
     from_single_file=from_single_file,
     assemble=assemble,

@@ -241,6 +241,13 @@ def with_time_ids(conditioning: Conditioning, ids: torch.Tensor) -> Conditioning
     return conditioning.with_time_ids(ids)
 
 
+def unread_text_modules(c: SDComponents) -> tuple[torch.nn.Module, ...]:
+    """text_encoder's last layer and final norm: its penultimate hidden states are read.
+    (transformers 5's CLIPTextModel holds them itself, 4.x's under `text_model`.)"""
+    text = getattr(c.text_encoder, "text_model", c.text_encoder)
+    return (text.encoder.layers[-1], text.final_layer_norm)
+
+
 def fp32_vae(dtype: torch.dtype) -> torch.dtype:
     """SDXL's VAE overflows in fp16 (diffusers' script keeps it in fp32 always)."""
     return torch.float32
@@ -250,6 +257,7 @@ FAMILY = Family(
     name="sdxl",
     pipeline_class=StableDiffusionXLPipeline,
     text_encoder_names=TEXT_ENCODERS,
+    unread_text_modules=unread_text_modules,
     from_pretrained=from_pretrained,
     from_single_file=from_single_file,
     assemble=assemble,
