@@ -44,6 +44,9 @@ class ModelConfig:
     path: str | None = MISSING  # local folder, single .safetensors/.ckpt file, or hub id
     revision: str | None = MISSING
     variant: str | None = MISSING  # e.g. fp16 weights on the hub
+    # a VAE folder or hub id replacing the model's own; with one, the VAE follows the mixed
+    # precision (SDXL's own VAE stays fp32: it overflows in fp16)
+    vae_path: str | None = MISSING
     seed: int = MISSING  # tiny only: the random init of the embedded model
     sample_size: int = MISSING  # tiny only: native image size
     lr: float = MISSING  # this model's default LR for a full fine-tune (optim.lr wins)

@@ -55,10 +55,14 @@ def validate(cfg: RunConfig, *, check_machine: bool = True) -> None:
         validate_machine(cfg)
 
 
+# Models built in code (models/loading.py BUILT_IN): they need no model.path.
+BUILT_IN_MODELS = ("tiny", "tiny_xl")
+
+
 def _validate_model_and_data(cfg: RunConfig) -> None:
     m, d, p = cfg.model, cfg.data, cfg.prior
     _require(
-        m.name == "tiny" or bool(m.path),
+        m.name in BUILT_IN_MODELS or bool(m.path),
         "model.path",
         f"model={m.name} needs model.path: a local folder, a .safetensors/.ckpt file or a hub id",
     )

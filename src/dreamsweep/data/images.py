@@ -211,6 +211,17 @@ def resize_and_crop(
 
     A random crop uses rng, falling back to the global random module (seeded by the trainer).
     """
+    return resized_crop(image, resolution, center_crop, rng)[0]
+
+
+def resized_crop(
+    image: Image.Image,
+    resolution: int,
+    center_crop: bool,
+    rng: random.Random | None = None,
+) -> tuple[Image.Image, int, int, int]:
+    """:func:`resize_and_crop`, and where the crop is: (image, top, left, resized width), the
+    crop's top-left in the resized picture as SDXL's micro-conditioning records it."""
     width, height = image.size
     scale = resolution / min(width, height)
     new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
@@ -223,7 +234,7 @@ def resize_and_crop(
     else:
         source = rng if rng is not None else random
         left, top = source.randint(0, spare_x), source.randint(0, spare_y)
-    return image.crop((left, top, left + resolution, top + resolution))
+    return image.crop((left, top, left + resolution, top + resolution)), top, left, new_size[0]
 
 
 @dataclass(frozen=True)

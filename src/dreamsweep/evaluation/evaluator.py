@@ -281,12 +281,13 @@ def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:
 
 def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
     """Load the feature models (a missing one fails here, before training) and references."""
+    from dreamsweep.config_checks import BUILT_IN_MODELS
     from dreamsweep.metrics.features import REAL_DEFAULTS, load_clip, load_dino
 
     def source(value: str, kind: str) -> str:
         if value != "auto":
             return value
-        return "tiny" if cfg.model.name == "tiny" else REAL_DEFAULTS[kind]
+        return "tiny" if cfg.model.name in BUILT_IN_MODELS else REAL_DEFAULTS[kind]
 
     wanted = set(cfg.metrics.scorers)
     clip = (

@@ -62,7 +62,7 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
         lambda message: print(f"[dreamsweep] {message}", flush=True),
     )
     base = load_components(cfg.model)
-    for module in (base.unet, base.vae, base.text_encoder):
+    for module in base.modules():
         module.to(accelerator.device)
     evaluator.prepare_baselines(base, fingerprint(base))
     step, weights = 0, {"base": lambda: nullcontext(base)}
@@ -117,7 +117,7 @@ def _saved_weights(cfg: RunConfig, run_dir: Path, device) -> dict:
 
     model_dir = RunPaths(run_dir).model
     final = load_components(saved_model(model_dir, name="run"))
-    for module in (final.unet, final.vae, final.text_encoder):
+    for module in final.modules():
         module.to(device)
     available = {"ema" if cfg.ema.enabled else "raw": final}
     if (model_dir / "unet_raw").exists():

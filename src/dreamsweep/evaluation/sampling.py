@@ -7,10 +7,12 @@ the curves show the model changing, not the noise. An image does not depend on w
 share its batch except for the float rounding of batched kernels (a few 1/255 at most):
 images are bit-identical for the same jobs, batch size, device and thread count.
 
-The loop is StableDiffusionPipeline.__call__'s (init_noise_sigma, scale_model_input, both
-halves of classifier-free guidance in one UNet call, scheduler.step, vae.decode, the same
-post-processing) minus its per-call work: a prompt is encoded once per set of weights
-(PromptEmbeddings) and shared by every batch, cell and scheduler sampled with them.
+The loop is StableDiffusionPipeline.__call__'s (StableDiffusionXLPipeline's for SDXL: the
+family supplies the conditioning: pooled embeddings, time ids, the zeroed unconditional branch)
+(init_noise_sigma, scale_model_input, both halves of classifier-free guidance in one UNet call,
+scheduler.step, vae.decode, the same post-processing) minus its per-call work: a prompt is
+encoded once per set of weights (PromptEmbeddings) and shared by every batch, cell and
+scheduler sampled with them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from PIL import Image
 
 from dreamsweep.evaluation.schedulers import make_scheduler
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import Conditioning, family
 
 # Part of the cache keys of generated images (class images, base samples): images made by an
 # older loop may differ in the last bits, and a cache entry must hold one loop's images.
@@ -74,40 +77,33 @@ def _eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
 class PromptEmbeddings:
     """Text-encoder outputs by prompt, for one set of text-encoder weights.
 
-    Each prompt is encoded once and alone, so its embedding does not depend on the prompts it
-    is sampled with. Valid while the text encoder is unchanged: an evaluation makes one per
-    set of weights and eval step, shared by all its cells and schedulers.
+    Each prompt is encoded once and alone (as the family's pipeline encodes it), so its
+    embedding does not depend on the prompts it is sampled with. Valid while the text encoders
+    are unchanged: an evaluation makes one per set of weights and eval step, shared by all its
+    cells and schedulers.
     """
 
     def __init__(self, components: SDComponents) -> None:
-        self.text_encoder, self.tokenizer = components.text_encoder, components.tokenizer
-        self._by_prompt: dict[str, torch.Tensor] = {}
+        self.components = components
+        self._by_prompt: dict[str, Conditioning] = {}
 
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        """The embeddings of `prompts`, stacked in order (batch, tokens, width)."""
+        """The hidden states of `prompts`, stacked in order (batch, tokens, width)."""
+        return self.conditioning(prompts).hidden_states
+
+    def conditioning(self, prompts: Sequence[str]) -> Conditioning:
+        """The text conditioning of `prompts` in order (SDXL: with the pooled embeddings)."""
         for prompt in prompts:
             if prompt not in self._by_prompt:
                 self._by_prompt[prompt] = self._encode(prompt)
-        return torch.cat([self._by_prompt[p] for p in prompts])
+        return Conditioning.cat([self._by_prompt[p] for p in prompts])
 
     @torch.no_grad()
-    def _encode(self, prompt: str) -> torch.Tensor:
-        """As StableDiffusionPipeline.encode_prompt: padded to the tokenizer's own maximum
-        length (77 for SD, 16 for the toy world), in the text encoder's dtype."""
-        encoder, tokenizer = self.text_encoder, self.tokenizer
-        tokens = tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        mask = None
-        if getattr(encoder.config, "use_attention_mask", False):
-            mask = tokens.attention_mask.to(encoder.device)
-        with _eval_mode(encoder):
-            hidden = encoder(tokens.input_ids.to(encoder.device), attention_mask=mask)[0]
-        return hidden.to(dtype=encoder.dtype)
+    def _encode(self, prompt: str) -> Conditioning:
+        c = self.components
+        f = family(c)
+        with _eval_mode(*f.text_encoders(c)):
+            return f.encode_prompt(c, prompt)
 
 
 @torch.no_grad()
@@ -122,15 +118,18 @@ def sample_batch(
     """One batch: image k from prompts[k], with a generator seeded seeds[k] for its initial
     noise and its scheduler noise. `device` defaults to the UNet's (the pipeline's)."""
     device = torch.device(device) if device is not None else components.unet.device
+    f = family(components)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    context = texts(prompts).to(device)
+    context = texts.conditioning(prompts)
     guided = spec.guidance_scale > 1.0  # as the pipeline: no unconditional half at <= 1
     if guided:
-        negative = texts([spec.negative_prompt] * len(prompts)).to(device)
-        context = torch.cat([negative, context])
+        negative = f.negative(components, texts.conditioning, spec.negative_prompt, len(prompts))
+        context = Conditioning.cat([negative, context])
+    context = f.with_time_ids(context.to(device), f.sampling_time_ids(spec.resolution))
     scheduler = make_scheduler(spec.scheduler, components.noise_scheduler.config)
     scheduler.set_timesteps(spec.num_inference_steps, device=device)
-    latents = _initial_noise(components, spec.resolution, generators, context.dtype, device)
+    dtype = context.hidden_states.dtype
+    latents = _initial_noise(components, spec.resolution, generators, dtype, device)
     latents = latents * scheduler.init_noise_sigma
     with _eval_mode(components.unet, components.vae):
         latents = _denoise(
@@ -174,7 +173,7 @@ def _denoise(
     unet,
     scheduler,
     latents: torch.Tensor,
-    context: torch.Tensor,
+    context: Conditioning,
     guidance_scale: float | None,
     step_kwargs: dict,
 ) -> torch.Tensor:
@@ -183,7 +182,7 @@ def _denoise(
     for t in scheduler.timesteps:
         model_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        noise_pred = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+        noise_pred = unet(model_input, t, **context.unet_kwargs(), return_dict=False)[0]
         if guidance_scale is not None:
             uncond, text = noise_pred.chunk(2)
             noise_pred = uncond + guidance_scale * (text - uncond)

@@ -1,11 +1,13 @@
-"""The one place that turns SDComponents into a diffusers StableDiffusionPipeline."""
+"""The one place that turns SDComponents into its family's diffusers pipeline
+(StableDiffusionPipeline, StableDiffusionXLPipeline)."""
 
 from __future__ import annotations
 
-from diffusers import PNDMScheduler, StableDiffusionPipeline
+from diffusers import DiffusionPipeline, PNDMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import family
 
 
 def default_sampling_scheduler(c: SDComponents) -> PNDMScheduler:
@@ -15,19 +17,12 @@ def default_sampling_scheduler(c: SDComponents) -> PNDMScheduler:
 
 def assemble_pipeline(
     c: SDComponents, scheduler: SchedulerMixin | None = None
-) -> StableDiffusionPipeline:
-    """StableDiffusionPipeline over ``c`` without a safety checker (research use, tiny models).
+) -> DiffusionPipeline:
+    """The family's pipeline over ``c`` (SD: without a safety checker, for research use and
+    tiny models; SDXL: without the watermark).
 
     ``scheduler`` defaults to :func:`default_sampling_scheduler`; the components are shared, not
     copied, so training updates are visible to the pipeline.
     """
-    return StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=scheduler if scheduler is not None else default_sampling_scheduler(c),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    chosen = scheduler if scheduler is not None else default_sampling_scheduler(c)
+    return family(c).assemble(c, chosen)

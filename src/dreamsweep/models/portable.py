@@ -68,8 +68,8 @@ def add_vocab_files(folder: Path) -> None:
 def portable_keys(file: Path, tensors: dict[str, V]) -> dict[str, V]:
     """The keys of a text encoder's weights or of a diffusers LoRA file rooted as above;
     other files' keys unchanged."""
-    if file.name == LORA_FILE:
-        return rooted_lora_keys(tensors)
+    if file.name == LORA_FILE:  # SDXL's second text encoder too
+        return rooted_lora_keys(rooted_lora_keys(tensors), "text_encoder_2.")
     if file.parent.name.startswith("text_encoder") and file.name == "model.safetensors":
         return rooted_text_keys(tensors)
     return tensors

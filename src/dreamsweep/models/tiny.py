@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from dreamsweep.models.components import SDComponents
 
@@ -82,12 +82,12 @@ def _tiny_unet(latent_size: int) -> UNet2DConditionModel:
     )
 
 
-def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
+def _text_config(tokenizer: CLIPTokenizer, layers: int) -> CLIPTextConfig:
+    return CLIPTextConfig(
         hidden_size=32,
         intermediate_size=37,
         num_attention_heads=4,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         vocab_size=len(tokenizer),
         max_position_embeddings=MAX_PROMPT_TOKENS,
         bos_token_id=tokenizer.bos_token_id,
@@ -95,7 +95,10 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         pad_token_id=tokenizer.pad_token_id,
         projection_dim=32,
     )
-    return CLIPTextModel(config)
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(_text_config(tokenizer, layers=2))
 
 
 def build_tiny(seed: int = 0, sample_size: int = 64) -> SDComponents:
@@ -112,4 +115,65 @@ def build_tiny(seed: int = 0, sample_size: int = 64) -> SDComponents:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         noise_scheduler=sd_noise_scheduler(),
+    )
+
+
+def _tiny_xl_unet(latent_size: int) -> UNet2DConditionModel:
+    """diffusers' own SDXL test UNet (tests/pipelines/stable_diffusion_xl/
+    test_stable_diffusion_xl.py, get_dummy_components): text_time added conditioning,
+    6 * 8 time-id widths + the 32-wide pooled text = 80."""
+    return UNet2DConditionModel(
+        block_out_channels=(2, 4),
+        layers_per_block=2,
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=1,
+    )
+
+
+def _tiny_xl_vae(sample_size: int) -> AutoencoderKL:
+    """The same test's VAE: two blocks, one downsample (64 px image -> 32x32 latent)."""
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=sample_size,
+    )
+
+
+def build_tiny_xl(seed: int = 0, sample_size: int = 64) -> SDComponents:
+    """A tiny SDXL in diffusers' test shape, our tokenizer in both slots (theirs needs the
+    hub); the text encoders have the test's 5 layers and 32 widths, the second projected."""
+    from dreamsweep.models.families import sdxl
+
+    tokenizer = load_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = _tiny_xl_unet(sample_size // 2)
+        vae = _tiny_xl_vae(sample_size)
+        text_encoder = CLIPTextModel(_text_config(tokenizer, layers=5))
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, layers=5))
+    sdxl.check_sizes(unet, text_encoder, text_encoder_2)
+    return SDComponents(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        noise_scheduler=sd_noise_scheduler(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        family="sdxl",
     )

@@ -9,6 +9,7 @@ separate; for the top two, how many seeds per prompt would.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,19 +193,28 @@ def shell_quote(arg: str) -> str:
     return quoted
 
 
+def pipeline_class(folder: Path) -> str:
+    """The diffusers class that loads a saved pipeline folder (SD or SDXL), as its
+    model_index.json names it; a LoRA folder loads on its base's."""
+    index = folder / "model_index.json"
+    if not index.exists():
+        return "StableDiffusionPipeline"
+    return json.loads(index.read_text(encoding="utf-8")).get("_class_name", "DiffusionPipeline")
+
+
 def weights_of(row: CellRow, run: Run) -> tuple[Path | None, str]:
     """The folder holding the cell's weights, and a sentence saying what it is."""
     kept = kept_cell(run.path)
     if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
         return run.path / "best", (
             "the pipeline of this cell, kept when it became the run's best "
-            "(StableDiffusionPipeline.from_pretrained; its scheduler is the cell's)"
+            f"({pipeline_class(run.path / 'best')}.from_pretrained; its scheduler is the cell's)"
         )
     model = run.path / "model"
     if row.step == run.final_step and model.is_dir():
         if row.weights == "raw" and (model / "unet_raw").is_dir():
             return model / "unet_raw", "the raw (non-EMA) UNet beside the final pipeline"
-        return model, "the final diffusers pipeline (StableDiffusionPipeline.from_pretrained)"
+        return model, f"the final diffusers pipeline ({pipeline_class(model)}.from_pretrained)"
     for step, path in checkpoint_dirs(run.path / "checkpoints"):
         if step == row.step:
             return path, "a resumable training checkpoint at this step (Accelerate state)"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from dreamsweep.data.dataset import Example
+from dreamsweep.models.families import Conditioning, family
 from dreamsweep.training.latents import LatentBank
 
 GLOBAL_SALT = 1 << 62  # the global RNG of a micro-batch gets a stream apart from its generator
@@ -39,32 +40,28 @@ def seed_global_rng(seed: int, step: int, micro: int, rank: int) -> None:
 
 @dataclass
 class PromptTable:
-    """Unique prompts, their token ids, and their embeddings when the text encoder is frozen."""
+    """Unique prompts, their token ids, and their conditioning when the text encoders are
+    frozen (without time ids: those are each image's)."""
 
     prompts: list[str]
-    ids: torch.Tensor  # [P, max_length]
-    embeddings: torch.Tensor | None = None
+    ids: torch.Tensor  # [P, tokenizers, max_length] (the family's tokenizers)
+    embeddings: Conditioning | None = None
 
     def index(self, prompt: str) -> int:
         return self.prompts.index(prompt)
 
 
-def build_prompt_table(prompts: list[str], tokenizer) -> PromptTable:
+def build_prompt_table(prompts: list[str], components) -> PromptTable:
     unique = sorted(set(prompts))
-    ids = tokenizer(
-        unique,
-        padding="max_length",
-        truncation=True,
-        max_length=tokenizer.model_max_length,
-        return_tensors="pt",
-    ).input_ids
-    return PromptTable(prompts=unique, ids=ids)
+    return PromptTable(prompts=unique, ids=family(components).tokenize(components, unique))
 
 
 @torch.no_grad()
-def cache_embeddings(table: PromptTable, text_encoder, device, dtype) -> None:
-    """Encode every prompt once (frozen text encoder: the embeddings never change)."""
-    table.embeddings = text_encoder(table.ids.to(device))[0].to(dtype)
+def cache_embeddings(table: PromptTable, components, device, dtype) -> None:
+    """Encode every prompt once (frozen text encoders: the embeddings never change)."""
+    f = family(components)
+    table.embeddings = f.encode_ids(f.text_encoders(components), table.ids.to(device))
+    table.embeddings = table.embeddings.to(dtype=dtype)
 
 
 @dataclass
@@ -84,10 +81,10 @@ def training_data(
     instance_bank: LatentBank,
     classes: list[Example] | None,
     class_bank: LatentBank | None,
-    tokenizer,
+    components,
 ) -> TrainingData:
     prompts = [e.prompt for e in instances] + [e.prompt for e in classes or []]
-    table = build_prompt_table(prompts, tokenizer)
+    table = build_prompt_table(prompts, components)
     prior_prompts = None
     if classes:
         prior_prompts = torch.tensor([table.index(e.prompt) for e in classes])
@@ -105,6 +102,7 @@ class Batch:
     latents: torch.Tensor  # unscaled VAE latents, instance rows first
     prompt_idx: torch.Tensor
     n_instance: int
+    time_ids: torch.Tensor  # [rows, 6]: each drawn image's size and crop (SDXL's conditioning)
 
 
 def _draw(bank: LatentBank, prompts: torch.Tensor, n: int, g: torch.Generator):
@@ -113,14 +111,15 @@ def _draw(bank: LatentBank, prompts: torch.Tensor, n: int, g: torch.Generator):
     latents = torch.stack(
         [bank.sample(int(i), int(v), g) for i, v in zip(idx, variant, strict=False)]
     )
-    return latents, prompts[idx]
+    return latents, prompts[idx], bank.time_ids_of(idx, variant)
 
 
 def draw_batch(data: TrainingData, batch_size: int, g: torch.Generator) -> Batch:
     """batch_size instance images, plus batch_size class images under prior preservation."""
-    latents, prompt_idx = _draw(data.instance, data.instance_prompts, batch_size, g)
+    latents, prompt_idx, time_ids = _draw(data.instance, data.instance_prompts, batch_size, g)
     if data.prior is not None:
-        class_latents, class_idx = _draw(data.prior, data.prior_prompts, batch_size, g)
+        class_latents, class_idx, class_ids = _draw(data.prior, data.prior_prompts, batch_size, g)
         latents = torch.cat([latents, class_latents])
         prompt_idx = torch.cat([prompt_idx, class_idx])
-    return Batch(latents=latents, prompt_idx=prompt_idx, n_instance=batch_size)
+        time_ids = torch.cat([time_ids, class_ids])
+    return Batch(latents, prompt_idx, n_instance=batch_size, time_ids=time_ids)

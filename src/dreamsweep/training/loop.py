@@ -14,15 +14,10 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from dreamsweep.training.batches import draw_batch, seed_global_rng, step_generator
+from dreamsweep.models.families import Conditioning, family
+from dreamsweep.training.batches import Batch, draw_batch, seed_global_rng, step_generator
 from dreamsweep.training.ema import ema_update
-from dreamsweep.training.loss import (
-    StepLosses,
-    dreambooth_loss,
-    min_snr_weights,
-    regression_target,
-    training_noise,
-)
+from dreamsweep.training.loss import StepLosses, dreambooth_loss, min_snr_weights, training_noise
 from dreamsweep.training.setup import TrainState
 
 LOSS_KEYS = ("train/loss", "train/instance_loss", "train/prior_loss")
@@ -32,29 +27,32 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the message says at which step and what to try."""
 
 
-def _conditioning(s: TrainState, prompt_idx: torch.Tensor) -> torch.Tensor:
-    table = s.data.table
+def _conditioning(s: TrainState, batch: Batch) -> Conditioning:
+    """The batch's prompts encoded (cached when the text encoders are frozen), with each
+    image's own time ids where the family conditions on them."""
+    table, f = s.data.table, family(s.components)
     if s.text_encoder is None:
-        return table.embeddings[prompt_idx.to(table.embeddings.device)]
-    return s.text_encoder(table.ids[prompt_idx].to(s.accelerator.device))[0]
+        text = table.embeddings.select(batch.prompt_idx)
+    else:
+        ids = table.ids[batch.prompt_idx].to(s.accelerator.device)
+        text = f.encode_ids(s.text_encoders, ids)
+    return f.with_time_ids(text, batch.time_ids)
 
 
 def micro_batch_losses(s: TrainState, step: int, micro: int) -> StepLosses:
     """The DreamBooth loss of one micro-batch, drawn by its own seeded generator."""
     t, device = s.cfg.train, s.accelerator.device
-    scheduler = s.components.noise_scheduler
+    scheduler, f = s.components.noise_scheduler, family(s.components)
     g = step_generator(t.seed, step, micro, s.accelerator.process_index)
     seed_global_rng(t.seed, step, micro, s.accelerator.process_index)
     batch = draw_batch(s.data, t.batch_size, g)
     latents = batch.latents * s.components.vae.config.scaling_factor
     noise = training_noise(latents, t, g)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g
-    )
+    timesteps = f.sample_timesteps(scheduler, latents.shape[0], g)
     latents, noise, timesteps = (x.to(device) for x in (latents, noise, timesteps))
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = s.unet(noisy, timesteps, _conditioning(s, batch.prompt_idx)).sample
-    target = regression_target(scheduler, latents, noise, timesteps)
+    pred = s.unet(noisy, timesteps, **_conditioning(s, batch).unet_kwargs()).sample
+    target = f.target(scheduler, latents, noise, timesteps)
     weights = min_snr_weights(scheduler, timesteps, t.snr_gamma) if t.snr_gamma else None
     return dreambooth_loss(pred, target, batch.n_instance, s.cfg.prior.weight, weights)
 

@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from dreamsweep.config import MethodConfig, RunConfig
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import family
 from dreamsweep.models.portable import LORA_FILE
 from dreamsweep.tensor_files import save_tensors
 
@@ -73,13 +74,14 @@ def is_lora(cfg: RunConfig) -> bool:
 
 
 def add_adapters(cfg: RunConfig, c: SDComponents) -> None:
-    """Freeze the base and add the adapters (the text encoder's only when it is trained);
-    only the adapters' parameters then require grad."""
+    """Freeze the base and add the adapters (the text encoders' only when they are trained:
+    SDXL's both); only the adapters' parameters then require grad."""
     c.unet.requires_grad_(False)
     inject_adapter_in_model(lora_config(cfg.method, UNET_TARGETS), c.unet)
-    c.text_encoder.requires_grad_(False)
-    if cfg.train.text_encoder:  # (transformers' add_adapter wants a newer peft; same layers)
-        inject_adapter_in_model(lora_config(cfg.method, TEXT_TARGETS), c.text_encoder)
+    for encoder in family(c).text_encoders(c):
+        encoder.requires_grad_(False)
+        if cfg.train.text_encoder:  # (transformers' add_adapter wants a newer peft; same layers)
+            inject_adapter_in_model(lora_config(cfg.method, TEXT_TARGETS), encoder)
 
 
 def save_lora(cfg: RunConfig, c: SDComponents, folder: Path, base: str, scheduler=None) -> None:
@@ -99,7 +101,8 @@ def save_lora(cfg: RunConfig, c: SDComponents, folder: Path, base: str, schedule
 def _save_peft(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
     modules = {"unet": (c.unet, UNET_TARGETS)}
     if cfg.train.text_encoder:
-        modules["text_encoder"] = (c.text_encoder, TEXT_TARGETS)
+        for name in family(c).text_encoder_names:
+            modules[name] = (getattr(c, name), TEXT_TARGETS)
     for name, (module, groups) in modules.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
         config = lora_config(cfg.method, groups).to_dict()
@@ -109,18 +112,18 @@ def _save_peft(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
 
 
 def _save_diffusers_lora(cfg: RunConfig, c: SDComponents, folder: Path) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    text = cfg.train.text_encoder
-    StableDiffusionPipeline.save_lora_weights(  # peft's key names (lora_A/lora_B), as now saved
+    f = family(c)
+    texts = {}
+    if cfg.train.text_encoder:  # SD: text_encoder; SDXL: text_encoder and text_encoder_2
+        for name in f.text_encoder_names:
+            texts[f"{name}_lora_layers"] = get_peft_model_state_dict(getattr(c, name))
+            texts[f"{name}_lora_adapter_metadata"] = lora_config(cfg.method, TEXT_TARGETS).to_dict()
+    f.pipeline_class.save_lora_weights(  # peft's key names (lora_A/lora_B), as now saved
         str(folder),
         unet_lora_layers=get_peft_model_state_dict(c.unet),
-        text_encoder_lora_layers=get_peft_model_state_dict(c.text_encoder) if text else None,
         unet_lora_adapter_metadata=lora_config(cfg.method, UNET_TARGETS).to_dict(),
-        text_encoder_lora_adapter_metadata=(
-            lora_config(cfg.method, TEXT_TARGETS).to_dict() if text else None
-        ),
         safe_serialization=True,
+        **texts,
     )
 
 
@@ -148,7 +151,7 @@ def load_lora_components(folder: Path) -> SDComponents:
 
     components = load_components(saved_model(lora_base(folder)))
     if not (folder / LORA_FILE).exists():  # LoHa/LoKr: peft's own format
-        for name in ("unet", "text_encoder"):
+        for name in ("unet", *family(components).text_encoder_names):
             if (folder / name / PEFT_FILES[1]).exists():
                 module = getattr(components, name)
                 inject_adapter_in_model(PeftConfig.from_pretrained(str(folder / name)), module)

@@ -21,6 +21,7 @@ from dreamsweep.data.dataset import (
 )
 from dreamsweep.data.images import load_folder
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import family
 from dreamsweep.training.batches import (
     ADAPTER_SALT,
     TrainingData,
@@ -50,11 +51,14 @@ class TrainState:
     # Listed once here, not at every step: what is clipped, and what the EMA averages.
     trained: list[torch.nn.Parameter]
     ema_tracked: list[torch.nn.Parameter]
+    # every trained text encoder, prepared, in the family's order (text_encoder first; SDXL:
+    # text_encoder_2 next); empty when they are frozen
+    text_encoders: tuple[torch.nn.Module, ...] = ()
 
     @property
     def trained_modules(self) -> tuple[torch.nn.Module, ...]:
         """The prepared modules whose gradients are synchronised (accelerator.accumulate)."""
-        return (self.unet,) if self.text_encoder is None else (self.unet, self.text_encoder)
+        return (self.unet, *self.text_encoders)
 
 
 def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) -> None:
@@ -63,14 +67,17 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
     Called after prepare_data, which samples class images and encodes latents in float32.
     """
     dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
+    f = family(c)
+    vae_dtype = dtype if cfg.model.vae_path else f.vae_dtype(dtype)  # a VAE given: fp16-safe
     c.vae.requires_grad_(False).eval().to(accelerator.device)
-    if dtype != torch.float32:
-        c.vae.to(dtype)
+    if vae_dtype != torch.float32:
+        c.vae.to(vae_dtype)
     c.unet.requires_grad_(True).train().to(accelerator.device)
-    if cfg.train.text_encoder:
-        c.text_encoder.requires_grad_(True).train().to(accelerator.device)
-    else:
-        c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
+    for encoder in f.text_encoders(c):
+        if cfg.train.text_encoder:
+            encoder.requires_grad_(True).train().to(accelerator.device)
+        else:
+            encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
     if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
         # peft draws the initial adapters from torch's global RNG: from train.seed, not from
         # whatever the process drew before (class images made or found in the cache)
@@ -78,12 +85,15 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.train.seed ^ ADAPTER_SALT)
             add_adapters(cfg, c)
-        c.unet.to(accelerator.device)
-        c.text_encoder.to(accelerator.device)
+        for module in (c.unet, *f.text_encoders(c)):
+            module.to(accelerator.device)
+    for module in f.unread_text_modules(c):
+        module.requires_grad_(False)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:
-            c.text_encoder.gradient_checkpointing_enable()
+            for encoder in f.text_encoders(c):
+                encoder.gradient_checkpointing_enable()
     if cfg.train.attention == "eager":
         c.unet.set_attn_processor(AttnProcessor())
     elif cfg.train.attention == "xformers":
@@ -100,7 +110,7 @@ def prepare_data(
     log,
 ) -> TrainingData:
     """Class images (generated once into the shared cache), then latents of every image."""
-    for module in (c.unet, c.vae, c.text_encoder):
+    for module in c.modules():
         module.to(accelerator.device)
     instances = instance_examples(cfg)
     classes = None
@@ -128,7 +138,7 @@ def prepare_data(
                 cache_root,
                 **{**bank_args, "flip": False},
             )
-    data = training_data(instances, instance_bank, classes, class_bank, c.tokenizer)
+    data = training_data(instances, instance_bank, classes, class_bank, c)
     held_out_sets(cfg, c, accelerator, model_fp, cache_root, data, bank_args, log)
     held_out_classes = len(data.held_out_class[1]) if data.held_out_class else 0
     log(
@@ -181,8 +191,8 @@ def _fixed_set(
         bank = build_latent_bank(
             images, c.vae, model_fp, cache_root, **{**bank_args, "flip": False}
         )
-    ids = build_prompt_table([prompt], c.tokenizer).ids
-    return bank, ids.expand(len(images), -1)
+    ids = build_prompt_table([prompt], c).ids
+    return bank, ids.expand(len(images), -1, -1)
 
 
 def build_state(
@@ -197,32 +207,31 @@ def build_state(
             f" train.grad_accum={cfg.train.grad_accum}: build it with "
             "gradient_accumulation_steps=cfg.train.grad_accum"
         )
+    encoders = family(c).text_encoders(c)
     if not cfg.train.text_encoder:
         cache_embeddings(
-            data.table,
-            c.text_encoder,
-            accelerator.device,
-            WEIGHT_DTYPES[accelerator.mixed_precision],
+            data.table, c, accelerator.device, WEIGHT_DTYPES[accelerator.mixed_precision]
         )
-    groups = param_groups(cfg, c.unet, c.text_encoder if cfg.train.text_encoder else None)
+    text = None  # the text-encoder parameter group: one encoder, or SDXL's two as one module
+    if cfg.train.text_encoder:
+        text = encoders[0] if len(encoders) == 1 else torch.nn.ModuleList(encoders)
+    groups = param_groups(cfg, c.unet, text)
     optimizer = build_optimizer(cfg, groups)
     lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
     ema = None
     if cfg.ema.enabled:  # saved by training/checkpoint.py as safetensors, not Accelerate's pickle
         ema = build_ema(cfg.ema, c.unet)
-    if cfg.train.text_encoder:
-        unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
-            c.unet, c.text_encoder, optimizer, lr_schedule
-        )
-    else:
-        unet, optimizer, lr_schedule = accelerator.prepare(c.unet, optimizer, lr_schedule)
-        text_encoder = None
+    trained_texts = encoders if cfg.train.text_encoder else ()
+    unet, *prepared_texts, optimizer, lr_schedule = accelerator.prepare(
+        c.unet, *trained_texts, optimizer, lr_schedule
+    )
     return TrainState(
         cfg=cfg,
         accelerator=accelerator,
         components=c,
         unet=unet,
-        text_encoder=text_encoder,
+        text_encoder=prepared_texts[0] if prepared_texts else None,
+        text_encoders=tuple(prepared_texts),
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         ema=ema,
@@ -235,8 +244,6 @@ def build_state(
 def unwrapped(state: TrainState) -> SDComponents:
     """The trained modules without DDP/autocast wrappers, in fp32, for sampling or export."""
     a, c = state.accelerator, state.components
-    return replace(
-        c,
-        unet=a.unwrap_model(state.unet),
-        text_encoder=a.unwrap_model(state.text_encoder or c.text_encoder),
-    )
+    names = family(c).text_encoder_names
+    texts = {name: a.unwrap_model(m) for name, m in zip(names, state.text_encoders, strict=False)}
+    return replace(c, unet=a.unwrap_model(state.unet), **texts)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import Conditioning, family
 from dreamsweep.training.latents import LatentBank
-from dreamsweep.training.loss import regression_target
 
 NOISE_SEED = 20221208  # fixed: every evaluation, checkpoint and run sees the same noise
 
@@ -31,11 +31,18 @@ def timesteps(num_train_timesteps: int, buckets: int) -> list[int]:
 def denoising_loss(
     c: SDComponents,
     bank: LatentBank,
-    conditioning: torch.Tensor,
+    conditioning: Conditioning | torch.Tensor,
     buckets: int,
     device: torch.device | str = "cpu",
 ) -> float:
-    """Mean MSE over images x fixed timesteps; conditioning: [images, tokens, dim]."""
+    """Mean MSE over images x fixed timesteps; conditioning: one row per image (a tensor:
+    hidden states [images, tokens, dim]), with each image's time ids where the family uses
+    them."""
+    f = family(c)
+    if isinstance(conditioning, torch.Tensor):
+        conditioning = Conditioning(conditioning)
+    ids = bank.time_ids[:, 0] if bank.time_ids is not None else None
+    unet_kwargs = f.with_time_ids(conditioning.to(device), ids).unet_kwargs()
     latents = bank.mean[:, 0].to(device) * c.vae.config.scaling_factor
     scheduler = c.noise_scheduler
     steps = timesteps(scheduler.config.num_train_timesteps, buckets)
@@ -48,8 +55,8 @@ def denoising_loss(
         for k, t in enumerate(steps):
             t_batch = torch.full((latents.shape[0],), t, dtype=torch.long, device=device)
             noisy = scheduler.add_noise(latents, noise[k], t_batch)
-            pred = c.unet(noisy, t_batch, conditioning.to(device)).sample
-            target = regression_target(scheduler, latents, noise[k], t_batch)
+            pred = c.unet(noisy, t_batch, **unet_kwargs).sample
+            target = f.target(scheduler, latents, noise[k], t_batch)
             losses.append(torch.nn.functional.mse_loss(pred.float(), target.float()))
     finally:
         c.unet.train(was_training)
@@ -57,14 +64,18 @@ def denoising_loss(
 
 
 @torch.no_grad()
-def embed(c: SDComponents, ids: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Text conditioning from token ids with the components' text encoder as it is now."""
-    was_training = c.text_encoder.training
-    c.text_encoder.eval()
+def embed(c: SDComponents, ids: torch.Tensor, device: torch.device | str = "cpu") -> Conditioning:
+    """Text conditioning from token ids with the components' text encoders as they are now."""
+    f = family(c)
+    encoders = f.text_encoders(c)
+    was_training = [m.training for m in encoders]
+    for m in encoders:
+        m.eval()
     try:
-        return c.text_encoder(ids.to(device))[0]
+        return f.encode_ids(encoders, ids.to(device))
     finally:
-        c.text_encoder.train(was_training)
+        for m, training in zip(encoders, was_training, strict=True):
+            m.train(training)
 
 
 def validation_losses(
