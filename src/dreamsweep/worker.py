@@ -25,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from dreamsweep.atomic import owner
 from dreamsweep.best_weights import BestKeeper
 from dreamsweep.config import RunConfig, load_config, portable_settings
 from dreamsweep.console import start_line
@@ -39,7 +40,6 @@ from dreamsweep.runs import (
     PRUNED,
     RUNNING,
     RunPaths,
-    owner,
     read_json,
     read_metrics,
     storage_error,

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dreamsweep import cache
+from dreamsweep import atomic, cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import instance_examples
@@ -156,7 +156,7 @@ class Evaluator:
                     with cache.locked(entry):
                         cache.write_spec(entry, key)
                         for path, image in zip(paths, images, strict=True):
-                            cache.atomic_write_bytes(path, _png(image))
+                            atomic.write_bytes(path, _png(image))
             self.acc.wait_for_everyone()
             if self.scorer.dino is not None:
                 self.base_class[sampling] = cached_embeddings(

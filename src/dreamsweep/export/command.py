@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from dreamsweep.atomic import staging_folder, swap_folder
 from dreamsweep.export.card import (
     DIFFUSERS,
     DIFFUSERS_LORA,
@@ -32,7 +33,6 @@ from dreamsweep.export.published import (
     trigger,
 )
 from dreamsweep.models.portable import add_vocab_files
-from dreamsweep.runs import staging_folder, swap_in
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
 SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
@@ -83,7 +83,7 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    swap_in(tmp, out)
+    swap_folder(tmp, out)
     return out, {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from dreamsweep import verdicts
+from dreamsweep.atomic import staging_folder, swap_folder
 from dreamsweep.report.best import BestCard, Contender, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
-from dreamsweep.runs import staging_folder, swap_in
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -54,7 +54,7 @@ def export_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    swap_in(tmp, out)
+    swap_folder(tmp, out)
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
+from dreamsweep.atomic import swap_folder
 from dreamsweep.runs import checkpoint_dirs, write_failure
 from dreamsweep.tensor_files import share_tensor_files
 from dreamsweep.training.ema import load_ema, save_ema
@@ -61,8 +62,7 @@ def save_checkpoint(
             raise cause from err
         raise
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        swap_folder(tmp, final)
         for _, old in checkpoint_dirs(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
