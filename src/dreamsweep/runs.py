@@ -2,7 +2,9 @@
 
 A run folder holds `config.yaml` (resolved settings), `metrics.jsonl` (one JSON object per
 line: training losses, later evaluation cells), `result.json` (state, final step, error,
-objective), `checkpoints/`, `model/` (final diffusers pipeline) and `wandb/`.
+objective), `checkpoints/step_<n>/`, `eval/step_<n>/<cell>/` (one scored cell's images, contact
+sheet and scores.json), `model/` (final diffusers pipeline) and `wandb/`. Only this module spells
+these names: the rest of the package asks it for paths (and for the step and cell of a path).
 Every file is written through `dreamsweep.atomic`, so a killed run never leaves half a file.
 """
 
@@ -54,12 +56,62 @@ class RunPaths:
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def step_folder(parent: Path, step: int) -> Path:
+    """`<parent>/step_<n>`: a checkpoint (under `checkpoints/`) or an evaluation (under `eval/`)."""
+    return parent / f"step_{step:06d}"
+
+
 def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (`checkpoints/step_<n>/`), oldest first."""
     if not root.exists():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
     return sorted(found)
+
+
+# One scored cell: `eval/step_<n>/<cell>/` holds a PNG per sample (prompt index, seed), the
+# class-prompt samples, the contact sheet and scores.json.
+def cell_dir(run_dir: Path, step: int, cell: str) -> Path:
+    return step_folder(Path(run_dir) / "eval", step) / cell
+
+
+def cell_key(step: int, cell: str) -> str:
+    """How a cell is named inside a run (`step_<n>/<cell>`: `dreamsweep export --cell`, plans)."""
+    return cell_dir(Path(), step, cell).relative_to("eval").as_posix()
+
+
+def parse_cell_key(key: str) -> tuple[int, str] | None:
+    """(step, cell) of `step_<n>/<cell>`; None when ``key`` is not one."""
+    step, _, cell = key.strip("/").partition("/")
+    match = STEP_DIR.match(step)
+    return (int(match.group(1)), cell) if match and cell and "/" not in cell else None
+
+
+def sample_name(prompt_index: int, seed: int) -> str:
+    """The file of one sample in a cell folder (also how the report's gallery names copies)."""
+    return f"p{prompt_index:02d}_s{seed}.png"
+
+
+def sample_file(cell_folder: Path, prompt_index: int, seed: int) -> Path:
+    return cell_folder / sample_name(prompt_index, seed)
+
+
+def class_sample_file(cell_folder: Path, seed: int) -> Path:
+    return cell_folder / f"class_s{seed}.png"
+
+
+def grid_file(cell_folder: Path) -> Path:
+    """The contact sheet: a row per prompt, seeds across, the class-prompt samples last."""
+    return cell_folder / "grid.png"
+
+
+def scores_file(cell_folder: Path) -> Path:
+    return cell_folder / "scores.json"
+
+
+def read_cell_scores(run_dir: Path, step: int, cell: str) -> dict[str, Any]:
+    """A cell's scores.json (per prompt, per sample); empty when it was never written."""
+    return read_json(scores_file(cell_dir(run_dir, step, cell))) or {}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

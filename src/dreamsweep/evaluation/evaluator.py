@@ -1,8 +1,8 @@
 """Evaluation along the run: at each eval step, sample every cell, score it, write it.
 
 Which cells a run scores is `dreamsweep.cells` (planned_cells). Sampling is split across
-processes and gathered; the main process scores and writes `<run>/eval/step_<n>/<cell>/`
-(PNGs, grid.png, scores.json) and one metrics.jsonl line per cell.
+processes and gathered; the main process scores and writes the cell's folder (its images,
+contact sheet and scores: `runs.cell_dir`) and one metrics.jsonl line per cell.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, 
 from dreamsweep.metrics.objective import objective
 from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
+from dreamsweep.runs import class_sample_file
 from dreamsweep.verdicts import CellSamples
 
 
@@ -149,7 +150,7 @@ class Evaluator:
                 "loop": LOOP_VERSION,
             }
             entry = cache.entry_dir(self.cache_root, "base_samples", key)
-            paths = [entry / f"class_s{j.seed}.png" for j in self.eval_set.class_jobs]
+            paths = [class_sample_file(entry, j.seed) for j in self.eval_set.class_jobs]
             if self.main_decides(not all(p.exists() for p in paths)):
                 images = self.sample(base, spec, self.eval_set.class_jobs, texts)
                 if self.acc.is_main_process:
@@ -228,7 +229,7 @@ class Evaluator:
         return ScoredCell(cell, record, result, eval_set)
 
     def write(self, scored: ScoredCell, samples: list, class_samples: list) -> None:
-        """The cell's images, grid and scores.json into the run folder, and one log line."""
+        """The cell's images, grid and scores into the run folder, and one log line."""
         from dreamsweep.evaluation.outputs import write_cell
 
         es, result, record, cell = scored.eval_set, scored.result, scored.record, scored.cell
@@ -267,7 +268,7 @@ class ScoredCell:
 
 
 def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:
-    """scores.json's `samples`: one column per field, one entry per unit (the prompt suite's
+    """The cell scores' `samples`: one column per field, one entry per unit (the prompt suite's
     samples, then the class samples): what the report pairs cells on (same kind, prompt and
     seed = same initial noise) and resamples (verdicts.py)."""
     jobs = eval_set.jobs + eval_set.class_jobs

@@ -9,7 +9,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dreamsweep.config import ConfigError, RunConfig, load_config
-from dreamsweep.runs import COMPLETE, RunPaths, read_json, read_metrics, write_result
+from dreamsweep.runs import (
+    COMPLETE,
+    RunPaths,
+    cell_dir,
+    grid_file,
+    read_json,
+    read_metrics,
+    write_result,
+)
 
 RESCORE_SECTIONS = ("eval", "metrics", "tracker")
 
@@ -70,10 +78,8 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
         step = read_json(RunPaths(run_dir).result)["final_step"]
         weights = _saved_weights(cfg, run_dir, accelerator.device)
     records = evaluator.evaluate(step, weights)
-    from dreamsweep.evaluation.outputs import cell_dir
-
     trackers = open_trackers(cfg, target, resume_step=None, job_type="evaluate")
-    grids = {r["cell"]: cell_dir(target, step, r["cell"]) / "grid.png" for r in records}
+    grids = {r["cell"]: grid_file(cell_dir(target, step, r["cell"])) for r in records}
     for tracker in trackers:
         tracker.log_eval(records, grids)
         tracker.finish()

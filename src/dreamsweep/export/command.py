@@ -33,6 +33,7 @@ from dreamsweep.export.published import (
     trigger,
 )
 from dreamsweep.models.portable import add_vocab_files
+from dreamsweep.runs import grid_file
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
 SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
@@ -133,12 +134,12 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
 
 
 def _grid(chosen: Chosen) -> Path | None:
-    folder = chosen.row.folder
-    return folder / "grid.png" if folder is not None and (folder / "grid.png").exists() else None
+    grid = grid_file(chosen.row.folder) if chosen.row.folder is not None else None
+    return grid if grid is not None and grid.exists() else None
 
 
 def scored_images(chosen: Chosen) -> list[tuple[str, int, int]]:
-    """(prompt, seed, generator seed) of each scored image of the cell, in scores.json order:
+    """(prompt, seed, generator seed) of each scored image of the cell, in its scores file's order:
     the generator seed is `evaluation.sampling.job_seed` of the pair."""
     from dreamsweep.evaluation.sampling import Job, job_seed
 

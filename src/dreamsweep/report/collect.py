@@ -19,9 +19,16 @@ import yaml
 
 from dreamsweep import verdicts
 from dreamsweep.cells import Cell
-from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.metrics.objective import rank_key
-from dreamsweep.runs import STALE, RunPaths, run_state, scan_metrics
+from dreamsweep.runs import (
+    STALE,
+    RunPaths,
+    cell_dir,
+    run_state,
+    sample_file,
+    scan_metrics,
+    scores_file,
+)
 from dreamsweep.verdicts import CellSamples
 
 UNREADABLE = "unreadable"  # the state of a run whose result.json cannot be read
@@ -35,10 +42,10 @@ class CellRow:
     spec: Cell
     objective: float | None
     scores: dict[str, float | None]  # eval/<score> without the prefix
-    per_prompt: dict[str, list[float]]  # from scores.json: each score per prompt
+    per_prompt: dict[str, list[float]]  # from the scores file: each score per prompt
     prompts: list[str]
     seeds: list[int]
-    folder: Path | None  # eval/step_<n>/<cell>/ when its images are there
+    folder: Path | None  # the cell's folder (runs.cell_dir) when its images are there
     samples: CellSamples | None = None  # per-sample scores: what verdicts pair and resample
 
     @property
@@ -83,7 +90,7 @@ class CellRow:
     def image(self, prompt_index: int, seed: int) -> Path | None:
         if self.folder is None:
             return None
-        path = self.folder / f"p{prompt_index:02d}_s{seed}.png"
+        path = sample_file(self.folder, prompt_index, seed)
         return path if path.exists() else None
 
 
@@ -92,7 +99,7 @@ class Skipped:
     """Part of a run the report could not read and left out."""
 
     run: str
-    file: str  # inside the run folder: result.json, metrics.jsonl, eval/.../scores.json
+    file: str  # inside the run folder: result.json, metrics.jsonl, a cell's scores file
     what: str  # what was skipped, and what is missing because of it
     lines: int = 0  # lines of metrics.jsonl skipped
     cells: int = 0  # scored cells (metrics.jsonl eval lines) among them
@@ -345,7 +352,7 @@ def _cell_row(
 ) -> CellRow:
     spec = Cell.from_record(record)
     folder = cell_dir(run_dir, spec.step, spec.name)
-    saved = _read_json(folder / "scores.json", run_dir, skipped, "the scores per prompt") or {}
+    saved = _read_json(scores_file(folder), run_dir, skipped, "the scores per prompt") or {}
     if saved and (saved.get("step"), saved.get("cell")) != (spec.step, spec.name):
         saved = {}  # not this cell's file
     return CellRow(

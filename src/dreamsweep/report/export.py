@@ -21,6 +21,7 @@ from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
+from dreamsweep.runs import grid_file
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -126,7 +127,7 @@ def _run_row(sweep: Sweep, run) -> dict[str, Any]:
     top = run.best_cell
     tracker = (run.result.get("wandb") or {}).get("train") or {}  # the run's W&B run
     offline = sorted((run.path / "wandb").glob("offline-run-*"))
-    grid = top.folder / "grid.png" if top is not None and top.folder is not None else None
+    grid = grid_file(top.folder) if top is not None and top.folder is not None else None
     return {
         "name": run.name,
         "path": run.path.resolve(),

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, read_write
 from dreamsweep import atomic
 from dreamsweep.cells import planned_cells
 from dreamsweep.config import ConfigError, load_config
-from dreamsweep.runs import RunPaths, read_json
+from dreamsweep.runs import RunPaths, cell_key, read_json
 from dreamsweep.sweeps.folding import GridPlan, plan_grid
 from dreamsweep.sweeps.search_space import override_value, run_names
 from dreamsweep.sweeps.settings import GridSweeperConfig
@@ -49,7 +49,7 @@ def plan_sweep(sweeper, arguments: list[str]) -> tuple[GridPlan, list[dict]]:
             raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
             del raw["hydra"]
             run_cfg = load_config(raw, check_machine=False)
-            job["cells"] = [f"step_{c.step:06d}/{c.name}" for c in planned_cells(run_cfg)]
+            job["cells"] = [cell_key(c.step, c.name) for c in planned_cells(run_cfg)]
         except ConfigError as err:
             job["cells"], job["error"] = [], str(err)
         jobs.append(job)
