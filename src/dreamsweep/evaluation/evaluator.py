@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from dreamsweep import atomic, cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
-from dreamsweep.data.dataset import instance_examples
+from dreamsweep.data.dataset import fill_prompt, instance_examples
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 from dreamsweep.metrics.objective import objective
@@ -60,10 +60,10 @@ class EvalSet:
             ev.prompts, d.class_name, ev.num_prompts, ev.prompt_list
         )
         pairs = list(itertools.product(range(len(templates)), ev.seeds))
-        class_prompt = prompts.fill(cfg.prior.class_prompt, d.token, d.class_name)
+        class_prompt = fill_prompt(cfg.prior.class_prompt, d.token, d.class_name)
         return cls(
             templates=templates,
-            jobs=[Job(prompts.fill(templates[p], d.token, d.class_name), s) for p, s in pairs],
+            jobs=[Job(fill_prompt(templates[p], d.token, d.class_name), s) for p, s in pairs],
             job_prompt=[p for p, _ in pairs],
             clip_texts=[prompts.without_token(t, d.class_name) for t in templates],
             class_jobs=[Job(class_prompt, s) for s in ev.seeds],
