@@ -1,9 +1,16 @@
-"""The run folder's cell layout: one module gives the paths, and reads a cell's key back."""
+"""The run folder: one module gives a cell's paths (and reads a cell's key back); the readers
+of a finished run get its settings typed, older run folders too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import yaml
+
+from dreamsweep.config import ConfigError
+from dreamsweep.report.collect import collect
+from dreamsweep.report.wandb_log import sweep_tracker
 from dreamsweep.runs import (
     cell_dir,
     cell_key,
@@ -31,3 +38,40 @@ def test_a_cell_key_reads_back_to_its_step_and_cell():
     assert parse_cell_key("/step_40/euler-n30-g7.5-raw/") == (40, "euler-n30-g7.5-raw")
     for not_a_key in ("best", "step_40", "steps_40/ddim", "step_40/a/b", "ddim-n20-g3-ema"):
         assert parse_cell_key(not_a_key) is None, not_a_key
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def older_run(folder: Path, conf: Path | None) -> Path:
+    """A run folder whose config.yaml was written before `eval.val_class_images` existed,
+    started from the conf/ folder ``conf`` (None: that folder is gone)."""
+    from hydra import compose, initialize_config_dir
+
+    from dreamsweep.config import load_config, to_dict
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        settings = to_dict(load_config(compose(config_name="train"), check_machine=False))
+    del settings["eval"]["val_class_images"]
+    settings["tracker"]["project"] = "older-project"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings))
+    (folder / "result.json").write_text('{"state": "complete"}')
+    sources = [{"path": str(conf or folder / "gone"), "provider": "main"}]
+    hydra = {"hydra": {"runtime": {"config_sources": sources}}}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    return folder
+
+
+def test_an_older_run_folder_loads_as_typed_settings_with_conf_defaults(tmp_path):
+    """What export, the W&B report and rescoring read: the typed settings of config.yaml."""
+    run = collect(older_run(tmp_path / "run", CONF)).runs[0]
+    assert run.settings.tracker.project == "older-project"
+    assert run.settings.eval.val_class_images == run.defaults["eval"]["val_class_images"]
+    assert sweep_tracker(collect(tmp_path / "run")).project == "older-project"
+
+
+def test_an_older_run_folder_without_its_conf_names_the_missing_key(tmp_path):
+    run = collect(older_run(tmp_path / "run", None)).runs[0]
+    with pytest.raises(ConfigError, match=r"config\.yaml: eval\.val_class_images: has no value"):
+        print(run.settings)

@@ -19,6 +19,7 @@ import yaml
 
 from dreamsweep import verdicts
 from dreamsweep.cells import Cell
+from dreamsweep.config import ConfigError, RunConfig, load_saved_config
 from dreamsweep.metrics.objective import rank_key
 from dreamsweep.runs import (
     STALE,
@@ -151,6 +152,40 @@ class Run:
     def error(self) -> str | None:
         unread = "; ".join(f"{k.file}: {k.what}" for k in self.skipped)
         return self.result.get("error") or self.result.get("pruned") or unread or None
+
+    @cached_property
+    def defaults(self) -> dict[str, Any] | None:
+        """The settings a run gets without overrides, composed from the conf/ folder the run was
+        started with; None when that folder is gone (or Hydra is busy in this process)."""
+        hydra_file = self.path / ".hydra" / "hydra.yaml"
+        if not hydra_file.exists():
+            return None
+        sources = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["config_sources"]
+        conf = next((s["path"] for s in sources if s.get("provider") == "main"), None)
+        if conf is None or not Path(conf).is_dir():
+            return None
+        from hydra import compose, initialize_config_dir
+
+        from dreamsweep.config import load_config, to_dict
+
+        try:
+            with initialize_config_dir(config_dir=conf, version_base="1.3"):
+                return to_dict(load_config(compose(config_name="train"), check_machine=False))
+        except Exception:  # conf/ changed since the run, or Hydra is busy in this process
+            return None
+
+    @cached_property
+    def settings(self) -> RunConfig:
+        """The run's config.yaml as typed settings (`config.load_saved_config`); a key that an
+        older version did not write takes its value from `defaults`. ConfigError, naming the
+        file, when the run has no readable config.yaml or it does not load."""
+        file = RunPaths(self.path).config
+        if not self.config:
+            raise ConfigError(f"{file}: missing or unreadable, so the run's settings are unknown")
+        try:
+            return load_saved_config(self.config, self.defaults)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from None
 
     def setting(self, dotted: str) -> Any:
         """A setting of the run; from its overrides when it never wrote config.yaml."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from dreamsweep import verdicts
-from dreamsweep.atomic import staging_folder, swap_folder
+from dreamsweep.atomic import new_folder
 from dreamsweep.report.best import BestCard, Contender, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
@@ -38,8 +37,7 @@ def export_report(
     started = time.perf_counter()
     sweep = collect(folder)
     out = (out or default_destination(sweep, reports_root)).resolve()
-    tmp = staging_folder(out)  # also removes what killed exports/reports left there
-    try:
+    with new_folder(out) as tmp:  # also removes what killed exports/reports left there
         best = best_card(sweep)
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)
         context = page_context(sweep, best, figures, sweep.notes + figure_notes)
@@ -52,10 +50,6 @@ def export_report(
 
             summary["wandb"] = log_report(sweep, context, tmp)
         (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    swap_folder(tmp, out)
     return out
 
 
