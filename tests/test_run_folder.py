@@ -75,3 +75,20 @@ def test_an_older_run_folder_without_its_conf_names_the_missing_key(tmp_path):
     run = collect(older_run(tmp_path / "run", None)).runs[0]
     with pytest.raises(ConfigError, match=r"config\.yaml: eval\.val_class_images: has no value"):
         print(run.settings)
+
+
+def test_rescoring_an_older_run_takes_the_keys_it_lacks_from_the_command(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dreamsweep.evaluation.rescore import rescore_config
+
+    run_dir = older_run(tmp_path / "run", None)
+    (run_dir / "model").mkdir()
+    overrides = [f"run={run_dir}", "eval.val_class_images=3", "eval.num_prompts=1"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="evaluate", overrides=overrides)
+    cfg, scored = rescore_config(raw, overrides[2:])
+    assert scored == run_dir.resolve()
+    assert cfg.tracker.project == "older-project"  # the run's own settings
+    assert cfg.eval.num_prompts == 1  # what the command changes
+    assert cfg.eval.val_class_images == 3  # the key the run lacks: the composed value

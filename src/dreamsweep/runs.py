@@ -3,8 +3,9 @@
 A run folder holds `config.yaml` (resolved settings), `metrics.jsonl` (one JSON object per
 line: training losses, later evaluation cells), `result.json` (state, final step, error,
 objective), `checkpoints/step_<n>/`, `eval/step_<n>/<cell>/` (one scored cell's images, contact
-sheet and scores.json), `model/` (final diffusers pipeline) and `wandb/`. Only this module spells
-these names: the rest of the package asks it for paths (and for the step and cell of a path).
+sheet and scores.json), `model/` (final diffusers pipeline) and `wandb/`. The layout of the
+step and cell folders is spelled only here: the rest of the package asks for paths (`cell_dir`,
+`sample_file`, ...) and for the step and cell a name stands for (`parse_cell_key`).
 Every file is written through `dreamsweep.atomic`, so a killed run never leaves half a file.
 """
 
@@ -56,9 +57,13 @@ class RunPaths:
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def step_name(step: int) -> str:
+    """`step_<n>`: the folder of a checkpoint (under `checkpoints/`) or evaluation (`eval/`)."""
+    return f"step_{step:06d}"
+
+
 def step_folder(parent: Path, step: int) -> Path:
-    """`<parent>/step_<n>`: a checkpoint (under `checkpoints/`) or an evaluation (under `eval/`)."""
-    return parent / f"step_{step:06d}"
+    return parent / step_name(step)
 
 
 def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
@@ -77,7 +82,7 @@ def cell_dir(run_dir: Path, step: int, cell: str) -> Path:
 
 def cell_key(step: int, cell: str) -> str:
     """How a cell is named inside a run (`step_<n>/<cell>`: `dreamsweep export --cell`, plans)."""
-    return cell_dir(Path(), step, cell).relative_to("eval").as_posix()
+    return f"{step_name(step)}/{cell}"
 
 
 def parse_cell_key(key: str) -> tuple[int, str] | None:

@@ -47,7 +47,10 @@ def rescore_config(raw: DictConfig, overrides: list[str]) -> tuple[RunConfig, Pa
             saved[key] = raw[key]
         elif key.split(".", 1)[0] in RESCORE_SECTIONS:
             OmegaConf.update(saved, key, OmegaConf.select(raw, key), force_add=True)
-    return load_saved_config(saved, defaults=raw), run_dir
+    try:
+        return load_saved_config(saved, defaults=raw), run_dir
+    except ConfigError as err:
+        raise ConfigError(f"{paths.config} with this command's overrides: {err}") from None
 
 
 def rescore(cfg: RunConfig, run_dir: Path | None, out_dir: Path) -> float | None:
