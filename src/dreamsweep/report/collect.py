@@ -158,9 +158,11 @@ class Run:
         """The settings a run gets without overrides, composed from the conf/ folder the run was
         started with; None when that folder is gone (or Hydra is busy in this process)."""
         hydra_file = self.path / ".hydra" / "hydra.yaml"
-        if not hydra_file.exists():
+        try:
+            hydra = yaml.safe_load(hydra_file.read_text())["hydra"]
+            sources = hydra["runtime"]["config_sources"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):  # none, or not Hydra's
             return None
-        sources = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["config_sources"]
         conf = next((s["path"] for s in sources if s.get("provider") == "main"), None)
         if conf is None or not Path(conf).is_dir():
             return None
