@@ -185,6 +185,11 @@ class Run:
         if not self.config:
             raise ConfigError(f"{file}: missing or unreadable, so the run's settings are unknown")
         try:
+            return load_saved_config(self.config)
+        except ConfigError as err:
+            if self.defaults is None:
+                raise ConfigError(f"{file}: {err}") from None
+        try:  # written by an older version: conf/ composed (a second or so) fills the gaps
             return load_saved_config(self.config, self.defaults)
         except ConfigError as err:
             raise ConfigError(f"{file}: {err}") from None
