@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dreamsweep.config import ConfigError
 from dreamsweep.console import quiet_library_noise
-from dreamsweep.evaluation.rescore import rescore
+from dreamsweep.evaluation.rescore import rescore, rescore_config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -18,7 +18,8 @@ def main(raw: DictConfig) -> float | None:
     try:
         quiet_library_noise()
         hydra_cfg = HydraConfig.get()
-        return rescore(raw, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+        cfg, run_dir = rescore_config(raw, list(hydra_cfg.overrides.task))
+        return rescore(cfg, run_dir, Path(hydra_cfg.runtime.output_dir))
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

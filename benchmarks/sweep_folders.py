@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from dreamsweep.runs import grid_file
+
 
 @dataclass
 class RunRecord:
@@ -92,7 +94,7 @@ def best_of_study(sweep_dir: Path) -> float | None:
 
 def images_sampled(sweep_dir: Path) -> int:
     """Sample images written by every evaluated cell (contact sheets not counted)."""
-    return sum(1 for f in sweep_dir.glob("*/eval/*/*/*.png") if f.name != "grid.png")
+    return sum(1 for f in sweep_dir.glob("*/eval/*/*/*.png") if f != grid_file(f.parent))
 
 
 def winner(runs: list[RunRecord]) -> tuple | None:

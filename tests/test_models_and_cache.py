@@ -10,7 +10,7 @@ import sys
 import pytest
 from diffusers import DDPMScheduler
 
-from dreamsweep import cache
+from dreamsweep import atomic
 from dreamsweep.config import RunConfig
 from dreamsweep.models.loading import ModelLoadError, fingerprint, load_components, saved_model
 from dreamsweep.models.pipeline import assemble_pipeline
@@ -131,8 +131,23 @@ def test_concurrent_runs_share_one_cache_entry(tmp_path):
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path):
     target = tmp_path / "latents.bin"
-    cache.atomic_write_bytes(target, b"complete")
+    atomic.write_bytes(target, b"complete")
     with pytest.raises(TypeError):
-        cache.atomic_write_bytes(target, "not bytes")  # fails inside the write
+        atomic.write_bytes(target, "not bytes")  # fails inside the write
     assert target.read_bytes() == b"complete"
     assert [p.name for p in tmp_path.iterdir()] == ["latents.bin"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "best"
+    with atomic.new_folder(out) as tmp:
+        (tmp / "weights.bin").write_bytes(b"first")
+    with pytest.raises(OSError), atomic.new_folder(out) as tmp:
+        (tmp / "weights.bin").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]  # no staging folder left
+    assert (out / "weights.bin").read_bytes() == b"first"
+    with atomic.new_folder(out) as tmp:
+        (tmp / "weights.bin").write_bytes(b"second")
+    assert [p.name for p in out.iterdir()] == ["weights.bin"]
+    assert (out / "weights.bin").read_bytes() == b"second"

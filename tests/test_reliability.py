@@ -372,8 +372,9 @@ def test_what_killed_exports_and_reports_left_goes_at_the_next_start(finished_ru
 def test_a_kill_inside_the_swap_of_best_never_lets_a_worse_cell_replace_it(tmp_path):
     """A resume cuts metrics.jsonl back to its checkpoint (step 4), so the kept cell (step 5)
     is only in best/cell.json; a kill between the two renames of a swap left it aside."""
+    from dreamsweep.atomic import write_json
     from dreamsweep.best_weights import BestKeeper
-    from dreamsweep.runs import RunPaths, append_metrics, write_json
+    from dreamsweep.runs import RunPaths, append_metrics
 
     paths = RunPaths(tmp_path / "run")
     paths.root.mkdir()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import Job, PromptEmbeddings, SampleSpec, generate, job_seed
 from dreamsweep.evaluation.schedulers import SCHEDULERS, make_scheduler
@@ -37,6 +38,14 @@ def test_prompt_suites_fit_the_subject():
         "{token} {class} on the moon"
     ]
     assert prompts.without_token("a {token} {class} in the snow", "dog") == "a dog in the snow"
+
+
+def test_one_filler_for_every_prompt_folds_white_space_and_keeps_stray_braces():
+    """Captions, the evaluation suite, the class prompt and the card all fill this way."""
+    assert fill_prompt("a photo of {token} {class}", "sks", "dog") == "a photo of sks dog"
+    assert fill_prompt("  {token}\t {class} on a {rug}\n", "sks", "dog") == "sks dog on a {rug}"
+    assert fill_prompt("a {token} {class}", "", "dog") == "a dog"  # no double space
+    assert fill_prompt("a photo of {token} {class}", "sks", "") == "a photo of sks"
 
 
 def first_unet_input(components, job):

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamsweep.atomic import recover_swap
 from dreamsweep.metrics.objective import best_cell
-from dreamsweep.runs import RunPaths, read_json, read_metrics, recover_swap
+from dreamsweep.runs import RunPaths, read_json, read_metrics
 
 CELL_FILE = "cell.json"
 Weights = Callable[[], AbstractContextManager]  # yields the components holding some weights

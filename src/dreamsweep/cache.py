@@ -19,10 +19,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from dreamsweep.runs import (  # the one atomic write (cache entries use it)
-    SHARED_MODE,
-    atomic_write_bytes,
-)
+from dreamsweep import atomic
+from dreamsweep.atomic import SHARED_MODE
 
 
 def cache_key(kind: str, spec: dict[str, Any]) -> str:
@@ -43,4 +41,4 @@ def locked(entry: Path) -> Iterator[Path]:
 
 
 def write_spec(entry: Path, spec: dict[str, Any]) -> None:
-    atomic_write_bytes(entry / "spec.json", json.dumps(spec, indent=2, sort_keys=True).encode())
+    atomic.write_json(entry / "spec.json", spec)

@@ -52,11 +52,11 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """The cell's folder name under eval/step_<n>/ and its `cell` field in metrics.jsonl."""
+        """The cell's folder name (`runs.cell_dir`) and its `cell` field in metrics.jsonl."""
         return f"{self.sampling.name}-{self.weights}"
 
     def fields(self) -> dict[str, Any]:
-        """What a metrics.jsonl line and scores.json say about the cell."""
+        """What a metrics.jsonl line and the cell's scores file say about the cell."""
         s = self.sampling
         return {
             "step": self.step,

@@ -240,6 +240,17 @@ def load_config(raw: DictConfig | dict[str, Any], *, check_machine: bool = True)
     return cfg
 
 
+def load_saved_config(
+    saved: DictConfig | dict[str, Any], defaults: DictConfig | dict[str, Any] | None = None
+) -> RunConfig:
+    """A run's config.yaml as typed settings, for what reads a run after it ran (export, the
+    W&B report, rescoring): checked, but not against this machine. A key that the version which
+    wrote the run did not have yet takes its value from ``defaults`` (conf/ composed now), so
+    older run folders still load."""
+    merged = OmegaConf.merge(defaults, saved) if defaults is not None else saved
+    return load_config(merged, check_machine=False)
+
+
 def _writable_schema() -> DictConfig:
     """The schema as a config that composed values can be merged onto (frozen dataclasses make
     read-only nodes; the instances built from it are frozen again by to_object)."""

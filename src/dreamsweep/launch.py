@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from dreamsweep import atomic
 from dreamsweep.cells import (
     eval_steps,
     planned_cells,
@@ -37,7 +38,6 @@ from dreamsweep.runs import (
     FAILED,
     PRUNED,
     RunPaths,
-    atomic_write_text,
     read_json,
     write_result,
 )
@@ -242,7 +242,7 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
                 f"{run_dir} already holds a run with other settings ({paths.config}); resume it "
                 "with the same command, or choose a new hydra.run.dir"
             )
-    atomic_write_text(paths.config, save_yaml(cfg))
+    atomic.write_text(paths.config, save_yaml(cfg))
     return paths.config
 
 

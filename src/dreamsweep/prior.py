@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dreamsweep import cache
+from dreamsweep import atomic, cache
 from dreamsweep.config import RunConfig
 from dreamsweep.config_checks import HELD_OUT_SEEDS
 from dreamsweep.data.dataset import class_prompt, min_image_size
@@ -147,7 +147,7 @@ def _generate(
             images = sample_batch(components, sample, prompts, seeds, texts)
             for i, image in zip(batch, images, strict=True):
                 if not _image_path(entry, i).exists():  # else: made earlier, the same image
-                    cache.atomic_write_bytes(_image_path(entry, i), _png(image))
+                    atomic.write_bytes(_image_path(entry, i), _png(image))
             bar.update(len(batch))
 
 

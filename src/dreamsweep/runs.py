@@ -1,25 +1,28 @@
-"""The run folder contract: where each file of a run lives, and the one place that writes them.
+"""The run folder contract: where each file of a run lives, and the readers and writers of them.
 
 A run folder holds `config.yaml` (resolved settings), `metrics.jsonl` (one JSON object per
 line: training losses, later evaluation cells), `result.json` (state, final step, error,
-objective), `checkpoints/`, `model/` (final diffusers pipeline) and `wandb/`.
-Every file is written atomically (temp file + rename), so a killed run never leaves half a file.
+objective), `checkpoints/step_<n>/`, `eval/step_<n>/<cell>/` (one scored cell's images, contact
+sheet and scores.json), `model/` (final diffusers pipeline) and `wandb/`. The layout of the
+step and cell folders is spelled only here: the rest of the package asks for paths (`cell_dir`,
+`sample_file`, ...) and for the step and cell a name stands for (`parse_cell_key`).
+Every file is written through `dreamsweep.atomic`, so a killed run never leaves half a file.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import re
 import shutil
-import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dreamsweep import atomic
+from dreamsweep.atomic import alive
 
 RUNNING, COMPLETE, FAILED, PRUNED = "running", "complete", "failed", "pruned"
 STALE = "stale"  # result.json says running, but the process that wrote it is gone
@@ -54,6 +57,15 @@ class RunPaths:
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def step_name(step: int) -> str:
+    """`step_<n>`: the folder of a checkpoint (under `checkpoints/`) or evaluation (`eval/`)."""
+    return f"step_{step:06d}"
+
+
+def step_folder(parent: Path, step: int) -> Path:
+    return parent / step_name(step)
+
+
 def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (`checkpoints/step_<n>/`), oldest first."""
     if not root.exists():
@@ -62,130 +74,53 @@ def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# One scored cell: `eval/step_<n>/<cell>/` holds a PNG per sample (prompt index, seed), the
+# class-prompt samples, the contact sheet and scores.json.
+def cell_dir(run_dir: Path, step: int, cell: str) -> Path:
+    return step_folder(Path(run_dir) / "eval", step) / cell
 
 
-UMASK = _umask()  # read once: os.umask can only be read by setting it
-SHARED_MODE = 0o666 & ~UMASK  # what open() gives a new file: every file a run or cache writes
+def cell_key(step: int, cell: str) -> str:
+    """How a cell is named inside a run (`step_<n>/<cell>`: `dreamsweep export --cell`, plans)."""
+    return f"{step_name(step)}/{cell}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a partial one,
-    and a crash right after leaves the new one on disk (fsync before the rename). The file
-    gets the permissions of a plain open() (mkstemp's 0600 would lock other users of a shared
-    cache or sweep folder out). The one atomic write of the package: run files and cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, SHARED_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def parse_cell_key(key: str) -> tuple[int, str] | None:
+    """(step, cell) of `step_<n>/<cell>`; None when ``key`` is not one."""
+    step, _, cell = key.strip("/").partition("/")
+    match = STEP_DIR.match(step)
+    return (int(match.group(1)), cell) if match and cell and "/" not in cell else None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def sample_name(prompt_index: int, seed: int) -> str:
+    """The file of one sample in a cell folder (also how the report's gallery names copies)."""
+    return f"p{prompt_index:02d}_s{seed}.png"
 
 
-def swap_in(new: Path, out: Path) -> Path:
-    """Replace folder ``out`` by the complete folder ``new`` (built beside it): the two are
-    exchanged in one step where the filesystem can (Linux renameat2), so a complete ``out`` is
-    on disk at every moment; the old one, now at ``new``'s name, is removed last. Elsewhere
-    the old one is moved aside first, and `recover_swap` puts it back if a kill falls between."""
-    if out.exists() and _exchange(new, out):
-        shutil.rmtree(new, ignore_errors=True)
-        return out
-    old = _aside(out)
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    new.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+def sample_file(cell_folder: Path, prompt_index: int, seed: int) -> Path:
+    return cell_folder / sample_name(prompt_index, seed)
 
 
-def recover_swap(out: Path) -> None:
-    """After a kill inside `swap_in`'s two renames: the old ``out`` is back in its place."""
-    old = _aside(out)
-    if old.is_dir() and not out.exists():
-        old.rename(out)
+def class_sample_file(cell_folder: Path, seed: int) -> Path:
+    return cell_folder / f"class_s{seed}.png"
 
 
-def _aside(out: Path) -> Path:
-    return out.with_name(f".{out.name}.old")
+def grid_file(cell_folder: Path) -> Path:
+    """The contact sheet: a row per prompt, seeds across, the class-prompt samples last."""
+    return cell_folder / "grid.png"
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+def scores_file(cell_folder: Path) -> Path:
+    return cell_folder / "scores.json"
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically; False where the system or filesystem cannot."""
-    renameat2 = getattr(_LIBC, "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-_STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^@/]+)\.tmp$")
-
-
-def staging_folder(out: Path) -> Path:
-    """A new hidden folder beside ``out`` to build it in before `swap_in`. Leftovers of
-    exports or reports killed in the same folder (their process is gone) are removed first;
-    those of live processes, or of other hosts, stay."""
-    parent = out.parent
-    if parent.is_dir():
-        for leftover in parent.glob(".*.tmp"):
-            match = _STAGING.match(leftover.name)
-            who = match and {"host": match["host"], "pid": int(match["pid"])}
-            if leftover.is_dir() and (who is None or alive(who) is False):
-                shutil.rmtree(leftover, ignore_errors=True)
-        for old in parent.glob(".*.old"):
-            recover_swap(parent / old.name[1 : -len(".old")])
-            shutil.rmtree(old, ignore_errors=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}@{socket.gethostname()}.tmp")
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+def read_cell_scores(run_dir: Path, step: int, cell: str) -> dict[str, Any]:
+    """A cell's scores.json (per prompt, per sample); empty when it was never written."""
+    return read_json(scores_file(cell_dir(run_dir, step, cell))) or {}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def owner() -> dict[str, Any]:
-    """Who writes a run or runs a trial: a reader on the same host can check it is alive."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def alive(who: dict[str, Any] | None) -> bool | None:
-    """Whether the owner process still runs; None when that cannot be told (another host)."""
-    if not who or who.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(who["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, TypeError, ValueError):
-        return True
-    return True
 
 
 def run_state(result: dict[str, Any] | None) -> str:
@@ -253,7 +188,7 @@ def write_result(paths: RunPaths, state: str, **fields: Any) -> dict[str, Any]:
     """Update result.json, keeping fields written earlier (e.g. the objective)."""
     result = read_json(paths.result) or {}
     result.update(fields, state=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    write_json(paths.result, result)
+    atomic.write_json(paths.result, result)
     return result
 
 
@@ -302,4 +237,4 @@ def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
 def truncate_metrics_after(paths: RunPaths, step: int) -> None:
     """On resume, drop training records logged after the checkpoint we restart from."""
     records = [r for r in read_metrics(paths) if r.get("step", 0) <= step]
-    atomic_write_text(paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic.write_text(paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

@@ -17,23 +17,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dreamsweep.runs import SHARED_MODE
+from dreamsweep import atomic
+from dreamsweep.atomic import SHARED_MODE
 
 
 def save_tensors(
     tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
 ) -> Path:
-    """Write ``tensors`` to ``path`` atomically (a hidden temporary file renamed into place)
-    with the shared mode; a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata else None)
-        os.chmod(tmp, SHARED_MODE)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``tensors`` to ``path`` through `atomic.write_with` (the shared mode; a reader
+    sees the old file or the new one, never half of one)."""
+    meta = dict(metadata) if metadata else None
+    return atomic.write_with(Path(path), lambda tmp: save_file(dict(tensors), str(tmp), meta))
 
 
 def share_tensor_files(root: Path) -> None:

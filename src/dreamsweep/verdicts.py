@@ -38,7 +38,7 @@ Unit = tuple[str, str, int]  # (kind: "prompt" | "class", prompt, seed)
 
 @dataclass(frozen=True)
 class CellSamples:
-    """A cell's per-sample scores (scores.json `samples`) and how its run scores a cell."""
+    """A cell's per-sample scores (its scores file's `samples`) and how its run scores a cell."""
 
     units: tuple[Unit, ...]
     scores: dict[str, np.ndarray]  # score -> value per unit (NaN: does not apply)
@@ -49,7 +49,7 @@ class CellSamples:
     def from_saved(
         cls, table: dict[str, Any] | None, objective_name: str, drift_penalty: float
     ) -> CellSamples | None:
-        """From scores.json's `samples`; None for cells scored before samples were kept."""
+        """From the scores file's `samples`; None for cells scored before samples were kept."""
         if not table or not table.get("scores"):
             return None
         units = tuple(zip(table["kind"], table["prompt"], table["seed"], strict=True))

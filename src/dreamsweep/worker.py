@@ -25,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from dreamsweep.atomic import owner
 from dreamsweep.best_weights import BestKeeper
 from dreamsweep.config import RunConfig, load_config, portable_settings
 from dreamsweep.console import start_line
@@ -39,7 +40,7 @@ from dreamsweep.runs import (
     PRUNED,
     RUNNING,
     RunPaths,
-    owner,
+    read_cell_scores,
     read_json,
     read_metrics,
     storage_error,
@@ -235,9 +236,8 @@ def best_of_run(paths: RunPaths, trackers: list, cfg: RunConfig) -> dict:
 def best_interval(paths: RunPaths, best: dict, cfg: RunConfig) -> list[float] | None:
     """The 95% interval of the best cell's objective, from its kept per-sample scores."""
     from dreamsweep import verdicts
-    from dreamsweep.evaluation.outputs import cell_dir
 
-    saved = read_json(cell_dir(paths.root, best["step"], best["cell"]) / "scores.json") or {}
+    saved = read_cell_scores(paths.root, best["step"], best["cell"])
     metrics = cfg.metrics
     samples = verdicts.CellSamples.from_saved(
         saved.get("samples"), metrics.objective, metrics.drift_penalty

@@ -20,8 +20,12 @@ class Example:
 
 
 def fill_prompt(template: str, token: str, class_name: str) -> str:
-    """Replace {token}/{class}; str.format is avoided so stray braces in captions are kept."""
-    return template.replace("{token}", token).replace("{class}", class_name).strip()
+    """The one filler of prompt templates (training captions, the evaluation suite, the class
+    prompt, the model card): `{token}` and `{class}` replaced as they are (not str.format, so a
+    caption's stray braces stay), then white space folded to one space between words and none
+    at the ends, so an empty token or a caption file's line break leaves no trace."""
+    filled = template.replace("{token}", token).replace("{class}", class_name)
+    return " ".join(filled.split())
 
 
 def instance_dir(cfg: RunConfig) -> Path:

@@ -63,18 +63,17 @@ def evaluate_adaptively(evaluator, step: int, weights: dict) -> list[dict]:
 def _earlier_best(evaluator, step: int) -> tuple[float, verdicts.CellSamples] | None:
     """The run's best trained cell before this step, from its folder (so a resumed run
     decides exactly as an uninterrupted one)."""
-    from dreamsweep.evaluation.outputs import cell_dir
     from dreamsweep.metrics.objective import best_cell
-    from dreamsweep.runs import RunPaths, read_json, read_metrics
+    from dreamsweep.runs import RunPaths, read_cell_scores, read_metrics
 
     records = read_metrics(RunPaths(evaluator.run_dir))
     best = best_cell([r for r in records if r.get("kind") == "eval" and r["step"] < step])
     if best is None:
         return None
-    saved = read_json(cell_dir(evaluator.run_dir, best["step"], best["cell"]) / "scores.json")
+    saved = read_cell_scores(evaluator.run_dir, best["step"], best["cell"])
     metrics = evaluator.cfg.metrics
     samples = verdicts.CellSamples.from_saved(
-        (saved or {}).get("samples"), metrics.objective, metrics.drift_penalty
+        saved.get("samples"), metrics.objective, metrics.drift_penalty
     )
     return None if samples is None else (best["objective"], samples)
 

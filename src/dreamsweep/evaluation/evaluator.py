@@ -1,8 +1,8 @@
 """Evaluation along the run: at each eval step, sample every cell, score it, write it.
 
 Which cells a run scores is `dreamsweep.cells` (planned_cells). Sampling is split across
-processes and gathered; the main process scores and writes `<run>/eval/step_<n>/<cell>/`
-(PNGs, grid.png, scores.json) and one metrics.jsonl line per cell.
+processes and gathered; the main process scores and writes the cell's folder (its images,
+contact sheet and scores: `runs.cell_dir`) and one metrics.jsonl line per cell.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dreamsweep import cache
+from dreamsweep import atomic, cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
-from dreamsweep.data.dataset import instance_examples
+from dreamsweep.data.dataset import fill_prompt, instance_examples
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 from dreamsweep.metrics.objective import objective
 from dreamsweep.metrics.scoring import Scorer, cached_embeddings
 from dreamsweep.models.components import SDComponents
+from dreamsweep.runs import class_sample_file
 from dreamsweep.verdicts import CellSamples
 
 
@@ -59,10 +60,10 @@ class EvalSet:
             ev.prompts, d.class_name, ev.num_prompts, ev.prompt_list
         )
         pairs = list(itertools.product(range(len(templates)), ev.seeds))
-        class_prompt = prompts.fill(cfg.prior.class_prompt, d.token, d.class_name)
+        class_prompt = fill_prompt(cfg.prior.class_prompt, d.token, d.class_name)
         return cls(
             templates=templates,
-            jobs=[Job(prompts.fill(templates[p], d.token, d.class_name), s) for p, s in pairs],
+            jobs=[Job(fill_prompt(templates[p], d.token, d.class_name), s) for p, s in pairs],
             job_prompt=[p for p, _ in pairs],
             clip_texts=[prompts.without_token(t, d.class_name) for t in templates],
             class_jobs=[Job(class_prompt, s) for s in ev.seeds],
@@ -149,14 +150,14 @@ class Evaluator:
                 "loop": LOOP_VERSION,
             }
             entry = cache.entry_dir(self.cache_root, "base_samples", key)
-            paths = [entry / f"class_s{j.seed}.png" for j in self.eval_set.class_jobs]
+            paths = [class_sample_file(entry, j.seed) for j in self.eval_set.class_jobs]
             if self.main_decides(not all(p.exists() for p in paths)):
                 images = self.sample(base, spec, self.eval_set.class_jobs, texts)
                 if self.acc.is_main_process:
                     with cache.locked(entry):
                         cache.write_spec(entry, key)
                         for path, image in zip(paths, images, strict=True):
-                            cache.atomic_write_bytes(path, _png(image))
+                            atomic.write_bytes(path, _png(image))
             self.acc.wait_for_everyone()
             if self.scorer.dino is not None:
                 self.base_class[sampling] = cached_embeddings(
@@ -228,7 +229,7 @@ class Evaluator:
         return ScoredCell(cell, record, result, eval_set)
 
     def write(self, scored: ScoredCell, samples: list, class_samples: list) -> None:
-        """The cell's images, grid and scores.json into the run folder, and one log line."""
+        """The cell's images, grid and scores into the run folder, and one log line."""
         from dreamsweep.evaluation.outputs import write_cell
 
         es, result, record, cell = scored.eval_set, scored.result, scored.record, scored.cell
@@ -267,7 +268,7 @@ class ScoredCell:
 
 
 def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:
-    """scores.json's `samples`: one column per field, one entry per unit (the prompt suite's
+    """The cell scores' `samples`: one column per field, one entry per unit (the prompt suite's
     samples, then the class samples): what the report pairs cells on (same kind, prompt and
     seed = same initial noise) and resamples (verdicts.py)."""
     jobs = eval_set.jobs + eval_set.class_jobs

@@ -1,16 +1,14 @@
-"""Writing one evaluated cell into the run folder: PNGs, a contact sheet, scores.json."""
+"""Writing one evaluated cell into the run folder: PNGs, a contact sheet, its scores."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from PIL import Image
 
-
-def cell_dir(run_dir: Path, step: int, cell: str) -> Path:
-    return run_dir / "eval" / f"step_{step:06d}" / cell
+from dreamsweep.atomic import new_folder
+from dreamsweep.runs import cell_dir, class_sample_file, grid_file, sample_file, scores_file
 
 
 def contact_sheet(rows: list[list[Image.Image]]) -> Image.Image:
@@ -33,24 +31,20 @@ def write_cell(
     eval_set,
     scores: dict,
 ) -> Path:
-    """Write to `<cell>.tmp` and rename, so a reader never sees half a cell."""
+    """Built beside its place and swapped in, so a reader never sees half a cell."""
     final = cell_dir(run_dir, step, cell)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    files = []
-    for job, p, image in zip(eval_set.jobs, eval_set.job_prompt, samples, strict=True):
-        name = f"p{p:02d}_s{job.seed}.png"
-        image.save(tmp / name)
-        files.append(name)
-    for job, image in zip(eval_set.class_jobs, class_samples, strict=True):
-        image.save(tmp / f"class_s{job.seed}.png")
-    per_row = len(eval_set.class_jobs)
-    rows = [samples[i : i + per_row] for i in range(0, len(samples), per_row)]
-    contact_sheet(rows + [class_samples]).save(tmp / "grid.png")
-    (tmp / "scores.json").write_text(
-        json.dumps({**scores, "files": files}, indent=2, sort_keys=True, default=str)
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with new_folder(final) as tmp:
+        files = []
+        for job, p, image in zip(eval_set.jobs, eval_set.job_prompt, samples, strict=True):
+            file = sample_file(tmp, p, job.seed)
+            image.save(file)
+            files.append(file.name)
+        for job, image in zip(eval_set.class_jobs, class_samples, strict=True):
+            image.save(class_sample_file(tmp, job.seed))
+        per_row = len(eval_set.class_jobs)
+        rows = [samples[i : i + per_row] for i in range(0, len(samples), per_row)]
+        contact_sheet(rows + [class_samples]).save(grid_file(tmp))
+        scores_file(tmp).write_text(
+            json.dumps({**scores, "files": files}, indent=2, sort_keys=True, default=str)
+        )
     return final

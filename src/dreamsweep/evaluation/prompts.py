@@ -5,6 +5,8 @@ Templates use `{token}` (the unique identifier) and `{class}` (the class noun).
 
 from __future__ import annotations
 
+from dreamsweep.data.dataset import fill_prompt
+
 SHARED_BACKGROUNDS = [
     "a {token} {class} in the jungle",
     "a {token} {class} in the snow",
@@ -94,10 +96,6 @@ def select_templates(
     return [templates[int(i * step)] for i in range(num_prompts)]
 
 
-def fill(template: str, token: str, class_name: str) -> str:
-    return template.replace("{token}", token).replace("{class}", class_name)
-
-
 def without_token(template: str, class_name: str) -> str:
     """The prompt CLIP-T scores against: the token replaced by nothing, the class noun kept."""
-    return " ".join(fill(template, "", class_name).split())
+    return fill_prompt(template, "", class_name)

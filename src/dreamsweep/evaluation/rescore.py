@@ -8,15 +8,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dreamsweep.config import ConfigError, RunConfig, load_config
-from dreamsweep.runs import COMPLETE, RunPaths, read_json, read_metrics, write_result
+from dreamsweep.config import ConfigError, RunConfig, load_config, load_saved_config
+from dreamsweep.runs import (
+    COMPLETE,
+    RunPaths,
+    cell_dir,
+    grid_file,
+    read_json,
+    read_metrics,
+    write_result,
+)
 
 RESCORE_SECTIONS = ("eval", "metrics", "tracker")
 
 
 def rescore_config(raw: DictConfig, overrides: list[str]) -> tuple[RunConfig, Path | None]:
-    """The run's own settings with what this command's overrides (the command line) change in
-    eval/metrics/tracker, so prompts and seeds stay the run's unless asked otherwise; without
+    """evaluate.py's raw Hydra config as typed settings and the run folder to score (None: a
+    base model). With run=..., the run's own settings with what this command's overrides (the
+    command line) change in eval/metrics/tracker, so prompts and seeds stay the run's unless
+    asked otherwise; a key the run's version did not write takes the composed value. Without
     run=..., the composed settings. Validated once, as the combination that will be scored."""
     raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=True))
     run = raw.pop("run", None)
@@ -37,10 +47,15 @@ def rescore_config(raw: DictConfig, overrides: list[str]) -> tuple[RunConfig, Pa
             saved[key] = raw[key]
         elif key.split(".", 1)[0] in RESCORE_SECTIONS:
             OmegaConf.update(saved, key, OmegaConf.select(raw, key), force_add=True)
-    return load_config(saved), run_dir
+    try:
+        return load_saved_config(saved, defaults=raw), run_dir
+    except ConfigError as err:
+        raise ConfigError(f"{paths.config} with this command's overrides: {err}") from None
 
 
-def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | None:
+def rescore(cfg: RunConfig, run_dir: Path | None, out_dir: Path) -> float | None:
+    """Score ``run_dir``'s saved weights (or, without one, the base model into ``out_dir``)
+    under ``cfg``'s evaluation settings (`rescore_config`); return the best objective."""
     import torch
     from accelerate import Accelerator
 
@@ -49,7 +64,6 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
     from dreamsweep.models.loading import fingerprint, load_components
     from dreamsweep.tracking import open_trackers
 
-    cfg, run_dir = rescore_config(raw, overrides)
     target = run_dir or out_dir
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     cache_root = Path(cfg.cache_dir).expanduser()
@@ -70,10 +84,8 @@ def rescore(raw: DictConfig, out_dir: Path, overrides: list[str]) -> float | Non
         step = read_json(RunPaths(run_dir).result)["final_step"]
         weights = _saved_weights(cfg, run_dir, accelerator.device)
     records = evaluator.evaluate(step, weights)
-    from dreamsweep.evaluation.outputs import cell_dir
-
     trackers = open_trackers(cfg, target, resume_step=None, job_type="evaluate")
-    grids = {r["cell"]: cell_dir(target, step, r["cell"]) / "grid.png" for r in records}
+    grids = {r["cell"]: grid_file(cell_dir(target, step, r["cell"])) for r in records}
     for tracker in trackers:
         tracker.log_eval(records, grids)
         tracker.finish()

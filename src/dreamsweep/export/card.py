@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.export.choose import Chosen
 from dreamsweep.report.collect import format_value
 from dreamsweep.report.render import markdown_cell
@@ -80,11 +81,8 @@ class CardInput:
 
 
 def instance_prompt(chosen: Chosen) -> str:
-    data = chosen.run.config.get("data", {})
-    prompt = str(data.get("prompt", "a photo of {token} {class}"))
-    return prompt.replace("{token}", str(data.get("token", "sks"))).replace(
-        "{class}", str(data.get("class_name", ""))
-    )
+    data = chosen.run.settings.data
+    return fill_prompt(data.prompt, data.token, data.class_name)
 
 
 def front_matter(card: CardInput) -> str:
@@ -107,8 +105,7 @@ def model_card(card: CardInput) -> str:
     """The whole README.md."""
     chosen = card.chosen
     run, row = chosen.run, chosen.row
-    data = run.config.get("data", {})
-    token, cls = data.get("token", "sks"), data.get("class_name", "")
+    token, cls = run.settings.data.token, run.settings.data.class_name
     ci = chosen.objective_interval
     se = f" (95% interval {ci[0]:.4f} to {ci[1]:.4f}, bootstrap over seeds)" if ci else ""
     lines = [
@@ -151,7 +148,7 @@ def model_card(card: CardInput) -> str:
 def _call(card: CardInput, prompt: str, seed: int) -> list[str]:
     """The pipeline call that draws the scored image of (prompt, seed)."""
     row = card.chosen.row
-    size = int(card.chosen.run.config.get("data", {}).get("resolution", 512))
+    size = card.chosen.run.settings.data.resolution
     return [
         f"prompt = {py_str(prompt)}",
         f"generator = torch.Generator().manual_seed({seed})",

@@ -31,7 +31,7 @@ def cell_components(chosen: Chosen) -> tuple[SDComponents, str]:
 
             components.unet = UNet2DConditionModel.from_pretrained(final / "unet_raw")
         return components, str(final)
-    if chosen.run.setting("method.name") == "lora":
+    if chosen.run.settings.method.name == "lora":
         raise ExportError(
             f"step {row.step} of {run} is only in a training checkpoint; LoRA cells export from "
             f"best/ or model/; train it again with: {chosen.command}"
@@ -50,11 +50,10 @@ def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
     encoder when it was trained; the EMA shadow weights replace the UNet's for an EMA cell."""
     from safetensors.torch import load_file
 
-    from dreamsweep.config import load_config
     from dreamsweep.models.loading import load_components
     from dreamsweep.training.ema import build_ema, ema_weights, load_ema
 
-    cfg = load_config(chosen.run.config, check_machine=False)
+    cfg = chosen.run.settings
     components = load_components(cfg.model)
     components.unet.load_state_dict(load_file(str(folder / "model.safetensors")))
     if (folder / "model_1.safetensors").exists():

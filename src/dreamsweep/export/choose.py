@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dreamsweep.report.best import BestCard, best_card, reproduce_command
 from dreamsweep.report.collect import CellRow, Run, collect
+from dreamsweep.runs import cell_key, parse_cell_key
 
 
 class ExportError(ValueError):
@@ -45,14 +46,10 @@ def choose(folder: Path, cell: str = "best") -> Chosen:
         return Chosen(card.run, card.row, card.command)
     parts = cell.strip("/").split("/")
     run_name = parts[0] if len(parts) == 3 else (sweep.runs[0].name if sweep.runs else "")
-    step_name, cell_name = parts[-2:] if len(parts) >= 2 else ("", cell)
-    rows = [
-        r
-        for r in sweep.cells
-        if r.run == run_name and f"step_{r.step:06d}" == step_name and r.cell == cell_name
-    ]
+    wanted = parse_cell_key("/".join(parts[-2:]))
+    rows = [r for r in sweep.cells if r.run == run_name and (r.step, r.cell) == wanted]
     if not rows or rows[0].step == 0:
-        known = sorted({f"step_{r.step:06d}/{r.cell}" for r in sweep.cells if r.step > 0})
+        known = sorted({cell_key(r.step, r.cell) for r in sweep.cells if r.step > 0})
         raise ExportError(f"no trained cell '{cell}' in {folder}; known: {', '.join(known[:12])}")
     row = rows[0]
     run = sweep.run(row.run)

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from dreamsweep.atomic import new_folder
 from dreamsweep.export.card import (
     DIFFUSERS,
     DIFFUSERS_LORA,
@@ -32,7 +33,7 @@ from dreamsweep.export.published import (
     trigger,
 )
 from dreamsweep.models.portable import add_vocab_files
-from dreamsweep.runs import staging_folder, swap_in
+from dreamsweep.runs import grid_file
 
 FORMATS = ("diffusers", "single-file", "lora-kohya")
 SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
@@ -62,7 +63,7 @@ def export(
     if unknown := [f for f in formats if f not in FORMATS]:
         raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
     chosen = choose(folder, cell)
-    kind = chosen.run.setting("method.type")
+    kind = chosen.run.settings.method.type
     if kind in ("loha", "lokr") and set(formats) & {"single-file", "lora-kohya"}:
         raise ExportError(
             f"method.type={kind} exports as diffusers (peft's adapter format) only: the "
@@ -76,14 +77,9 @@ def export(
         for module in (components.unet, components.vae, components.text_encoder):
             module.to(dtype)
     out = (out_root / chosen.title).resolve()
-    tmp = staging_folder(out)  # also removes what killed exports/reports left there
-    try:
+    with new_folder(out) as tmp:  # also removes what killed exports/reports left there
         card = _fill(chosen, components, source, tmp, options, dtype)
         (tmp / "README.md").write_text(model_card(card), encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    swap_in(tmp, out)
     return out, {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
@@ -133,12 +129,12 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
 
 
 def _grid(chosen: Chosen) -> Path | None:
-    folder = chosen.row.folder
-    return folder / "grid.png" if folder is not None and (folder / "grid.png").exists() else None
+    grid = grid_file(chosen.row.folder) if chosen.row.folder is not None else None
+    return grid if grid is not None and grid.exists() else None
 
 
 def scored_images(chosen: Chosen) -> list[tuple[str, int, int]]:
-    """(prompt, seed, generator seed) of each scored image of the cell, in scores.json order:
+    """(prompt, seed, generator seed) of each scored image of the cell, in its scores file's order:
     the generator seed is `evaluation.sampling.job_seed` of the pair."""
     from dreamsweep.evaluation.sampling import Job, job_seed
 
@@ -154,17 +150,17 @@ def _is_lora(folder: Path) -> bool:
 
 def _old_diffusers_scale(chosen: Chosen) -> float | None:
     """alpha / rank when it is not 1: what diffusers < 0.33 (which reads alpha = rank) needs."""
-    method = chosen.run.config.get("method") or {}
-    scale = float(method.get("alpha") or 0) / float(method.get("rank") or 1)
+    method = chosen.run.settings.method
+    scale = float(method.alpha or 0) / float(method.rank or 1)
     return None if scale in (0.0, 1.0) else scale
 
 
 def provenance(chosen: Chosen) -> dict:
     """What goes into the weights' metadata: settings without secrets or this machine's paths
     (config.portable_settings), the cell and its scores."""
-    from dreamsweep.config import load_config, portable_settings
+    from dreamsweep.config import portable_settings
 
-    settings = portable_settings(load_config(chosen.run.config, check_machine=False))
+    settings = portable_settings(chosen.run.settings)
     return {
         **settings,
         "dreamsweep_cell": {
@@ -177,7 +173,6 @@ def provenance(chosen: Chosen) -> dict:
 
 
 def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path | None) -> str:
-    from dreamsweep.config import load_config
     from dreamsweep.evaluation.schedulers import make_scheduler
     from dreamsweep.models.saving import save_weights
 
@@ -185,7 +180,7 @@ def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path
     if lora is not None:
         return _copy_lora(chosen, lora, folder, scheduler)
     save_weights(
-        load_config(chosen.run.config, check_machine=False),
+        chosen.run.settings,
         components,
         folder,
         provenance(chosen),
@@ -240,7 +235,6 @@ def _single_file(
 
     version = sd_version(components)
     prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
-    data = chosen.run.config.get("data", {})
     merged = None
     if _lora_source(chosen) is not None:  # the adapters fused into the base
         merged = f"{base_of(chosen).hub_id or base_of(chosen).name}, {chosen.title}-lora"
@@ -249,7 +243,7 @@ def _single_file(
             architecture=sd_architecture(version, prediction),
             implementation=IMPL_STABILITY_AI,
             title=chosen.title,
-            resolution=int(data.get("resolution", 512)),
+            resolution=chosen.run.settings.data.resolution,
             prediction_type=prediction,
             trigger_phrase=trigger(chosen),
             **spec_keys(
@@ -288,7 +282,7 @@ def _copy_lora(chosen: Chosen, source: Path, folder: Path, scheduler) -> str:
     saved = json.loads((source / BASE_FILE).read_text(encoding="utf-8"))
     info = {
         "base": _published_base(chosen),
-        "model": chosen.run.setting("model.name"),
+        "model": chosen.run.settings.model.name,
         "type": saved.get("type", "lora"),
         "scheduler": dict(scheduler.config),
     }
@@ -304,8 +298,8 @@ def _published_base(chosen: Chosen) -> str:
     from diffusers/), `asset:<name>`, a hub id, or a local model's name."""
     from dreamsweep.config import portable_location
 
-    path = chosen.run.setting("model.path")
-    return portable_location(str(path)) if path else "../base_model"
+    path = chosen.run.settings.model.path
+    return portable_location(path) if path else "../base_model"
 
 
 def _copy_base(chosen: Chosen, tmp: Path) -> None:
@@ -313,7 +307,7 @@ def _copy_base(chosen: Chosen, tmp: Path) -> None:
     from dreamsweep.models.saving import LORA_BASE_IN_RUN
 
     saved = chosen.run.path / LORA_BASE_IN_RUN
-    if not chosen.run.setting("model.path") and saved.is_dir():
+    if not chosen.run.settings.model.path and saved.is_dir():
         shutil.copytree(saved, tmp / "base_model")
         add_vocab_files(tmp / "base_model")  # a run of older versions lacks them
 
@@ -341,14 +335,14 @@ def _kohya(
     state, alphas = read_diffusers_lora(source / LORA_FILE)
     version = sd_version(components)
     prediction = components.noise_scheduler.config.get("prediction_type", "epsilon")
-    cfg = chosen.run.config
+    method = chosen.run.settings.method
     name = path.stem
     metadata = {
         **modelspec_metadata(
             architecture=sd_architecture(version, prediction, adapter="lora"),
             implementation=IMPL_DIFFUSERS,
             title=chosen.title,
-            resolution=int(cfg["data"]["resolution"]),
+            resolution=chosen.run.settings.data.resolution,
             prediction_type=prediction,
             trigger_phrase=trigger(chosen),
             **spec_keys(
@@ -370,8 +364,8 @@ def _kohya(
     }
     written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata)
     return (
-        f"the LoRA in the kohya/A1111 layout (true alpha {cfg['method']['alpha']}, rank "
-        f"{cfg['method']['rank']}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
+        f"the LoRA in the kohya/A1111 layout (true alpha {method.alpha}, rank "
+        f"{method.rank}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
         "models/Lora, or diffusers load_lora_weights"
     )
 

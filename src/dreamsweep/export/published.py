@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamsweep.config import ASSET_PREFIX, portable_location
+from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.export.card import Base, py_str
 from dreamsweep.export.choose import Chosen
 
@@ -36,18 +37,18 @@ OPTIMIZERS = {  # optim.name -> the class kohya's `ss_optimizer` names (module.C
 
 
 def license_of(chosen: Chosen, given: str | None = None) -> str:
-    return given or LICENSES.get(str(chosen.run.setting("model.name")), "other")
+    return given or LICENSES.get(chosen.run.settings.model.name, "other")
 
 
 def base_of(chosen: Chosen) -> Base:
     """How the card names and loads the base: a hub id as it is, a model shipped in the package
     through `asset_path`, a model built in code from the export's `base_model/` copy, and a
     local model by its folder name (the user gives their copy's path)."""
-    model = chosen.run.config.get("model") or {}
-    name, path = str(model.get("name")), model.get("path")
+    model = chosen.run.settings.model
+    name, path = model.name, model.path
     if not path:
         return Base(name, None, py_str("base_model"), f"{name} (built in code; in base_model/)")
-    where = portable_location(str(path))
+    where = portable_location(path)
     if where.startswith(ASSET_PREFIX):
         asset = where[len(ASSET_PREFIX) :]
         return Base(
@@ -77,8 +78,8 @@ def thumbnail(grid: Path | None) -> str | None:
 
 
 def trigger(chosen: Chosen) -> str:
-    data = chosen.run.config.get("data", {})
-    return f"{data.get('token', 'sks')} {data.get('class_name', '')}".strip()
+    data = chosen.run.settings.data
+    return fill_prompt("{token} {class}", data.token, data.class_name)
 
 
 def spec_keys(
@@ -106,53 +107,51 @@ def training_keys(chosen: Chosen, output_name: str) -> dict[str, Any]:
     """kohya's `ss_*` keys (without the prefix) from the run's settings and result.json, for
     `metadata.kohya_lora_metadata(**...)`; a key the run cannot tell is left out."""
     run = chosen.run
-    cfg, result = run.config, run.result
+    cfg, result = run.settings, run.result
     data = result.get("data") or {}
-    optim, train, prior = cfg["optim"], cfg["train"], cfg["prior"]
+    optim, train = cfg.optim, cfg.train
     optimizer_args = {
-        "weight_decay": optim["weight_decay"],
-        "betas": (optim["beta1"], optim["beta2"]),
-        "eps": optim["eps"],
+        "weight_decay": optim.weight_decay,
+        "betas": (optim.beta1, optim.beta2),
+        "eps": optim.eps,
     }
-    text_lr = (train.get("text_encoder_lr") or optim["lr"]) if train["text_encoder"] else 0.0
-    noise = train.get("noise")
+    text_lr = (train.text_encoder_lr or optim.lr) if train.text_encoder else 0.0
     return {
-        "network_dim": int(cfg["method"]["rank"]),
-        "network_alpha": float(cfg["method"]["alpha"]),
-        "network_dropout": cfg["method"].get("dropout"),
+        "network_dim": int(cfg.method.rank),
+        "network_alpha": float(cfg.method.alpha),
+        "network_dropout": cfg.method.dropout,
         "num_train_images": data.get("instance_images"),
         "num_reg_images": data.get("class_images"),
-        "resolution": int(cfg["data"]["resolution"]),
-        "learning_rate": float(optim["lr"]),
-        "unet_lr": float(optim["lr"]),
+        "resolution": cfg.data.resolution,
+        "learning_rate": float(optim.lr),
+        "unet_lr": float(optim.lr),
         "text_encoder_lr": float(text_lr),
-        "max_train_steps": int(train["max_steps"]),
+        "max_train_steps": train.max_steps,
         "steps": int(chosen.row.step),
         "output_name": output_name,
-        "seed": int(train["seed"]),
-        "optimizer": OPTIMIZERS.get(optim["name"], optim["name"])
+        "seed": train.seed,
+        "optimizer": OPTIMIZERS.get(optim.name, optim.name)
         + "("
         + ",".join(f"{k}={v}" for k, v in optimizer_args.items())
         + ")",
-        "lr_scheduler": optim["lr_scheduler"],
-        "lr_warmup_steps": int(optim["warmup_steps"]),
-        "max_grad_norm": optim.get("max_grad_norm"),
-        "gradient_accumulation_steps": int(train["grad_accum"]),
-        "gradient_checkpointing": bool(train["gradient_checkpointing"]),
-        "mixed_precision": (cfg.get("launcher") or {}).get("mixed_precision"),
-        "noise_offset": train.get("noise_offset") if noise == "offset" else None,
-        "multires_noise_iterations": train.get("multires_iterations")
-        if noise == "multires"
+        "lr_scheduler": optim.lr_scheduler,
+        "lr_warmup_steps": optim.warmup_steps,
+        "max_grad_norm": optim.max_grad_norm,
+        "gradient_accumulation_steps": train.grad_accum,
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "mixed_precision": cfg.launcher.mixed_precision,
+        "noise_offset": train.noise_offset if train.noise == "offset" else None,
+        "multires_noise_iterations": train.multires_iterations
+        if train.noise == "multires"
         else None,
-        "multires_noise_discount": train.get("multires_discount") if noise == "multires" else None,
-        "min_snr_gamma": train.get("snr_gamma"),
-        "prior_loss_weight": float(prior["weight"]),
+        "multires_noise_discount": train.multires_discount if train.noise == "multires" else None,
+        "min_snr_gamma": train.snr_gamma,
+        "prior_loss_weight": float(cfg.prior.weight),
         "sd_model_name": base_of(chosen).hub_id or _model_name(chosen),
         "training_started_at": result.get("training_started_at"),
     }
 
 
 def _model_name(chosen: Chosen) -> str:
-    model = chosen.run.config.get("model") or {}
-    path = model.get("path")
-    return portable_location(str(path)) if path else str(model.get("name"))
+    model = chosen.run.settings.model
+    return portable_location(model.path) if model.path else model.name

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from safetensors import safe_open
 
-from dreamsweep.runs import atomic_write_text
+from dreamsweep import atomic
 from dreamsweep.tensor_files import save_tensors
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LoRA weights (training/lora.py)
@@ -59,10 +59,10 @@ def add_vocab_files(folder: Path) -> None:
         if model.get("type") != "BPE" or (file.parent / "vocab.json").exists():
             continue
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-        atomic_write_text(
+        atomic.write_text(
             file.parent / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False)
         )
-        atomic_write_text(file.parent / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+        atomic.write_text(file.parent / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
 def portable_keys(file: Path, tensors: dict[str, V]) -> dict[str, V]:

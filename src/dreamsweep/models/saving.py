@@ -4,8 +4,8 @@ settings stamped into every safetensors file's metadata. Every safetensors file 
 through `tensor_files.save_tensors` (the shared mode) with the text encoder's keys in the layout
 transformers 4.x and 5.x both read (`models/text_keys.py`).
 
-A folder is written into `<out>.tmp` and swapped in, so the previous one stays whole until the
-new one is complete (a kill or a full disk loses nothing).
+A folder is built beside its place and swapped in (`atomic.new_folder`), so the previous one
+stays whole until the new one is complete (a kill or a full disk loses nothing).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 
+from dreamsweep.atomic import new_folder
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import make_portable
-from dreamsweep.runs import swap_in
 from dreamsweep.training.ema import ema_weights
 from dreamsweep.training.lora import is_lora, save_lora
 
@@ -130,19 +130,14 @@ def write_folder(
     settings: dict[str, Any],
     extra: dict[str, str] | None = None,
 ) -> Path:
-    """Fill `<out>.tmp`, stamp the settings, add ``extra`` text files, swap it in."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    """Fill a staging folder, stamp the settings, add ``extra`` text files, swap it in (a full
+    disk leaves no half-written folder behind)."""
+    with new_folder(out_dir) as tmp:
         fill(tmp)
         stamp_metadata(tmp, settings)
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-    except BaseException:  # a full disk: no half-written folder left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return swap_in(tmp, out_dir)
+    return out_dir
 
 
 def stamp_metadata(folder: Path, settings: dict[str, Any]) -> None:

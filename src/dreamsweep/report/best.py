@@ -139,7 +139,7 @@ def best_card(sweep: Sweep, max_contenders: int = 8) -> BestCard | None:
 def changed_settings(run: Run) -> dict[str, Any]:
     """Settings of the run that differ from the project's defaults (composed from the conf/
     folder the run was started with); the run's overrides when that folder is gone."""
-    defaults = _default_config(run.path)
+    defaults = run.defaults
     if defaults is None:
         return dict(o.split("=", 1) for o in _overrides(run) if "=" in o)
     flat, base = flatten(run.config), flatten(defaults)
@@ -148,27 +148,6 @@ def changed_settings(run: Run) -> dict[str, Any]:
         for k, v in sorted(flat.items())
         if not k.startswith(NOT_SETTINGS) and base.get(k, object()) != v
     }
-
-
-def _default_config(run_dir: Path) -> dict[str, Any] | None:
-    import yaml
-
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if not hydra_file.exists():
-        return None
-    sources = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["config_sources"]
-    conf = next((s["path"] for s in sources if s.get("provider") == "main"), None)
-    if conf is None or not Path(conf).is_dir():
-        return None
-    from hydra import compose, initialize_config_dir
-
-    from dreamsweep.config import load_config, to_dict
-
-    try:
-        with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            return to_dict(load_config(compose(config_name="train"), check_machine=False))
-    except Exception:  # conf/ changed since the run, or Hydra is busy in this process
-        return None
 
 
 def _overrides(run: Run) -> list[str]:

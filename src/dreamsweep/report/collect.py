@@ -19,9 +19,17 @@ import yaml
 
 from dreamsweep import verdicts
 from dreamsweep.cells import Cell
-from dreamsweep.evaluation.outputs import cell_dir
+from dreamsweep.config import ConfigError, RunConfig, load_saved_config
 from dreamsweep.metrics.objective import rank_key
-from dreamsweep.runs import STALE, RunPaths, run_state, scan_metrics
+from dreamsweep.runs import (
+    STALE,
+    RunPaths,
+    cell_dir,
+    run_state,
+    sample_file,
+    scan_metrics,
+    scores_file,
+)
 from dreamsweep.verdicts import CellSamples
 
 UNREADABLE = "unreadable"  # the state of a run whose result.json cannot be read
@@ -35,10 +43,10 @@ class CellRow:
     spec: Cell
     objective: float | None
     scores: dict[str, float | None]  # eval/<score> without the prefix
-    per_prompt: dict[str, list[float]]  # from scores.json: each score per prompt
+    per_prompt: dict[str, list[float]]  # from the scores file: each score per prompt
     prompts: list[str]
     seeds: list[int]
-    folder: Path | None  # eval/step_<n>/<cell>/ when its images are there
+    folder: Path | None  # the cell's folder (runs.cell_dir) when its images are there
     samples: CellSamples | None = None  # per-sample scores: what verdicts pair and resample
 
     @property
@@ -83,7 +91,7 @@ class CellRow:
     def image(self, prompt_index: int, seed: int) -> Path | None:
         if self.folder is None:
             return None
-        path = self.folder / f"p{prompt_index:02d}_s{seed}.png"
+        path = sample_file(self.folder, prompt_index, seed)
         return path if path.exists() else None
 
 
@@ -92,7 +100,7 @@ class Skipped:
     """Part of a run the report could not read and left out."""
 
     run: str
-    file: str  # inside the run folder: result.json, metrics.jsonl, eval/.../scores.json
+    file: str  # inside the run folder: result.json, metrics.jsonl, a cell's scores file
     what: str  # what was skipped, and what is missing because of it
     lines: int = 0  # lines of metrics.jsonl skipped
     cells: int = 0  # scored cells (metrics.jsonl eval lines) among them
@@ -144,6 +152,47 @@ class Run:
     def error(self) -> str | None:
         unread = "; ".join(f"{k.file}: {k.what}" for k in self.skipped)
         return self.result.get("error") or self.result.get("pruned") or unread or None
+
+    @cached_property
+    def defaults(self) -> dict[str, Any] | None:
+        """The settings a run gets without overrides, composed from the conf/ folder the run was
+        started with; None when that folder is gone (or Hydra is busy in this process)."""
+        hydra_file = self.path / ".hydra" / "hydra.yaml"
+        try:
+            hydra = yaml.safe_load(hydra_file.read_text())["hydra"]
+            sources = hydra["runtime"]["config_sources"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):  # none, or not Hydra's
+            return None
+        conf = next((s["path"] for s in sources if s.get("provider") == "main"), None)
+        if conf is None or not Path(conf).is_dir():
+            return None
+        from hydra import compose, initialize_config_dir
+
+        from dreamsweep.config import load_config, to_dict
+
+        try:
+            with initialize_config_dir(config_dir=conf, version_base="1.3"):
+                return to_dict(load_config(compose(config_name="train"), check_machine=False))
+        except Exception:  # conf/ changed since the run, or Hydra is busy in this process
+            return None
+
+    @cached_property
+    def settings(self) -> RunConfig:
+        """The run's config.yaml as typed settings (`config.load_saved_config`); a key that an
+        older version did not write takes its value from `defaults`. ConfigError, naming the
+        file, when the run has no readable config.yaml or it does not load."""
+        file = RunPaths(self.path).config
+        if not self.config:
+            raise ConfigError(f"{file}: missing or unreadable, so the run's settings are unknown")
+        try:
+            return load_saved_config(self.config)
+        except ConfigError as err:
+            if self.defaults is None:
+                raise ConfigError(f"{file}: {err}") from None
+        try:  # written by an older version: conf/ composed (a second or so) fills the gaps
+            return load_saved_config(self.config, self.defaults)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from None
 
     def setting(self, dotted: str) -> Any:
         """A setting of the run; from its overrides when it never wrote config.yaml."""
@@ -345,7 +394,7 @@ def _cell_row(
 ) -> CellRow:
     spec = Cell.from_record(record)
     folder = cell_dir(run_dir, spec.step, spec.name)
-    saved = _read_json(folder / "scores.json", run_dir, skipped, "the scores per prompt") or {}
+    saved = _read_json(scores_file(folder), run_dir, skipped, "the scores per prompt") or {}
     if saved and (saved.get("step"), saved.get("cell")) != (spec.step, spec.name):
         saved = {}  # not this cell's file
     return CellRow(

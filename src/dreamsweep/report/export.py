@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from dreamsweep import verdicts
+from dreamsweep.atomic import new_folder
 from dreamsweep.report.best import BestCard, Contender, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
 from dreamsweep.report.plots import CURVES, all_figures
 from dreamsweep.report.render import render_pages
-from dreamsweep.runs import staging_folder, swap_in
+from dreamsweep.runs import grid_file
 
 SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
@@ -37,8 +37,7 @@ def export_report(
     started = time.perf_counter()
     sweep = collect(folder)
     out = (out or default_destination(sweep, reports_root)).resolve()
-    tmp = staging_folder(out)  # also removes what killed exports/reports left there
-    try:
+    with new_folder(out) as tmp:  # also removes what killed exports/reports left there
         best = best_card(sweep)
         figures, figure_notes = all_figures(sweep, tmp / "figures", best)
         context = page_context(sweep, best, figures, sweep.notes + figure_notes)
@@ -51,10 +50,6 @@ def export_report(
 
             summary["wandb"] = log_report(sweep, context, tmp)
         (tmp / "best.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    swap_in(tmp, out)
     return out
 
 
@@ -126,7 +121,7 @@ def _run_row(sweep: Sweep, run) -> dict[str, Any]:
     top = run.best_cell
     tracker = (run.result.get("wandb") or {}).get("train") or {}  # the run's W&B run
     offline = sorted((run.path / "wandb").glob("offline-run-*"))
-    grid = top.folder / "grid.png" if top is not None and top.folder is not None else None
+    grid = grid_file(top.folder) if top is not None and top.folder is not None else None
     return {
         "name": run.name,
         "path": run.path.resolve(),

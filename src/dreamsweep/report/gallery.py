@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dreamsweep.report.best import BestCard
 from dreamsweep.report.collect import CellRow, Sweep
+from dreamsweep.runs import sample_name
 
 MIN_SHOWN_PX = 256  # small images are scaled up (pixelated) to this width
 
@@ -42,7 +43,7 @@ def gallery(sweep: Sweep, best: BestCard | None, out: Path) -> list[Pair]:
             for name, row in (("base", base), ("best", best.row)):
                 image = row.image(p, seed) if row is not None else None
                 if image is not None:
-                    target = folder / f"{name}_p{p:02d}_s{seed}.png"
+                    target = folder / f"{name}_{sample_name(p, seed)}"
                     shutil.copy(image, target)
                     shown[name] = f"gallery/{target.name}"
             pairs.append(Pair(prompt, seed, shown.get("base"), shown.get("best")))

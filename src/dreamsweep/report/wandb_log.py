@@ -7,10 +7,14 @@ Offline unless WANDB_MODE says otherwise, with every W&B folder inside the repor
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from dreamsweep.config import ConfigError, TrackerConfig
 from dreamsweep.report.collect import Sweep
+
+FALLBACK_PROJECT = "dreamsweep"  # conf/tracker's project: for a sweep none of whose runs started
 
 
 def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -19,10 +23,10 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
     from dreamsweep.tracking.wandb import point_wandb_dirs_at, run_link
 
     point_wandb_dirs_at(out)
-    tracker = next((r.config.get("tracker") for r in sweep.runs if r.config.get("tracker")), {})
+    tracker = sweep_tracker(sweep)
     run = wandb.init(
-        project=tracker.get("project") or "dreamsweep",
-        entity=tracker.get("entity"),
+        project=tracker.project if tracker else FALLBACK_PROJECT,
+        entity=tracker.entity if tracker else None,
         mode=os.environ.get("WANDB_MODE", "offline"),
         dir=str(out),
         name=f"report-{sweep.name}-{sweep.root.name}",
@@ -94,6 +98,15 @@ def log_report(sweep: Sweep, context: dict[str, Any], out: Path) -> dict[str, An
     run.finish()
     # relative: the report is built in a temporary folder and moved into place afterwards
     return {**link, "dir": str(Path(link["dir"]).relative_to(out))}
+
+
+def sweep_tracker(sweep: Sweep) -> TrackerConfig | None:
+    """The tracker settings of the sweep's first run whose config.yaml loads: the report goes
+    to the project and entity its runs went to."""
+    for run in sweep.runs:
+        with suppress(ConfigError):
+            return run.settings.tracker
+    return None
 
 
 def _verdicts(best) -> dict[int, tuple[float | None, str]]:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, read_write
 
+from dreamsweep import atomic
 from dreamsweep.cells import planned_cells
 from dreamsweep.config import ConfigError, load_config
-from dreamsweep.runs import RunPaths, atomic_write_text, read_json
+from dreamsweep.runs import RunPaths, cell_key, read_json
 from dreamsweep.sweeps.folding import GridPlan, plan_grid
 from dreamsweep.sweeps.search_space import override_value, run_names
 from dreamsweep.sweeps.settings import GridSweeperConfig
@@ -48,7 +49,7 @@ def plan_sweep(sweeper, arguments: list[str]) -> tuple[GridPlan, list[dict]]:
             raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
             del raw["hydra"]
             run_cfg = load_config(raw, check_machine=False)
-            job["cells"] = [f"step_{c.step:06d}/{c.name}" for c in planned_cells(run_cfg)]
+            job["cells"] = [cell_key(c.step, c.name) for c in planned_cells(run_cfg)]
         except ConfigError as err:
             job["cells"], job["error"] = [], str(err)
         jobs.append(job)
@@ -113,7 +114,7 @@ def write_plan(cfg, sweep_dir: Path, plan: GridPlan, jobs: list[dict]) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
     summary = {"folded": plan.folded, "warnings": plan.warnings, "jobs": jobs}
-    atomic_write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(sweep_dir / "plan.json", json.dumps(summary, indent=2) + "\n")
 
 
 def named_runs(runs: list[list[str]]) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 
-from dreamsweep.runs import owner
+from dreamsweep.atomic import owner
 from dreamsweep.secrets import STORAGE_ENV
 from dreamsweep.sweeps.grid_sweep import named_runs, plan_sweep, write_plan
 from dreamsweep.sweeps.optuna_sweep import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from dreamsweep.runs import alive, owner
+from dreamsweep.atomic import alive, owner
 from dreamsweep.secrets import real_storage
 
 PRUNERS = ("median", "hyperband", "successive_halving", "patient", "none")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from dreamsweep import atomic
+
 
 def save_atomic(state: dict, path: Path) -> None:
-    """Write to a temp file then os.replace, so a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Through `atomic.write_with`, so a crash never leaves a half-written checkpoint."""
+    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_if_exists(path: Path) -> dict | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dreamsweep.atomic import new_folder
 from dreamsweep.toyworld import ASSETS_DIR as ASSETS
 from dreamsweep.toyworld import XL_ASSETS_DIR as XL_ASSETS
 from dreamsweep.toyworld.models import XL_DESIGNS
@@ -129,11 +129,8 @@ def export(base: Path, oracle: Path, assets: Path) -> None:
     if base.exists():
         export_base(base, assets / "base")
     if oracle.exists():
-        tmp = assets / "oracle.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(oracle, tmp)
-        shutil.rmtree(assets / "oracle", ignore_errors=True)
-        os.replace(tmp, assets / "oracle")
+        with new_folder(assets / "oracle") as tmp:
+            shutil.copytree(oracle, tmp, dirs_exist_ok=True)
         print(f"oracle: {oracle} -> {assets / 'oracle'}", flush=True)
     export_subject(assets / "subject")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from dreamsweep.atomic import new_folder
 from dreamsweep.models.portable import make_portable
 from dreamsweep.toyworld import BASE_DIR
 from dreamsweep.toyworld.models import sampling_scheduler
@@ -64,16 +63,9 @@ def assemble_xl(
 
 def save_folder(pipe: StableDiffusionPipeline, folder: Path) -> None:
     """Write the folder next to its destination, then swap it in, so readers never see half."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    make_portable(tmp)  # keys and tokenizer files transformers 4.x reads too
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with new_folder(Path(folder)) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        make_portable(tmp)  # keys and tokenizer files transformers 4.x reads too
 
 
 def load(folder: Path = BASE_DIR) -> StableDiffusionPipeline | StableDiffusionXLPipeline:

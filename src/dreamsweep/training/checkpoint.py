@@ -17,7 +17,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from dreamsweep.runs import checkpoint_dirs, write_failure
+from dreamsweep.atomic import swap_folder
+from dreamsweep.runs import checkpoint_dirs, step_folder, write_failure
 from dreamsweep.tensor_files import share_tensor_files
 from dreamsweep.training.ema import load_ema, save_ema
 
@@ -40,8 +41,8 @@ def save_checkpoint(
     accelerator: Accelerator, root: Path, step: int, keep: int, ema: EMAModel | None = None
 ) -> Path:
     """All ranks call this (Accelerate saves per-rank state); the main rank publishes it."""
-    final = root / f"step_{step:06d}"
-    tmp = root / f"step_{step:06d}.tmp"
+    final = step_folder(root, step)
+    tmp = final.with_name(final.name + ".tmp")  # one name for every rank: they all write there
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -61,8 +62,7 @@ def save_checkpoint(
             raise cause from err
         raise
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        swap_folder(tmp, final)
         for _, old in checkpoint_dirs(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from dreamsweep.best_weights import BestKeeper
 from dreamsweep.cells import BASE, scored_weights
-from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.models.components import SDComponents
+from dreamsweep.runs import cell_dir, grid_file
 from dreamsweep.sweeps.pruning import PruningHook
 from dreamsweep.training.ema import ema_weights
 from dreamsweep.training.setup import TrainState, unwrapped
@@ -93,7 +93,7 @@ class EvalHook:
 
     def _score(self, step: int, weights: Weights) -> None:
         records = self.evaluator.evaluate(step, weights)
-        grids = {r["cell"]: cell_dir(self.run_dir, step, r["cell"]) / "grid.png" for r in records}
+        grids = {r["cell"]: grid_file(cell_dir(self.run_dir, step, r["cell"])) for r in records}
         for tracker in self.trackers:
             tracker.log_eval(records, grids)
         if self.keeper is not None and step > 0 and (kept := self.keeper.offer(records, weights)):
