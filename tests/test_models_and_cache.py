@@ -16,7 +16,7 @@ from dreamsweep.models.loading import ModelLoadError, fingerprint, load_componen
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.prior import class_images
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 TINY = build_tiny(seed=0, sample_size=32)
 

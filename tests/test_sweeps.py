@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import FAST, ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
+from tests.helpers import FAST, ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 

@@ -21,7 +21,7 @@ from dreamsweep.runs import checkpoint_dirs
 from dreamsweep.sweeps.pool import RetryInItsFolder, failed_runs
 from dreamsweep.sweeps.slots import slot_envs
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
+from tests.helpers import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
 
 State = optuna.trial.TrialState
 COMPLETE, PRUNED, FAIL, WAITING, RUNNING = (
