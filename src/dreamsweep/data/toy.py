@@ -1,4 +1,4 @@
-"""Draws the bundled toy subject: a small robot, so the demo needs no third-party images.
+"""Draws the bundled toy subject: a small robot, so data=toy needs no third-party images.
 
 The robot is drawn with PIL shapes only and placed in several poses and backgrounds, so a
 DreamBooth run has the variety it expects from real subject photos (one object, many views).

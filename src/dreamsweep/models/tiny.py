@@ -1,4 +1,4 @@
-"""A seeded, offline, CPU-sized Stable Diffusion for tests and the demo.
+"""A seeded, offline, CPU-sized Stable Diffusion for tests and `+debug=fast`.
 
 Same architecture family and scheduler settings as SD 1.x, just tiny, so every code path
 (training, sampling, save/load as a diffusers pipeline) runs without a download or a GPU.
