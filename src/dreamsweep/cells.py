@@ -26,7 +26,6 @@ LIST_AXES = ("eval.schedulers", "eval.num_inference_steps", "eval.guidance_scale
 STEP_AXIS = "train.max_steps"
 EMA_AXIS = "ema.enabled"
 BASE = "base"  # the weights of step 0: the base model, the start of every curve
-WEIGHTS = ("ema", "raw")
 
 
 @dataclass(frozen=True, order=True)
