@@ -1,4 +1,5 @@
-"""Shared fixtures: the real config tree composed with overrides, outputs in a temp dir."""
+"""Shared fixtures: the real config tree composed with overrides, outputs in a temp dir. Plain
+helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -10,21 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from dreamsweep.config import RunConfig, load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-
-
-def compose_raw(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
-def compose_config(*overrides: str, check_machine: bool = True) -> RunConfig:
-    return load_config(compose_raw(*overrides), check_machine=check_machine)
+from tests.helpers import FAST, MARKUP_PROMPTS, OFFLINE, SEARCH, multirun
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +21,6 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-OFFLINE = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
 # One CPU thread per run: several tests start runs side by side (sweep workers), and two
 # OpenMP threads per process on two busy cores slow a step down many-fold.
 # Set before any test module imports torch (which reads it once); a value given wins.
@@ -52,40 +39,6 @@ def _isolated_env(shared_cache):
             patch.setenv(name, value)
 
         yield
-
-
-def train_py(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
-    """`python train.py ...` as a user would type it, from the repository root."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
-
-
-def train_cli(run_dir: Path, *overrides: str, timeout: float = 600, env: dict | None = None):
-    """One run, with its run folder at run_dir."""
-    return train_py(f"hydra.run.dir={run_dir}", *overrides, timeout=timeout, env=env or {})
-
-
-# Small and fast: a few steps of the tiny model with two class images (conf/debug/fast.yaml).
-FAST = ("+debug=fast",)
-
-
-def multirun(sweep_dir: Path, *overrides: str, cache: Path, timeout: float = 900):
-    """A sweep (`train.py -m`), with its sweep folder and cache given."""
-    env = {**OFFLINE, "DREAMSWEEP_CACHE_DIR": str(cache)}
-    return train_py("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", timeout=timeout, env=env)
-
-
-# Prompts with markup in them: reports must show them as text, never as HTML.
-MARKUP_PROMPTS = (
-    "eval.prompt_list=['a {token} {class} <b>on</b> the beach & sand',"
-    "'a {token} {class} in the snow']"
-)
 
 
 @pytest.fixture(scope="session")
@@ -136,14 +89,6 @@ def pruned_search(tmp_path_factory):
     return root / "sweep", storage
 
 
-SEARCH = (
-    "train.max_steps=8",
-    "eval.every_n_steps=2",
-    "hydra.sweeper.seed=0",
-    "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:0}",
-)
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL server on a Unix socket (skipped where none is installed)."""
@@ -156,7 +101,8 @@ def postgres_url():
     if os.geteuid() == 0:  # initdb refuses to run as root; pytest's tmp dirs are root-only
         shutil.chown(root, "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    data, options = root / "data", f"-p 54329 -k {root} -c listen_addresses=''"
+    # A Unix socket in a folder of its own and no TCP: no port to choose or clash on.
+    data, options = root / "data", f"-k {root} -c listen_addresses=''"
     subprocess.run(
         [*as_owner, pg / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
         check=True,
@@ -167,7 +113,7 @@ def postgres_url():
         check=True,
         capture_output=True,
     )
-    yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=54329"
+    yield f"postgresql+psycopg://postgres@/postgres?host={root}"
     subprocess.run(
         [*as_owner, pg / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
     )

@@ -8,7 +8,7 @@ from dreamsweep.cells import Cell, Sampling
 from dreamsweep.evaluation.adaptive import Progress, _needing_more
 from dreamsweep.evaluation.evaluator import EvalSet, ScoredCell
 from dreamsweep.evaluation.sampling import Job
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 PROMPTS = ["a sks toy on a black background", "a sks toy on a gray background"]
 METRICS = compose_config().metrics

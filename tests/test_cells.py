@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from dreamsweep.cells import Cell, Sampling, planned_cells, reproduce_overrides
 from dreamsweep.config import load_config
 from dreamsweep.runs import RunPaths, read_metrics
-from tests.conftest import FAST, ROOT, compose_config, multirun, train_cli
+from tests.helpers import FAST, ROOT, compose_config, multirun, train_cli
 
 
 def names(cells) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import train_py
+from tests.helpers import train_py
 
 
 def test_help_says_what_dreamsweep_is_its_groups_and_the_commands_to_start_with():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dreamsweep.config import ConfigError, to_dict
-from tests.conftest import ROOT, compose_config, train_cli
+from tests.helpers import ROOT, compose_config, train_cli
 
 
 def test_default_is_the_cpu_demo_on_the_shipped_toy_world():
@@ -134,7 +134,7 @@ def test_settings_are_frozen():
 def test_a_config_error_needs_neither_torch_nor_diffusers():
     code = (
         "import sys\n"
-        "from tests.conftest import compose_config\n"
+        "from tests.helpers import compose_config\n"
         "from dreamsweep.config import ConfigError\n"
         "try:\n    compose_config('optim.lr=-1')\nexcept ConfigError as e:\n    print(e)\n"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"

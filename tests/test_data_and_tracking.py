@@ -8,7 +8,7 @@ import pytest
 
 from dreamsweep.data.dataset import class_prompt, instance_examples
 from dreamsweep.data.toy import TOY_SUBJECT_DIR
-from tests.conftest import FAST, compose_config, train_cli
+from tests.helpers import FAST, compose_config, train_cli
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dreamsweep.runs import RunPaths, read_metrics
-from tests.conftest import ROOT, train_cli
+from tests.helpers import ROOT, train_cli
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from dreamsweep.runs import RunPaths, read_metrics
 from dreamsweep.training.batches import draw_batch, step_generator
 from dreamsweep.training.setup import prepare_data
 from dreamsweep.training.val_loss import validation_sets
-from tests.conftest import FAST, compose_config, train_cli
+from tests.helpers import FAST, compose_config, train_cli
 
 
 def digest(path) -> str:

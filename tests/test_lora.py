@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST, multirun, train_cli
+from tests.helpers import FAST, multirun, train_cli
 
 pytestmark = pytest.mark.slow
 LORA = (*FAST, "method=lora", "method.alpha=8", "eval.every_n_steps=2")  # alpha != rank 4
@@ -43,7 +43,7 @@ def test_the_kept_lora_loads_on_its_base_and_draws_what_was_scored(lora_run):
     from dreamsweep.evaluation.sampling import generate
     from dreamsweep.models.loading import load_components, saved_model
     from dreamsweep.training.lora import lora_base
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     best = json.loads((lora_run / "best" / "cell.json").read_text())
     pipe = StableDiffusionPipeline.from_pretrained(lora_base(lora_run / "best"))
@@ -89,7 +89,7 @@ def test_the_kohya_export_keeps_the_true_alpha_and_loads_with_equal_outputs(lora
     from safetensors.torch import load_file
 
     from dreamsweep.training.lora import lora_base
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     command = [sys.executable, "-m", "dreamsweep.cli", "export", str(lora_run), "--out",
                str(tmp_path), "--format", "lora-kohya", "--format", "single-file"]  # fmt: skip
@@ -122,7 +122,7 @@ def test_loha_and_lokr_train_and_reload_to_what_was_scored(kind, tmp_path):
     from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
     from dreamsweep.evaluation.sampling import generate
     from dreamsweep.training.lora import load_lora_components
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     run = tmp_path / "run"
     settings = (*LORA, f"method.type={kind}")

@@ -13,7 +13,7 @@ from dreamsweep.cells import Cell, Sampling
 from dreamsweep.report.collect import CellRow, Run, Sweep
 from dreamsweep.report.next_sweep import preset_text, propose
 from dreamsweep.verdicts import CellSamples
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PROMPTS = ["a sks toy on a black background", "a sks toy on a gray background"]
 

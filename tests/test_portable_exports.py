@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from dreamsweep.config import ASSETS_DIR
 from dreamsweep.export.metadata import read_metadata
-from tests.conftest import FAST, OFFLINE, ROOT, train_cli
+from tests.helpers import FAST, OFFLINE, ROOT, cached_venv, train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -189,30 +189,11 @@ OLD_STACK = {"transformers": "4.54.1", "diffusers": "0.32.2", "peft": "0.17.1"}
 
 
 def old_stack_python() -> Path:
-    """A second venv with OLD_STACK and this torch, built once from the package registry into
-    ~/.cache/dreamsweep-compat (DREAMSWEEP_COMPAT_DIR moves it)."""
-    from filelock import FileLock
-
+    """A second venv with OLD_STACK and this torch, built once (tests/helpers.cached_venv)."""
     torch_version = torch.__version__.split("+")[0]
-    root = Path(os.environ.get("DREAMSWEEP_COMPAT_DIR", Path.home() / ".cache/dreamsweep-compat"))
-    venv = root / ("-".join(f"{k}{v}" for k, v in OLD_STACK.items()) + f"-torch{torch_version}")
-    python = venv / "bin" / "python"
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(venv) + ".lock"):
-        if not (venv / "ready").exists():
-            pins = [f"{k}=={v}" for k, v in OLD_STACK.items()]
-            steps = [
-                [sys.executable, "-m", "venv", "--clear", str(venv)],
-                [python, "-m", "pip", "install", "-q", f"torch=={torch_version}"],
-                [python, "-m", "pip", "install", "-q", *pins, "safetensors", "pillow"],
-            ]
-            for step in steps:
-                proc = subprocess.run(step, capture_output=True, text=True, timeout=1800)
-                if proc.returncode != 0:
-                    pytest.skip(f"cannot build the old stack ({' '.join(map(str, step))}): "
-                                f"{proc.stderr.strip().splitlines()[-1:]}")  # fmt: skip
-            (venv / "ready").touch()
-    return python
+    name = "-".join(f"{k}{v}" for k, v in OLD_STACK.items()) + f"-torch{torch_version}"
+    pins = [f"{k}=={v}" for k, v in OLD_STACK.items()]
+    return cached_venv(name, [f"torch=={torch_version}"], [*pins, "safetensors", "pillow"])
 
 
 LOADING_INFO = """

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dreamsweep.secrets import mask_sweep_config, mask_url, real_storage
-from tests.conftest import FAST, ROOT, train_cli, train_py
+from tests.helpers import FAST, ROOT, train_cli, train_py
 
 pytestmark = pytest.mark.slow
 

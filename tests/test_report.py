@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from dreamsweep.report.export import export_report
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -17,17 +17,17 @@ import yaml
 from omegaconf import OmegaConf
 
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import FAST, ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
+from tests.helpers import FAST, ROOT, SEARCH, compose_config, compose_raw, multirun, train_py
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes_and_says_what_it_answers(preset):
-    text = (ROOT / "sweeps" / f"{preset}.yaml").read_text()
-    assert "Question" in text
+def test_every_preset_composes_and_gives_the_sweeper_its_parameters(preset):
     cfg = compose_raw(f"+sweep={preset}")
     assert cfg.sweep_name == preset
+    sweeper = yaml.safe_load((ROOT / "sweeps" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]
+    assert sweeper["params"] and all(isinstance(k, str) for k in sweeper["params"])
 
 
 EXPECTED_RUNS = {

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dreamsweep import launch
 from dreamsweep.launch import cpu_threads, run_threads, run_training
-from tests.conftest import FAST, ROOT, compose_config
+from tests.helpers import FAST, ROOT, compose_config
 
 
 def policy_of_two() -> tuple[int, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from dreamsweep.report.best import best_card
 from dreamsweep.report.collect import collect, read_run
-from tests.conftest import multirun, train_cli
+from tests.helpers import multirun, train_cli
 
 pytestmark = pytest.mark.slow
 DEMO = ("+sweep=demo", "train.max_steps=200", "eval.schedulers=[ddim]", "tracker=disk")

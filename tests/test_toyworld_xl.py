@@ -89,11 +89,19 @@ def test_pretraining_resumes_bit_identically_after_a_restart(tmp_path, design):
     )
 
 
-def test_the_work_folder_may_follow_the_verb_and_defaults_per_family():
-    from dreamsweep.toyworld.cli import DEFAULT_XL_WORK, parser, work_folder
+def test_the_work_folder_may_follow_the_verb_and_defaults_per_family_under_the_cache(
+    monkeypatch, tmp_path
+):
+    from dreamsweep.toyworld.cli import parser, work_folder
 
     after = parser().parse_args(["base-xl", "--work", "/tmp/w", "--minutes", "1"])
     before = parser().parse_args(["--work", "/tmp/w", "sheet"])
     assert str(after.work) == str(before.work) == "/tmp/w" and after.design == "xl1"
-    assert work_folder(parser().parse_args(["export-xl"])) == DEFAULT_XL_WORK
-    assert work_folder(parser().parse_args(["base"])).name == "toyworld_work"
+    monkeypatch.setenv("DREAMSWEEP_CACHE_DIR", str(tmp_path))
+    assert work_folder(parser().parse_args(["export-xl"])) == tmp_path / "toyworld_xl_work"
+    assert work_folder(parser().parse_args(["base"])) == tmp_path / "toyworld_work"
+    monkeypatch.delenv("DREAMSWEEP_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert work_folder(parser().parse_args(["sheet"])) == (
+        tmp_path / "home" / ".cache" / "dreamsweep" / "toyworld_work"
+    )

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from dreamsweep.models.saving import read_settings
 from dreamsweep.runs import RunPaths, read_metrics
-from tests.conftest import FAST, ROOT, train_cli
+from tests.helpers import FAST, ROOT, train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -242,7 +242,7 @@ def test_training_options_work_together(tmp_path):
 
 def test_frozen_text_encoder_without_prior_or_ema(tmp_path):
     from dreamsweep.models.loading import load_components
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     run_dir = tmp_path / "frozen"
     settings = (*FAST, "train.text_encoder=false", "prior=off", "ema=off")
@@ -265,7 +265,7 @@ def test_cpu_threads_are_the_run_s_share_of_the_cores():
     from omegaconf import OmegaConf
 
     from dreamsweep.launch import cpu_threads, runs_side_by_side, worker_env
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     assert cpu_threads(1, 1, cores=8)[0] == 8
     assert cpu_threads(2, 2, cores=8)[0] == 2  # 2 runs x 2 processes
@@ -305,7 +305,7 @@ def test_the_best_cell_s_weights_are_kept_and_sample_what_was_scored(tmp_path):
     from dreamsweep.evaluation.sampling import generate
     from dreamsweep.metrics.objective import best_cell
     from dreamsweep.models.loading import load_components, saved_model
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     run = tmp_path / "run"
     settings = (*FAST, "eval.every_n_steps=2", "eval.schedulers=[ddim,pndm]")

@@ -21,7 +21,7 @@ from dreamsweep.runs import checkpoint_dirs
 from dreamsweep.sweeps.pool import RetryInItsFolder, failed_runs
 from dreamsweep.sweeps.slots import slot_envs
 from dreamsweep.sweeps.study import storage_object
-from tests.conftest import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
+from tests.helpers import FAST, MARKUP_PROMPTS, OFFLINE, ROOT
 
 State = optuna.trial.TrialState
 COMPLETE, PRUNED, FAIL, WAITING, RUNNING = (
@@ -169,7 +169,6 @@ def test_three_slurm_array_tasks_drain_a_search_each_trial_once(tmp_path, storag
     assert len({t.params["optim.lr"] for t in trials}) == 6  # no configuration twice
     runs = [json.loads((sweep / f / "result.json").read_text()) for f in folders]
     assert sorted(r["optuna"]["trial"] for r in runs) == sorted(t.number for t in trials)
-    assert sum(log.read_text().count("Launching 1 jobs locally") for log in logs) == 6
     ran = [re.search(r"ran trial\(s\) \[([\d, ]*)\]", log.read_text())[1] for log in logs]
     assert all(ran), ran  # every task took trials: they ran side by side
 
@@ -202,7 +201,6 @@ def test_a_grid_enqueued_and_drained_by_two_workers_reports_as_the_one_process_g
 
     trials = study_of(storage, "demo").trials
     assert len(trials) == 4 and sorted(t.user_attrs["job"] for t in trials) == [0, 1, 2, 3]
-    assert sum(log.read_text().count("Launching 1 jobs locally") for log in logs) == 4
     states = {t.user_attrs["job"]: t.state for t in trials}
     results = {int(p.name): json.loads((p / "result.json").read_text())["state"]
                for p in sweep.iterdir() if p.is_dir()}  # fmt: skip

@@ -1,7 +1,8 @@
 """Pretrain the toy-world Stable Diffusion and its oracle on one CPU thread.
 
-Everything trains under --work (default /work/toyworld_work); only ``export`` (or ``base
---export``) writes the package assets in src/dreamsweep/assets/toyworld/.
+Everything trains under --work (default ~/.cache/dreamsweep/toyworld_work, or under
+$DREAMSWEEP_CACHE_DIR); only ``export`` (or ``base --export``) writes the package assets in
+src/dreamsweep/assets/toyworld/.
 
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     nice -n 10 python tools/pretrain_toyworld.py vae --minutes 6   # tokenizer + VAE
@@ -11,10 +12,11 @@ Everything trains under --work (default /work/toyworld_work); only ``export`` (o
     python tools/pretrain_toyworld.py export   # latest snapshot + oracle + subject -> assets
 
 The SDXL-shaped base (two text encoders, ``text_time`` conditioning, the same VAE) trains in
-/work/toyworld_xl_work and resumes with the same command; ``sheet --work`` scores it:
+its own folder (default toyworld_xl_work beside toyworld_work) and resumes with the same
+command; ``sheet --work`` scores it:
 
-    nice -n 10 python tools/pretrain_toyworld.py base-xl --work /work/toyworld_xl_work --minutes 600
-    python tools/pretrain_toyworld.py sheet --work /work/toyworld_xl_work
+    nice -n 10 python tools/pretrain_toyworld.py base-xl --minutes 600
+    python tools/pretrain_toyworld.py sheet --work ~/.cache/dreamsweep/toyworld_xl_work
     python tools/pretrain_toyworld.py export-xl   # latest snapshot -> assets/toyworld_xl/base
 
 ``base`` resumes from --work/base_checkpoint.pt; without one it warm-starts from the

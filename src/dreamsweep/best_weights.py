@@ -21,7 +21,6 @@ from dreamsweep.metrics.objective import best_cell
 from dreamsweep.runs import RunPaths, read_json, read_metrics
 
 CELL_FILE = "cell.json"
-Weights = Callable[[], AbstractContextManager]  # yields the components holding some weights
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The cell model: what a cell is, which settings fold into the cells of one run, and when.
 
 A run (one training trajectory) is scored at several steps, under several sampling settings,
-with its EMA and its raw weights; each combination is a **cell** (DESIGN.md). Everything that
+with its EMA and its raw weights; each combination is a **cell**. Everything that
 names, lists, parses or reproduces a cell lives here: the evaluator scores `planned_cells(cfg)`,
 the grid sweeper prints and saves the same list, the report reads cells back with
 `Cell.from_record` and reproduces one with `reproduce_overrides`. Nothing else builds or
@@ -26,7 +26,6 @@ LIST_AXES = ("eval.schedulers", "eval.num_inference_steps", "eval.guidance_scale
 STEP_AXIS = "train.max_steps"
 EMA_AXIS = "ema.enabled"
 BASE = "base"  # the weights of step 0: the base model, the start of every curve
-WEIGHTS = ("ema", "raw")
 
 
 @dataclass(frozen=True, order=True)

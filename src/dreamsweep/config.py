@@ -18,9 +18,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from dreamsweep import ASSETS_DIR
 from dreamsweep.config_checks import ConfigError, validate  # ConfigError: also raised here
-
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
 def asset_path(name: str) -> str:

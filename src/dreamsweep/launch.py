@@ -1,6 +1,6 @@
 """Start the worker of one run as a subprocess: plain Python, or `accelerate launch`.
 
-One subprocess per run (notes/sweeps.md): Accelerate's state is per process, GPU memory is
+One subprocess per run: Accelerate's state is per process, GPU memory is
 freed between runs, and a Hydra sweep is never run under `accelerate launch`.
 """
 

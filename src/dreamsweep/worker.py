@@ -320,8 +320,8 @@ def exit_without_finalizing(code: int) -> None:
     """End the process once its outcome is recorded, skipping the interpreter's teardown:
     with 2+ processes a gloo thread can drop the last all-reduce's tensors after Python began
     finalizing, which aborts the process ("terminate called without an active exception",
-    torch 2.13), and the teardown walks the ~450k objects the libraries made (1.4 s of a
-    tiny run). Exit handlers (W&B's) still run, and the streams are flushed."""
+    torch 2.13), and the teardown walks the hundreds of thousands of objects the libraries
+    made. Exit handlers (W&B's) still run, and the streams are flushed."""
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

@@ -55,15 +55,6 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Sorted image files in folder, skipping hidden files and sidecar .txt captions."""
-    return sorted(
-        p
-        for p in Path(folder).iterdir()
-        if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 @contextmanager
 def _strict_decoding() -> Iterator[None]:
     """Make PIL fail on truncated files for the duration, then restore the global setting."""

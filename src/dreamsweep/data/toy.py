@@ -1,4 +1,4 @@
-"""Draws the bundled toy subject: a small robot, so the demo needs no third-party images.
+"""Draws the bundled toy subject: a small robot, so data=toy needs no third-party images.
 
 The robot is drawn with PIL shapes only and placed in several poses and backgrounds, so a
 DreamBooth run has the variety it expects from real subject photos (one object, many views).
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-TOY_SUBJECT_DIR = Path(__file__).resolve().parents[1] / "assets" / "toy_subject"
+from dreamsweep import ASSETS_DIR
+
+TOY_SUBJECT_DIR = ASSETS_DIR / "toy_subject"
 
 # Robot drawn on a canvas of ROBOT_W x ROBOT_H units, times SUPERSAMPLE for smooth edges.
 ROBOT_W, ROBOT_H = 120, 170

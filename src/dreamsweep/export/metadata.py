@@ -263,9 +263,3 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file ({} when it has none)."""
     with safetensors.safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})
-
-
-def file_tensor_sha256(path: str | Path) -> str:
-    """:func:`addnet_hash_safetensors` of a file on disk."""
-    with open(path, "rb") as stream:
-        return addnet_hash_safetensors(stream)

@@ -1,9 +1,9 @@
 """The feature models scores are computed in: CLIP (image + text) and DINO (image).
 
-A model is `tiny` (a seeded random model built from config, for tests and the CPU demo), a
+A model is `tiny` (a seeded random model built from config, for tests and model=tiny), a
 local folder or a hub id (HF_HUB_OFFLINE honoured). Preprocessing is ours and explicit —
 bicubic resize of the shorter side, centre crop, normalise — and recorded with every score,
-because reported numbers shift with such details (notes/metrics.md).
+because reported numbers shift with such details.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The image tower of the tiny random CLIP and DINO models (tests and the CPU demo).
+# The image tower of the tiny random CLIP and DINO models (tests and model=tiny).
 TINY_VIT = dict(
     hidden_size=32,
     intermediate_size=37,

@@ -1,4 +1,4 @@
-"""A seeded, offline, CPU-sized Stable Diffusion for tests and the demo.
+"""A seeded, offline, CPU-sized Stable Diffusion for tests and `+debug=fast`.
 
 Same architecture family and scheduler settings as SD 1.x, just tiny, so every code path
 (training, sampling, save/load as a diffusers pipeline) runs without a download or a GPU.
@@ -6,15 +6,14 @@ Same architecture family and scheduler settings as SD 1.x, just tiny, so every c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from dreamsweep import ASSETS_DIR
 from dreamsweep.models.components import SDComponents
 
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer"
+TINY_TOKENIZER_DIR = ASSETS_DIR / "tiny_tokenizer"
 
 # SD 1.x's scheduler_config.json; DDPMScheduler keeps the PNDM-only keys in its config so a
 # sampling scheduler built from it matches what SD 1.x ships.

@@ -1,4 +1,4 @@
-"""Fold the evaluation axes of a grid into the cells of fewer training runs (DESIGN.md).
+"""Fold the evaluation axes of a grid into the cells of fewer training runs (dreamsweep.cells).
 
 `eval.schedulers=pndm,ddim` becomes one run scored with both, `ema.enabled=true,false` one EMA
 run also scored with its raw weights, and `train.max_steps=400,800,1200` one run to 1200

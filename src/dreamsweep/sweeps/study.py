@@ -205,7 +205,7 @@ def fail_stale_trials(
 def open_trial(
     storage: str, study_name: str, number: int, pruner: optuna.pruners.BasePruner
 ) -> optuna.Trial:
-    """A live handle on trial `number` that another process asked for (notes/sweeps.md); the
+    """A live handle on trial `number` that another process asked for (the sweeper); the
     storage's own id comes from its public lookup, not from Optuna's private attributes."""
     store = optuna.storages.get_storage(storage_object(storage))
     study = optuna.load_study(study_name=study_name, storage=store, pruner=pruner)

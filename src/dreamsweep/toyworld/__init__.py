@@ -4,11 +4,11 @@
 shipped base model; ``tools/pretrain_toyworld.py`` trains and exports both.
 """
 
-from pathlib import Path
+from dreamsweep import ASSETS_DIR
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "toyworld"
-BASE_DIR = ASSETS_DIR / "base"
-ORACLE_DIR = ASSETS_DIR / "oracle"
-SUBJECT_DIR = ASSETS_DIR / "subject"
-XL_ASSETS_DIR = ASSETS_DIR.parent / "toyworld_xl"  # the same world, an SDXL-shaped base
-XL_BASE_DIR = XL_ASSETS_DIR / "base"
+WORLD_DIR = ASSETS_DIR / "toyworld"
+BASE_DIR = WORLD_DIR / "base"
+ORACLE_DIR = WORLD_DIR / "oracle"
+SUBJECT_DIR = WORLD_DIR / "subject"
+XL_WORLD_DIR = ASSETS_DIR / "toyworld_xl"  # the same world, an SDXL-shaped base
+XL_BASE_DIR = XL_WORLD_DIR / "base"

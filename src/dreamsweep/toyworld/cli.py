@@ -17,13 +17,18 @@ from pathlib import Path
 import torch
 
 from dreamsweep.atomic import new_folder
-from dreamsweep.toyworld import ASSETS_DIR as ASSETS
-from dreamsweep.toyworld import XL_ASSETS_DIR as XL_ASSETS
+from dreamsweep.toyworld import BASE_DIR, ORACLE_DIR, WORLD_DIR, XL_WORLD_DIR
 from dreamsweep.toyworld.models import XL_DESIGNS
 
-DEFAULT_WORK = Path("/work/toyworld_work")
-# Outside any worktree, so a new work tree (session) resumes the same run.
-DEFAULT_XL_WORK = Path("/work/toyworld_xl_work")
+# The default work folders, under the user's cache as cache_dir is (conf/train.yaml): outside
+# any checkout, so a new checkout resumes the same run.
+WORK_NAME, XL_WORK_NAME = "toyworld_work", "toyworld_xl_work"
+
+
+def default_work(name: str) -> Path:
+    """$DREAMSWEEP_CACHE_DIR/<name>, by default ~/.cache/dreamsweep/<name>."""
+    cache = os.environ.get("DREAMSWEEP_CACHE_DIR") or "~/.cache/dreamsweep"
+    return Path(cache).expanduser() / name
 
 
 def _log_to(work: Path, name: str):
@@ -90,7 +95,7 @@ def _pretrain(args: argparse.Namespace, on_export) -> None:
 def _oracle_dir(args: argparse.Namespace) -> Path:
     """The oracle trained in --work, else the shipped one (a new session has only that)."""
     trained = args.work / "oracle"
-    return trained if trained.exists() else ASSETS / "oracle"
+    return trained if trained.exists() else ORACLE_DIR
 
 
 def cmd_oracle(args: argparse.Namespace) -> None:
@@ -172,7 +177,7 @@ def cmd_export_xl(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     # --work and --seed go before or after the verb; the default work folder is per verb.
-    where = f"default {DEFAULT_WORK} ({DEFAULT_XL_WORK} for the XL verbs)"
+    where = f"default {default_work(WORK_NAME)} ({XL_WORK_NAME} there for the XL verbs)"
     p.add_argument("--work", type=Path, default=None, help=where)
     p.add_argument("--seed", type=int, default=0)
     common = argparse.ArgumentParser(add_help=False)
@@ -188,21 +193,21 @@ def parser() -> argparse.ArgumentParser:
     vae.add_argument("--minutes", type=float, default=8.0)
     base = verb("base", "pretrain UNet + text encoder; resumes from --work")
     base.add_argument("--design", default="f2", choices=["f1", "f2"])
-    _base_options(base, ASSETS)
+    _base_options(base, WORLD_DIR)
     base_xl = verb("base-xl", "pretrain the SDXL-shaped base (two text encoders); resumes")
     base_xl.add_argument("--design", default="xl1", choices=sorted(XL_DESIGNS))
-    base_xl.add_argument("--sd-base", type=Path, default=ASSETS / "base", help="tokenizer + VAE")
-    _base_options(base_xl, XL_ASSETS)
+    base_xl.add_argument("--sd-base", type=Path, default=BASE_DIR, help="tokenizer + VAE")
+    _base_options(base_xl, XL_WORLD_DIR)
     verb("oracle", "train the oracle and report held-out accuracy")
     sheet = verb("sheet", "oracle-scored contact sheet of a pipeline folder (SD or SDXL)")
     sheet.add_argument("--folder", type=Path, default=None)
     sheet.add_argument("--oracle", type=Path, default=None)
     out = verb("export", "copy a snapshot, the oracle, the subject into assets")
     out.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
-    out.add_argument("--assets", type=Path, default=ASSETS)
+    out.add_argument("--assets", type=Path, default=WORLD_DIR)
     out_xl = verb("export-xl", "copy an SDXL snapshot into assets/toyworld_xl/base")
     out_xl.add_argument("--folder", type=Path, default=None, help="default: snapshots/latest")
-    out_xl.add_argument("--assets", type=Path, default=XL_ASSETS)
+    out_xl.add_argument("--assets", type=Path, default=XL_WORLD_DIR)
     return p
 
 
@@ -231,7 +236,7 @@ def work_folder(args: argparse.Namespace) -> Path:
     """--work as given, else the verb's family default (the XL run has its own folder)."""
     if args.work is not None:
         return args.work
-    return DEFAULT_XL_WORK if args.command in XL_COMMANDS else DEFAULT_WORK
+    return default_work(XL_WORK_NAME if args.command in XL_COMMANDS else WORK_NAME)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from itertools import product
 
@@ -76,40 +75,6 @@ def contact_sheet(
         all_three=sum(all(h) for h in hits) / n,
         n=n,
         images=images,
-    )
-
-
-@dataclass
-class PromptStats:
-    """What one prompt's samples show: the numbers behind drift, diversity and damage."""
-
-    prompt: str
-    n: int
-    subject_rate: float  # called the subject (instance prompt: learned; class prompt: drift)
-    combos: int  # distinct shape x colour (diversity of class samples)
-    unsure_rate: float  # oracle confidence < 0.5 on some head (image damage)
-    shapes: dict[str, int]
-    colours: dict[str, int]
-    backgrounds: dict[str, int]
-
-
-def prompt_stats(
-    pipe: StableDiffusionPipeline, oracle: Oracle, prompt: str, n: int = 64, seed: int = 0
-) -> PromptStats:
-    """Sample ``n`` pictures of one prompt and count what the oracle sees."""
-    images: list[Image.Image] = []
-    for start in range(0, n, 32):
-        images += sample(pipe, [prompt] * min(32, n - start), seed=seed + start)
-    scores = score_images(oracle, images)
-    return PromptStats(
-        prompt=prompt,
-        n=n,
-        subject_rate=float(scores.is_subject.float().mean()),
-        combos=len(set(zip(scores.shape, scores.colour, strict=True))),
-        unsure_rate=float((scores.confidence < 0.5).float().mean()),
-        shapes=dict(Counter(scores.shape)),
-        colours=dict(Counter(scores.colour)),
-        backgrounds=dict(Counter(scores.background)),
     )
 
 

@@ -39,7 +39,6 @@ RING_WIDTH = 0.38  # ring thickness as a fraction of its radius
 SUBJECT_DOT = 0.36  # radius of the subject's yellow dot as a fraction of the star radius
 
 INSTANCE_PROMPT = "a sks toy"
-CLASS_PROMPT = "a toy"
 
 # Caption kinds and their share of the training data; "" is the caption dropout that
 # classifier-free guidance needs.

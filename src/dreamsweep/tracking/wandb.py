@@ -1,4 +1,4 @@
-"""W&B, offline by default, with every W&B folder inside the run folder (notes/sweeps.md)."""
+"""W&B, offline by default, with every W&B folder inside the run folder."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def build_ema(cfg: EmaConfig, unet: UNet2DConditionModel) -> EMAModel:
 def ema_update(ema: EMAModel, params: list[torch.nn.Parameter]) -> None:
     """EMAModel.step for trained parameters (all require grad), as one in-place lerp:
     shadow - (1 - decay) * (shadow - param) without the temporaries of diffusers' foreach
-    path (0.3 ms instead of 0.5, and 1.3 for its loop, per step on the tiny UNet)."""
+    path or the per-tensor loop."""
     ema.optimization_step += 1
     decay = ema.get_decay(ema.optimization_step)
     ema.cur_decay_value = decay

@@ -87,11 +87,11 @@ def train_step(s: TrainState, step: int) -> tuple[torch.Tensor, float]:
 def clip_gradients(s: TrainState) -> None:
     """Clip the gradients' total norm as torch's clip_grad_norm_ does (scale them by
     min(1, max_norm / (norm + 1e-6))) with less work per step than accelerator.clip_grad_norm_,
-    whose per-parameter bookkeeping serves FSDP's DTensors (unused here; 1.1 ms of a 33 ms
-    step on the tiny model): one foreach norm, and on CPU, where reading the norm waits for
-    nothing, no scaling at all when it does not clip. A fused AdamW scales them inside its
-    kernel: it divides the gradients by its `grad_scale` (the attribute GradScaler sets for
-    it), which saves a pass over them (5% of a step of the 77M-parameter UNet on CPU)."""
+    whose per-parameter bookkeeping serves FSDP's DTensors (unused here): one foreach norm,
+    and on CPU, where reading the norm waits for nothing, no scaling at all when it does not
+    clip. A fused AdamW scales them inside its kernel: it divides the gradients by its
+    `grad_scale` (the attribute GradScaler sets for it), which saves a pass over them. Tested
+    down to the oldest torch pyproject allows (tests/test_torch_floor.py)."""
     s.accelerator.unscale_gradients()  # fp16: the loss scale out of the gradients first
     grads = [p.grad for p in s.trained if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
