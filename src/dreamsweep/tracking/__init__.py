@@ -6,6 +6,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dreamsweep.config import RunConfig
+from dreamsweep.registry import load, pick
+
+# tracker: where numbers go besides metrics.jsonl, which is always written: the class
+# (cfg, run_dir, job_type=...) of the tracker beside it, or None for the run folder alone.
+TRACKERS: dict[str, str | None] = {
+    "wandb": "dreamsweep.tracking.wandb:WandbTracker",
+    "disk": None,
+}
 
 
 class Tracker(Protocol):
@@ -23,12 +31,12 @@ class Tracker(Protocol):
 def open_trackers(
     cfg: RunConfig, run_dir: Path, *, resume_step: int | None = 0, job_type: str = "train"
 ) -> list[Tracker]:
-    """metrics.jsonl always; W&B too unless tracker=disk. Call on the main process only."""
+    """metrics.jsonl always, and beside it the tracker `tracker` names (TRACKERS). Call on
+    the main process only."""
     from dreamsweep.tracking.disk import DiskTracker
 
     trackers: list[Tracker] = [DiskTracker(run_dir, resume_step=resume_step)]
-    if cfg.tracker.name == "wandb":
-        from dreamsweep.tracking.wandb import WandbTracker
-
-        trackers.append(WandbTracker(cfg, run_dir, job_type=job_type))
+    beside = pick(TRACKERS, cfg.tracker.name, "tracker")
+    if beside is not None:
+        trackers.append(load(beside)(cfg, run_dir, job_type=job_type))
     return trackers

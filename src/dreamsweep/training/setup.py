@@ -21,6 +21,7 @@ from dreamsweep.data.dataset import (
 )
 from dreamsweep.data.images import load_folder
 from dreamsweep.models.components import SDComponents
+from dreamsweep.registry import load, pick
 from dreamsweep.training.batches import (
     ADAPTER_SALT,
     TrainingData,
@@ -28,9 +29,9 @@ from dreamsweep.training.batches import (
     cache_embeddings,
     training_data,
 )
+from dreamsweep.training.choices import ATTENTION, METHODS
 from dreamsweep.training.ema import build_ema, trained_parameters
 from dreamsweep.training.latents import LatentBank, build_latent_bank
-from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -71,24 +72,35 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
         c.text_encoder.requires_grad_(True).train().to(accelerator.device)
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
-    if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
+    method = pick(METHODS, cfg.method.name, "method")
+    if method.add_trained:  # e.g. LoRA: the base frozen, the adapters trained (float32 here)
         # peft draws the initial adapters from torch's global RNG: from train.seed, not from
         # whatever the process drew before (class images made or found in the cache)
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.train.seed ^ ADAPTER_SALT)
-            add_adapters(cfg, c)
+            load(method.add_trained)(cfg, c)
         c.unet.to(accelerator.device)
         c.text_encoder.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:
             c.text_encoder.gradient_checkpointing_enable()
-    if cfg.train.attention == "eager":
-        c.unet.set_attn_processor(AttnProcessor())
-    elif cfg.train.attention == "xformers":
-        c.unet.enable_xformers_memory_efficient_attention()
-    # "sdpa" is diffusers' default processor (torch scaled_dot_product_attention).
+    load(pick(ATTENTION, cfg.train.attention, "train.attention"))(c.unet)
+
+
+def sdpa_attention(unet: torch.nn.Module) -> None:
+    """train.attention=sdpa: diffusers' default processor (torch scaled_dot_product_attention)."""
+
+
+def eager_attention(unet: torch.nn.Module) -> None:
+    """train.attention=eager: the plain attention processor (matmul + softmax)."""
+    unet.set_attn_processor(AttnProcessor())
+
+
+def xformers_attention(unet: torch.nn.Module) -> None:
+    """train.attention=xformers: memory-efficient attention (CUDA; checked by validate_machine)."""
+    unet.enable_xformers_memory_efficient_attention()
 
 
 def prepare_data(
