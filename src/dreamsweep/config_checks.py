@@ -167,22 +167,11 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
 
 
-SCORERS = (
-    "clip_i",
-    "clip_t",
-    "dino",
-    "diversity",
-    "prior_drift",
-    "memorization",
-    "identity",
-    "toyworld",
-)
-
-
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     from dreamsweep.evaluation.prompts import SUITES
     from dreamsweep.evaluation.schedulers import SCHEDULERS
     from dreamsweep.metrics.objective import OBJECTIVES
+    from dreamsweep.metrics.registry import SCORERS
     from dreamsweep.tracking import TRACKERS
 
     ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
