@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamsweep.metrics.registry import Score, ScorerSpec
-from dreamsweep.metrics.scoring import CellImages, Scored
+from dreamsweep.metrics.registry import CellImages, Score, Scored, ScorerSpec
 
 
 def score_brightness(cell: CellImages) -> Scored:

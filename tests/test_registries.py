@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dreamsweep.choices import ATTENTION, DATA, METHODS, NOISES, OPTIMIZERS, TRACKERS
 from dreamsweep.config import ConfigError
-from dreamsweep.data.sources import DATA
 from dreamsweep.evaluation.schedulers import SCHEDULERS
 from dreamsweep.export.choose import ExportError
 from dreamsweep.export.command import export
@@ -22,8 +22,6 @@ from dreamsweep.export.formats import FORMATS
 from dreamsweep.launch import write_run_config
 from dreamsweep.metrics.registry import SCORERS
 from dreamsweep.registry import load
-from dreamsweep.tracking import TRACKERS
-from dreamsweep.training.choices import ATTENTION, METHODS, NOISES, OPTIMIZERS
 from dreamsweep.training.loss import training_noise
 from tests.conftest import FAST, ROOT, compose_config
 

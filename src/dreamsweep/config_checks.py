@@ -4,8 +4,8 @@ ConfigError naming the key and what to do. Imports neither torch nor diffusers (
 when a CUDA-only option is asked for).
 
 A named choice (noise, optimizer, attention, method, data, tracker, scorer, scheduler) is
-checked against the one table the code builds it from (dreamsweep/registry.py); the tables
-are imported inside the checks, as they sit beside code that imports this module's caller.
+checked against the one table the code builds it from (dreamsweep/choices.py,
+metrics/registry.py, evaluation/schedulers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dreamsweep.choices import ATTENTION, DATA, METHODS, NOISES, OPTIMIZERS, TRACKERS
 from dreamsweep.registry import unknown_message
 
 if TYPE_CHECKING:
@@ -63,9 +64,6 @@ def validate(cfg: RunConfig, *, check_machine: bool = True) -> None:
 
 
 def _validate_model_and_data(cfg: RunConfig) -> None:
-    from dreamsweep.data.sources import DATA
-    from dreamsweep.training.choices import METHODS
-
     m, d, p = cfg.model, cfg.data, cfg.prior
     _require(
         m.name == "tiny" or bool(m.path),
@@ -129,8 +127,6 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
 
 
 def _validate_training(cfg: RunConfig) -> None:
-    from dreamsweep.training.choices import ATTENTION, NOISES, OPTIMIZERS
-
     o, t, e = cfg.optim, cfg.train, cfg.ema
     _choice(o.name, OPTIMIZERS, "optim.name")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
@@ -172,7 +168,6 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     from dreamsweep.evaluation.schedulers import SCHEDULERS
     from dreamsweep.metrics.objective import OBJECTIVES
     from dreamsweep.metrics.registry import SCORERS
-    from dreamsweep.tracking import TRACKERS
 
     ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
     unknown = [s for s in ev.schedulers if s not in SCHEDULERS]

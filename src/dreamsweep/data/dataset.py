@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dreamsweep.choices import DATA
 from dreamsweep.config import RunConfig
 from dreamsweep.data.images import TYPICAL_MAX_IMAGES, load_folder, log, read_caption
-from dreamsweep.data.sources import DATA
 from dreamsweep.registry import load, pick
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from dreamsweep.metrics.scoring import CellImages, Scored
+from dreamsweep.metrics.registry import CellImages, Scored
 
 SAME_PERSON_DISTANCE = 0.6  # dlib's rule for its raw 128-d descriptors (L2 distance)
 FACES_EXTRA = "face identity needs the faces extra: pip install 'dreamsweep[faces]'"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dreamsweep.metrics.scoring import CellImages, Scored
+from dreamsweep.metrics.registry import CellImages, Scored
 from dreamsweep.metrics.similarity import cross_cosine
 
 

@@ -2,14 +2,19 @@
 names against, that scoring.py builds and runs from, and that the report, cells.csv and the
 W&B tables read the scores' keys, labels and directions from.
 
-Adding a scorer is one module with its score function and one entry here. Imports neither
-torch nor diffusers: score functions are named "module:function" and imported when a cell is
-scored (dreamsweep/registry.py).
+Adding a scorer is one module with its score function (CellImages in, Scored out) and one
+entry here. Imports neither torch nor diffusers: score functions are named "module:function"
+and imported when a cell is scored (dreamsweep/registry.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,49 @@ class ScorerSpec:
     features: tuple[str, ...]
     scores: tuple[Score, ...]
     base_class_samples: bool = False
+
+
+@dataclass
+class Feature:
+    """A loaded feature model with what it made of the instance images (the references)."""
+
+    model: object  # e.g. features.ClipFeatures: .images(list of images) -> embeddings
+    reference: object  # the instance images as this model sees them
+    description: object  # recorded with every score (scores.json's metric_models)
+
+
+@dataclass
+class CellImages:
+    """What a score function gets: one cell's samples (samples[i] made from the prompt
+    sample_prompt[i]; texts[p] that prompt for CLIP-T), its class-prompt samples, the base
+    model's class samples in DINO space (or None), and the run's feature models. Embeddings
+    are computed once per cell and feature model, whichever scorers ask."""
+
+    samples: list[Image.Image]
+    sample_prompt: list[int]
+    texts: list[str]
+    class_samples: list[Image.Image]
+    base_class_dino: torch.Tensor | None
+    features: dict[str, Feature]
+    _embedded: dict[tuple[str, bool], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def embeddings(self, feature: str, of_class: bool = False) -> torch.Tensor:
+        """The samples (or class samples) embedded by a feature model, once."""
+        key = (feature, of_class)
+        if key not in self._embedded:
+            images = self.class_samples if of_class else self.samples
+            self._embedded[key] = self.features[feature].model.images(images)
+        return self._embedded[key]
+
+
+@dataclass
+class Scored:
+    """A score function's result: per key, one value per sample (None where it does not
+    apply), one per class sample, and cell-level values that are no mean of samples'."""
+
+    samples: dict[str, list | torch.Tensor] = field(default_factory=dict)
+    class_samples: dict[str, list | torch.Tensor] = field(default_factory=dict)
+    cell: dict[str, float | None] = field(default_factory=dict)
 
 
 # In the order the report shows the scores.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from dreamsweep import cache
 from dreamsweep.config import RunConfig
 from dreamsweep.metrics.aggregate import summarise
-from dreamsweep.metrics.registry import SCORERS
+from dreamsweep.metrics.registry import SCORERS, CellImages, Feature, Scored
 from dreamsweep.registry import load
 from dreamsweep.tensor_files import save_tensors
 
@@ -39,15 +39,6 @@ def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> to
             cache.write_spec(entry, spec)
             save_tensors({"embeddings": embeddings.contiguous()}, file)
     return load_file(str(file))["embeddings"]
-
-
-@dataclass
-class Feature:
-    """A loaded feature model with what it made of the instance images (the references)."""
-
-    model: object  # e.g. features.ClipFeatures: .images(list of images) -> embeddings
-    reference: object  # the instance images as this model sees them
-    description: object  # recorded with every score (scores.json's metric_models)
 
 
 def _clip(cfg: RunConfig, references: list[Path], cache_root: Path) -> Feature:
@@ -98,40 +89,6 @@ def feature_source(cfg: RunConfig, value: str, kind: str) -> str:
     if value != "auto":
         return value
     return "tiny" if cfg.model.name == "tiny" else REAL_DEFAULTS[kind]
-
-
-@dataclass
-class CellImages:
-    """What a score function gets: one cell's samples (samples[i] made from the prompt
-    sample_prompt[i]; texts[p] that prompt for CLIP-T), its class-prompt samples, the base
-    model's class samples in DINO space (or None), and the run's feature models. Embeddings
-    are computed once per cell and feature model, whichever scorers ask."""
-
-    samples: list[Image.Image]
-    sample_prompt: list[int]
-    texts: list[str]
-    class_samples: list[Image.Image]
-    base_class_dino: torch.Tensor | None
-    features: dict[str, Feature]
-    _embedded: dict[tuple[str, bool], torch.Tensor] = field(default_factory=dict, repr=False)
-
-    def embeddings(self, feature: str, of_class: bool = False) -> torch.Tensor:
-        """The samples (or class samples) embedded by a feature model, once."""
-        key = (feature, of_class)
-        if key not in self._embedded:
-            images = self.class_samples if of_class else self.samples
-            self._embedded[key] = self.features[feature].model.images(images)
-        return self._embedded[key]
-
-
-@dataclass
-class Scored:
-    """A score function's result: per key, one value per sample (None where it does not
-    apply), one per class sample, and cell-level values that are no mean of samples'."""
-
-    samples: dict[str, list | torch.Tensor] = field(default_factory=dict)
-    class_samples: dict[str, list | torch.Tensor] = field(default_factory=dict)
-    cell: dict[str, float | None] = field(default_factory=dict)
 
 
 def load_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:

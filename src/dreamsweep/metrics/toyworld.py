@@ -17,7 +17,7 @@ import re
 import torch
 from PIL import Image
 
-from dreamsweep.metrics.scoring import CellImages, Scored
+from dreamsweep.metrics.registry import CellImages, Scored
 from dreamsweep.toyworld.oracle import Oracle, OracleScores, reference_embedding, score_images
 from dreamsweep.toyworld.world import BACKGROUNDS, COLOURS
 

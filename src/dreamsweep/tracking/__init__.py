@@ -5,15 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from dreamsweep.choices import TRACKERS
 from dreamsweep.config import RunConfig
 from dreamsweep.registry import load, pick
-
-# tracker: where numbers go besides metrics.jsonl, which is always written: the class
-# (cfg, run_dir, job_type=...) of the tracker beside it, or None for the run folder alone.
-TRACKERS: dict[str, str | None] = {
-    "wandb": "dreamsweep.tracking.wandb:WandbTracker",
-    "disk": None,
-}
 
 
 class Tracker(Protocol):

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
+from dreamsweep.choices import NOISES
 from dreamsweep.registry import load, pick
-from dreamsweep.training.choices import NOISES
 
 
 @dataclass
@@ -71,7 +71,7 @@ def multires_step_noise(latents: torch.Tensor, train, generator: torch.Generator
 
 
 def training_noise(latents: torch.Tensor, train, generator: torch.Generator) -> torch.Tensor:
-    """The noise of a training step by `train.noise` (training/choices.NOISES)."""
+    """The noise of a training step by `train.noise` (dreamsweep/choices.py: NOISES)."""
     return load(pick(NOISES, train.noise, "train.noise"))(latents, train, generator)
 
 

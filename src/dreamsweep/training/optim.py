@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from diffusers.optimization import get_scheduler
 
+from dreamsweep.choices import OPTIMIZERS
 from dreamsweep.config import RunConfig
 from dreamsweep.registry import load, pick
-from dreamsweep.training.choices import OPTIMIZERS
 from dreamsweep.training.ema import trained_parameters
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # torch's fused AdamW kernels; foreach elsewhere
@@ -44,7 +44,7 @@ def bitsandbytes_adamw8bit(o, groups: list[dict], kwargs: dict) -> torch.optim.O
 
 
 def build_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer `optim.name` names (training/choices.OPTIMIZERS)."""
+    """The optimizer `optim.name` names (dreamsweep/choices.py: OPTIMIZERS)."""
     o = cfg.optim
     kwargs = dict(betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
     return load(pick(OPTIMIZERS, o.name, "optim.name"))(o, groups, kwargs)

@@ -11,6 +11,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import EMAModel
 
 from dreamsweep import prior
+from dreamsweep.choices import ATTENTION, METHODS
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import (
     class_examples,
@@ -29,7 +30,6 @@ from dreamsweep.training.batches import (
     cache_embeddings,
     training_data,
 )
-from dreamsweep.training.choices import ATTENTION, METHODS
 from dreamsweep.training.ema import build_ema, trained_parameters
 from dreamsweep.training.latents import LatentBank, build_latent_bank
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups

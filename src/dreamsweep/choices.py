@@ -1,7 +1,9 @@
-"""The training loop's named choices: noise, optimizer, attention backend and method, each one
-table (name -> "module:function" that builds it) that config_checks.py checks `train.noise`,
-`optim.name`, `train.attention` and `method` against. Adding a choice is one function plus
-one entry here. Imports neither torch nor diffusers (see dreamsweep/registry.py).
+"""A run's named choices and what builds each: noise, optimizer, attention backend, method,
+tracker and data source. Each is one table (name -> "module:function") that config_checks.py
+checks the config against and the code builds from; adding a choice is one function where
+it acts plus one entry here. (Scorers: metrics/registry.py; export formats: export/formats.py;
+samplers: evaluation/schedulers.py.) Imports nothing, so checking a name needs no torch
+(dreamsweep/registry.py).
 """
 
 from __future__ import annotations
@@ -42,4 +44,19 @@ class Method:
 METHODS = {
     "dreambooth": Method(),
     "lora": Method(add_trained="dreamsweep.training.lora:add_adapters"),
+}
+
+# tracker: where numbers go besides metrics.jsonl, which is always written: the class
+# (cfg, run_dir, job_type=...) of the tracker beside it, or None for the run folder alone.
+TRACKERS: dict[str, str | None] = {
+    "wandb": "dreamsweep.tracking.wandb:WandbTracker",
+    "disk": None,
+}
+
+# data: where the subject's images are. A bundled folder ("module:constant"), or None: the
+# folder data.instance_dir names (a user's photos, or a shipped folder its data config names).
+DATA: dict[str, str | None] = {
+    "toy": "dreamsweep.data.toy:TOY_SUBJECT_DIR",  # six drawn images shipped in assets/
+    "toyworld": None,  # data.instance_dir=${asset:toyworld/subject} (conf/data/toyworld.yaml)
+    "folder": None,
 }
