@@ -21,7 +21,7 @@ from dreamsweep import cache
 from dreamsweep.config import RunConfig
 from dreamsweep.metrics.aggregate import summarise
 from dreamsweep.metrics.registry import SCORERS, CellImages, Feature, Scored
-from dreamsweep.registry import load
+from dreamsweep.registry import load, pick
 from dreamsweep.tensor_files import save_tensors
 
 
@@ -96,7 +96,10 @@ def load_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
     training), with their references: the instance images, embedded once (shared cache)."""
     from dreamsweep.data.dataset import instance_examples
 
-    needed = {f for name in cfg.metrics.scorers for f in SCORERS[name].features}
+    chosen = [pick(SCORERS, name, "metrics.scorers") for name in cfg.metrics.scorers]
+    needed = {f for spec in chosen for f in spec.features}
+    for feature in sorted(needed):  # a scorer naming a model FEATURES lacks fails now
+        pick(FEATURES, feature, "a scorer's features (metrics/registry.py)")
     references = [e.image for e in instance_examples(cfg)]
     features = {f: make(cfg, references, cache_root) for f, make in FEATURES.items() if f in needed}
     return Scorer(list(cfg.metrics.scorers), features)
