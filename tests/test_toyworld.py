@@ -148,12 +148,13 @@ def test_the_toyworld_scores_of_drawn_pictures_are_what_was_drawn(oracle):
     """Drawn pictures with known content: the subject on the requested backgrounds scores a
     subject rate and prompt fidelity of 1; world pictures as class samples drift 0. Every
     sample's decision is kept, and the cell's scores are made from them."""
+    from dreamsweep.metrics.registry import Feature
     from dreamsweep.metrics.scoring import Scorer
     from dreamsweep.metrics.toyworld import reference_embedding
 
     instances = [Image.open(p).convert("RGB") for p in sorted(SUBJECT_DIR.glob("*.png"))]
-    scorer = Scorer(["toyworld"], None, None)
-    scorer.oracle, scorer.reference_oracle = oracle, reference_embedding(oracle, instances)
+    seen = Feature(oracle, reference_embedding(oracle, instances), "oracle")
+    scorer = Scorer(["toyworld"], {"oracle": seen})
     asked = [
         "a toy on a white background",
         "a toy on a black background",

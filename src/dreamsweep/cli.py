@@ -10,6 +10,8 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dreamsweep.export.formats import formats_help
+
     parser = argparse.ArgumentParser(prog="dreamsweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser(
@@ -43,8 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="best (default), or step_<n>/<cell name> (in a sweep: <run>/step_<n>/<cell name>)",
     )
     export.add_argument(
-        "--format", dest="formats", action="append", default=None,
-        help="diffusers (default), single-file or lora-kohya; may be given several times",
+        "--format", dest="formats", action="append", default=None, help=formats_help(),
     )  # fmt: skip
     export.add_argument("--out", type=Path, default=Path("exports"), help="default: exports/")
     export.add_argument("--half", action="store_true", help="fp16 weights (half the size)")
@@ -129,9 +130,10 @@ def _unwritable(err: Exception, destination: Path, what: str) -> int:
 def _export(args) -> int:
     from dreamsweep.export.choose import ExportError
     from dreamsweep.export.command import export
+    from dreamsweep.export.formats import DEFAULT_FORMAT
 
     try:
-        out, sizes = export(args.folder, args.cell, tuple(args.formats or ["diffusers"]),
+        out, sizes = export(args.folder, args.cell, tuple(args.formats or [DEFAULT_FORMAT]),
                             args.out, args.half, args.license, args.author)  # fmt: skip
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,14 +1,22 @@
 """The checks of a run's settings that a schema cannot express: ranges, combinations, names of
-schedulers/scorers/objectives, and what this machine can do (CUDA-only options). Each failure
-is a ConfigError naming the key and what to do. Imports neither torch nor diffusers (torch only
+the named choices, and what this machine can do (CUDA-only options). Each failure is a
+ConfigError naming the key and what to do. Imports neither torch nor diffusers (torch only
 when a CUDA-only option is asked for).
+
+A named choice (noise, optimizer, attention, method, data, tracker, scorer, scheduler) is
+checked against the one table the code builds it from (dreamsweep/choices.py,
+metrics/registry.py, evaluation/schedulers.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from dreamsweep.choices import ATTENTION, DATA, METHODS, NOISES, OPTIMIZERS, TRACKERS
+from dreamsweep.registry import unknown_message
 
 if TYPE_CHECKING:
     from dreamsweep.config import RunConfig
@@ -18,11 +26,8 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and what is allowed."""
 
 
-METHODS = ("dreambooth", "lora")
 LORA_TARGETS = ("attention", "feed_forward", "conv")
 LORA_TYPES = ("lora", "loha", "lokr")
-NOISES = ("gaussian", "offset", "multires")
-OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -31,9 +36,7 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
-ATTENTION = ("sdpa", "eager", "xformers")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-TRACKERS = ("wandb", "disk")
 WANDB_MODES = ("offline", "online", "disabled")
 # Seeds of generated class images (prior.py): the prior's image i is sampled from prior.seed + i,
 # the validation loss's held-out image i from prior.seed + HELD_OUT_SEEDS + i, so the two sets
@@ -44,6 +47,11 @@ HELD_OUT_SEEDS = 1_000_000
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+def _choice(name: str, table: Mapping[str, Any], key: str) -> None:
+    """A named choice must be a name of its table; the error lists every known name."""
+    _require(name in table, key, unknown_message(name, table))
 
 
 def validate(cfg: RunConfig, *, check_machine: bool = True) -> None:
@@ -67,9 +75,9 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
         f"model={m.name} needs model.path: a local folder, a .safetensors/.ckpt file or a hub id",
     )
     _require(m.sample_size % 8 == 0, "model.sample_size", "must be a multiple of 8")
-    _require(d.name in DATA, "data", f"'{d.name}' is not one of: {', '.join(DATA)}")
+    _choice(d.name, DATA, "data")
     _require(
-        d.name == "toy" or bool(d.instance_dir),
+        DATA[d.name] is not None or bool(d.instance_dir),
         "data.instance_dir",
         "data=folder needs data.instance_dir: the folder of your subject's photos",
     )
@@ -80,7 +88,7 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     )
     _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
     _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
-    _require(cfg.method.name in METHODS, "method", f"'{cfg.method.name}' is not one of: {METHODS}")
+    _choice(cfg.method.name, METHODS, "method")
     if cfg.method.name == "lora":
         me = cfg.method
         _require(
@@ -124,7 +132,7 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
 
 def _validate_training(cfg: RunConfig) -> None:
     o, t, e = cfg.optim, cfg.train, cfg.ema
-    _require(o.name in OPTIMIZERS, "optim.name", f"'{o.name}' is not one of: {OPTIMIZERS}")
+    _choice(o.name, OPTIMIZERS, "optim.name")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _require(
         o.lr_scheduler in LR_SCHEDULERS,
@@ -142,10 +150,8 @@ def _validate_training(cfg: RunConfig) -> None:
         "train.text_encoder_lr",
         f"must be > 0, got {t.text_encoder_lr}",
     )
-    _require(
-        t.attention in ATTENTION, "train.attention", f"'{t.attention}' is not one of: {ATTENTION}"
-    )
-    _require(t.noise in NOISES, "train.noise", f"'{t.noise}' is not one of: {', '.join(NOISES)}")
+    _choice(t.attention, ATTENTION, "train.attention")
+    _choice(t.noise, NOISES, "train.noise")
     _require(t.noise_offset >= 0, "train.noise_offset", "must be >= 0")
     _require(
         t.noise != "offset" or t.noise_offset > 0,
@@ -161,23 +167,11 @@ def _validate_training(cfg: RunConfig) -> None:
     _require(0 < e.decay < 1, "ema.decay", f"must be in (0, 1), got {e.decay}")
 
 
-SCORERS = (
-    "clip_i",
-    "clip_t",
-    "dino",
-    "diversity",
-    "prior_drift",
-    "memorization",
-    "identity",
-    "toyworld",
-)
-DATA = ("toy", "toyworld", "folder")
-
-
 def _validate_eval_and_tracking(cfg: RunConfig) -> None:
     from dreamsweep.evaluation.prompts import SUITES
     from dreamsweep.evaluation.schedulers import SCHEDULERS
     from dreamsweep.metrics.objective import OBJECTIVES
+    from dreamsweep.metrics.registry import SCORERS
 
     ev, tr, la, me = cfg.eval, cfg.tracker, cfg.launcher, cfg.metrics
     unknown = [s for s in ev.schedulers if s not in SCHEDULERS]
@@ -243,7 +237,7 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
         "eval.val_dir",
         f"{ev.val_dir} is not a folder: give a folder of held-out photos of the subject or null",
     )
-    _require(tr.name in TRACKERS, "tracker", f"'{tr.name}' is not one of: {TRACKERS}")
+    _choice(tr.name, TRACKERS, "tracker")
     _require(tr.mode in WANDB_MODES, "tracker.mode", f"'{tr.mode}' is not one of: {WANDB_MODES}")
     _require(la.num_processes > 0, "launcher.num_processes", "must be > 0")
     _require(la.threads is None or la.threads > 0, "launcher.threads", "must be > 0 or null")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dreamsweep.choices import DATA
 from dreamsweep.config import RunConfig
 from dreamsweep.data.images import TYPICAL_MAX_IMAGES, load_folder, log, read_caption
+from dreamsweep.registry import load, pick
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,9 @@ def fill_prompt(template: str, token: str, class_name: str) -> str:
 
 
 def instance_dir(cfg: RunConfig) -> Path:
-    if cfg.data.name == "toy":
-        from dreamsweep.data.toy import TOY_SUBJECT_DIR  # (toy.py draws with numpy)
-
-        return TOY_SUBJECT_DIR
+    bundled = pick(DATA, cfg.data.name, "data")
+    if bundled is not None:
+        return load(bundled)
     return Path(cfg.data.instance_dir).expanduser()  # type: ignore[arg-type]
 
 

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 from dreamsweep import atomic, cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
-from dreamsweep.data.dataset import fill_prompt, instance_examples
+from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 from dreamsweep.metrics.objective import objective
-from dreamsweep.metrics.scoring import Scorer, cached_embeddings
+from dreamsweep.metrics.registry import SCORERS
+from dreamsweep.metrics.scoring import Scorer, cached_embeddings, load_scorer
 from dreamsweep.models.components import SDComponents
 from dreamsweep.runs import class_sample_file
 from dreamsweep.verdicts import CellSamples
@@ -138,7 +139,8 @@ class Evaluator:
 
     def prepare_baselines(self, base: SDComponents, model_fingerprint: str) -> None:
         """The base model's class-prompt samples per sampling spec, made once (shared cache)."""
-        if self.scorer is None or "prior_drift" not in self.cfg.metrics.scorers:
+        wanted = self.cfg.metrics.scorers
+        if self.scorer is None or not any(SCORERS[n].base_class_samples for n in wanted):
             return
         texts = PromptEmbeddings(base)
         for sampling in self.samplings:
@@ -159,9 +161,9 @@ class Evaluator:
                         for path, image in zip(paths, images, strict=True):
                             atomic.write_bytes(path, _png(image))
             self.acc.wait_for_everyone()
-            if self.scorer.dino is not None:
+            if "dino" in self.scorer.features:
                 self.base_class[sampling] = cached_embeddings(
-                    self.scorer.dino, paths, self.cache_root
+                    self.scorer.features["dino"].model, paths, self.cache_root
                 )
 
     def evaluate(self, step: int, weights: dict[str, Callable]) -> list[dict]:
@@ -282,45 +284,7 @@ def sample_table(eval_set: EvalSet, per_sample: dict[str, list]) -> dict:
 
 def build_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
     """Load the feature models (a missing one fails here, before training) and references."""
-    from dreamsweep.config_checks import BUILT_IN_MODELS
-    from dreamsweep.metrics.features import REAL_DEFAULTS, load_clip, load_dino
-
-    def source(value: str, kind: str) -> str:
-        if value != "auto":
-            return value
-        return "tiny" if cfg.model.name in BUILT_IN_MODELS else REAL_DEFAULTS[kind]
-
-    wanted = set(cfg.metrics.scorers)
-    clip = (
-        load_clip(source(cfg.metrics.clip.model, "clip")) if wanted & {"clip_i", "clip_t"} else None
-    )
-    dino = (
-        load_dino(source(cfg.metrics.dino.model, "dino"))
-        if wanted & {"dino", "diversity", "memorization", "prior_drift"}
-        else None
-    )
-    references = [e.image for e in instance_examples(cfg)]
-    scorer = Scorer(list(cfg.metrics.scorers), clip, dino)
-    if clip is not None:
-        scorer.reference_clip = cached_embeddings(clip, references, cache_root)
-    if dino is not None:
-        scorer.reference_dino = cached_embeddings(dino, references, cache_root)
-    if "identity" in wanted:
-        from dreamsweep.metrics.identity import DlibFaceEmbedder, reference_faces
-
-        scorer.faces = DlibFaceEmbedder()
-        scorer.reference_faces = reference_faces(
-            scorer.faces, [Image.open(p).convert("RGB") for p in references]
-        )
-    if "toyworld" in wanted:
-        from dreamsweep.metrics.toyworld import reference_embedding
-        from dreamsweep.toyworld.oracle import load_oracle
-
-        scorer.oracle = load_oracle()
-        scorer.reference_oracle = reference_embedding(
-            scorer.oracle, [Image.open(p).convert("RGB") for p in references]
-        )
-    return scorer
+    return load_scorer(cfg, cache_root)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -23,6 +23,7 @@ from dreamsweep.export.card import (
 )
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
+from dreamsweep.export.formats import FORMATS
 from dreamsweep.export.published import (
     DEFAULT_AUTHOR,
     MIN_DIFFUSERS,
@@ -33,9 +34,9 @@ from dreamsweep.export.published import (
     trigger,
 )
 from dreamsweep.models.portable import add_vocab_files
+from dreamsweep.registry import load, unknown_message
 from dreamsweep.runs import grid_file
 
-FORMATS = ("diffusers", "single-file", "lora-kohya")
 SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
 
 
@@ -61,7 +62,7 @@ def export(
     """Export the chosen cell's weights; returns the export folder and file -> size in bytes."""
     options = Options(formats, half, license, author)
     if unknown := [f for f in formats if f not in FORMATS]:
-        raise ExportError(f"--format: unknown {unknown}; known: {', '.join(FORMATS)}")
+        raise ExportError(f"--format: {unknown_message(unknown[0], FORMATS)}")
     chosen = choose(folder, cell)
     kind = chosen.run.settings.method.type
     if kind in ("loha", "lokr") and set(formats) & {"single-file", "lora-kohya"}:
@@ -98,25 +99,10 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         images=scored_images(chosen),
     )
     lora = _lora_source(chosen)
-    if "diffusers" in options.formats:
-        kind = DIFFUSERS if lora is None else (DIFFUSERS_LORA if _is_lora(lora) else PEFT)
-        card.kinds[kind] = "diffusers"
-        card.files["diffusers/"] = _diffusers(chosen, components, tmp / "diffusers", source, lora)
-    if "single-file" in options.formats:
-        name = f"{chosen.title}.safetensors"
-        card.kinds[SINGLE_FILE] = name
-        card.files[name] = _single_file(chosen, components, tmp / name, dtype, options, grid)
-        card.single_file_config = "diffusers" if DIFFUSERS in card.kinds else SINGLE_FILE_CONFIG
-        if DIFFUSERS not in card.kinds:
-            _write_configs(chosen, components, tmp / SINGLE_FILE_CONFIG)
-            card.files[f"{SINGLE_FILE_CONFIG}/"] = (
-                "the pipeline's configs, tokenizer and winning scheduler (no weights): "
-                "from_single_file(..., config=...) reads them offline"
-            )
-    if "lora-kohya" in options.formats:
-        name = f"{chosen.title}-lora.safetensors"
-        card.kinds[KOHYA] = name
-        card.files[name] = _kohya(chosen, components, tmp / name, dtype, options, grid, lora)
+    job = FormatJob(chosen, components, source, tmp, options, dtype, grid, lora, card)
+    for name, form in FORMATS.items():  # the table's order: single-file reuses diffusers'
+        if name in options.formats:
+            load(form.write)(job)
     if lora is not None and {DIFFUSERS_LORA, PEFT, KOHYA} & set(card.kinds):
         card.lora_scale_before_033 = _old_diffusers_scale(chosen)
         _copy_base(chosen, tmp)
@@ -126,6 +112,56 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         shutil.copy(grid, tmp / "samples.png")
         card.samples = "samples.png"
     return card
+
+
+@dataclass
+class FormatJob:
+    """What a format's writer (export/formats.py) gets: the cell, its loaded weights, the
+    staging folder to write into and the model card to tell about what it wrote."""
+
+    chosen: Chosen
+    components: object
+    source: str
+    tmp: Path
+    options: Options
+    dtype: object
+    grid: Path | None
+    lora: Path | None  # the run's adapters, for a LoRA run
+    card: CardInput
+
+
+def write_diffusers(job: FormatJob) -> None:
+    card, lora = job.card, job.lora
+    kind = DIFFUSERS if lora is None else (DIFFUSERS_LORA if _is_lora(lora) else PEFT)
+    card.kinds[kind] = "diffusers"
+    card.files["diffusers/"] = _diffusers(
+        job.chosen, job.components, job.tmp / "diffusers", job.source, lora
+    )
+
+
+def write_single_file(job: FormatJob) -> None:
+    chosen, card, tmp = job.chosen, job.card, job.tmp
+    name = f"{chosen.title}.safetensors"
+    card.kinds[SINGLE_FILE] = name
+    card.files[name] = _single_file(
+        chosen, job.components, tmp / name, job.dtype, job.options, job.grid
+    )
+    card.single_file_config = "diffusers" if DIFFUSERS in card.kinds else SINGLE_FILE_CONFIG
+    if DIFFUSERS not in card.kinds:
+        _write_configs(chosen, job.components, tmp / SINGLE_FILE_CONFIG)
+        card.files[f"{SINGLE_FILE_CONFIG}/"] = (
+            "the pipeline's configs, tokenizer and winning scheduler (no weights): "
+            "from_single_file(..., config=...) reads them offline"
+        )
+
+
+def write_kohya(job: FormatJob) -> None:
+    chosen, card = job.chosen, job.card
+    name = f"{chosen.title}-lora.safetensors"
+    card.kinds[KOHYA] = name
+    card.files[name] = _kohya(
+        chosen, job.components, job.tmp / name, job.dtype, job.options, job.grid, job.lora
+    )
 
 
 def _grid(chosen: Chosen) -> Path | None:

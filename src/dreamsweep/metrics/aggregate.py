@@ -5,7 +5,7 @@ prompt. Each per-sample score is an array over the units, NaN where it does not 
 subject score on a class sample, a prompt that asks for nothing, a sample without a face).
 Arrays may carry leading axes (bootstrap resamples): the rule works on the last axis.
 
-- Scores of the prompt suite (`PROMPT_MEAN`) are the mean over prompts of each prompt's mean,
+- Scores of the prompt suite (`prompt_mean_keys`) are the mean over prompts of each prompt's mean,
   so every prompt weighs the same whatever its number of seeds.
 - Every other score is the mean over the samples it applies to (face identity over the samples
   with a face, prior drift over the class samples).
@@ -18,14 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PROMPT_MEAN = (
-    "subject_rate",
-    "subject_sim",
-    "prompt_fidelity",
-    "clip_i",
-    "clip_t",
-    "dino",
-)
+from dreamsweep.metrics.registry import registered_scores
+
+
+def prompt_mean_keys() -> set[str]:
+    """The scores made as a mean of prompt means (Score.per_prompt in metrics/registry.py)."""
+    return {key for key, score in registered_scores().items() if score.per_prompt}
 
 
 def as_array(values: Sequence[float | None]) -> np.ndarray:
@@ -54,7 +52,7 @@ def prompt_means(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
 
 def cell_value(key: str, values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """One score of a cell from its per-unit values (last axis); NaN when nothing applies."""
-    if key not in PROMPT_MEAN:
+    if key not in prompt_mean_keys():
         return _nanmean(values)
     return _nanmean(prompt_means(values, groups))
 
@@ -69,8 +67,8 @@ def summarise(
     groups = prompt_groups(unit_prompt[:samples])
     per_prompt = {
         k: [as_float(v) for v in prompt_means(arrays[k][:samples], groups)]
-        for k in PROMPT_MEAN
-        if k in arrays and not np.all(np.isnan(arrays[k][:samples]))
+        for k in registered_scores()
+        if k in prompt_mean_keys() and k in arrays and not np.all(np.isnan(arrays[k][:samples]))
     }
     return scores, per_prompt
 

@@ -11,9 +11,24 @@ from __future__ import annotations
 
 import torch
 
+from dreamsweep.metrics.registry import CellImages, Scored
+from dreamsweep.metrics.similarity import cross_cosine
+
 
 def prior_drift_per_sample(tuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """[N] 1 - cosine of each (tuned, base) class sample pair made from the same seed."""
     if tuned.shape != base.shape:
         raise ValueError(f"need matched samples, got {tuple(tuned.shape)} vs {tuple(base.shape)}")
     return 1.0 - (tuned * base).sum(dim=-1)
+
+
+def score_prior_drift(cell: CellImages) -> Scored:
+    """Per class sample: `pres` and, when the base model's class samples are at hand,
+    `prior_drift` (none without class samples)."""
+    if not cell.class_samples:
+        return Scored()
+    emb = cell.embeddings("dino", of_class=True)
+    per_class = {"pres": cross_cosine(emb, cell.features["dino"].reference).mean(dim=1)}
+    if cell.base_class_dino is not None:
+        per_class["prior_drift"] = prior_drift_per_sample(emb, cell.base_class_dino)
+    return Scored(class_samples=per_class)

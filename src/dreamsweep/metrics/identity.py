@@ -20,6 +20,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from dreamsweep.metrics.registry import CellImages, Scored
+
 SAME_PERSON_DISTANCE = 0.6  # dlib's rule for its raw 128-d descriptors (L2 distance)
 FACES_EXTRA = "face identity needs the faces extra: pip install 'dreamsweep[faces]'"
 
@@ -162,3 +164,10 @@ def identity_scores(
 
     per_sample = identity_per_sample(sample_faces, reference_faces, same_person_distance)
     return {k: as_float(cell_value(k, as_array(v), [])) for k, v in per_sample.items()}
+
+
+def score_identity(cell: CellImages) -> Scored:
+    """Per sample: face detection, identity cosine and same-person rate (identity_per_sample)."""
+    faces = cell.features["faces"]
+    sample_faces = [faces.model.embed_faces(image) for image in cell.samples]
+    return Scored(identity_per_sample(sample_faces, faces.reference))

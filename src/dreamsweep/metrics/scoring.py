@@ -1,4 +1,5 @@
-"""Score one cell's samples against the run's references, with the feature models passed in.
+"""Score one cell's samples against the run's references: the chosen scorers of the registry
+(metrics/registry.py) run on the feature models they name (FEATURES), loaded once per run.
 
 References (embeddings of the instance images, of the base model's class-prompt samples) are
 computed once and kept in the shared cache, keyed by the feature model and the image bytes.
@@ -7,8 +8,9 @@ computed once and kept in the shared cache, keyed by the feature model and the i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,13 +18,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from dreamsweep import cache
+from dreamsweep.config import RunConfig
 from dreamsweep.metrics.aggregate import summarise
-from dreamsweep.metrics.clip import clip_t_per_sample
-from dreamsweep.metrics.diversity import diversity
-from dreamsweep.metrics.drift import prior_drift_per_sample
-from dreamsweep.metrics.features import ClipFeatures, DinoFeatures
-from dreamsweep.metrics.memorization import nearest_cosine
-from dreamsweep.metrics.similarity import cross_cosine
+from dreamsweep.metrics.registry import SCORERS, CellImages, Feature, Scored
+from dreamsweep.registry import load, pick
 from dreamsweep.tensor_files import save_tensors
 
 
@@ -42,28 +41,82 @@ def cached_embeddings(feature_model, images: list[Path], cache_root: Path) -> to
     return load_file(str(file))["embeddings"]
 
 
+def _clip(cfg: RunConfig, references: list[Path], cache_root: Path) -> Feature:
+    from dreamsweep.metrics.features import load_clip
+
+    model = load_clip(feature_source(cfg, cfg.metrics.clip.model, "clip"))
+    return Feature(model, cached_embeddings(model, references, cache_root), model.describe())
+
+
+def _dino(cfg: RunConfig, references: list[Path], cache_root: Path) -> Feature:
+    from dreamsweep.metrics.features import load_dino
+
+    model = load_dino(feature_source(cfg, cfg.metrics.dino.model, "dino"))
+    return Feature(model, cached_embeddings(model, references, cache_root), model.describe())
+
+
+def _faces(cfg: RunConfig, references: list[Path], cache_root: Path) -> Feature:
+    from dreamsweep.metrics.identity import DlibFaceEmbedder, reference_faces
+
+    model = DlibFaceEmbedder()
+    images = [Image.open(p).convert("RGB") for p in references]
+    return Feature(model, reference_faces(model, images), model.description())
+
+
+def _oracle(cfg: RunConfig, references: list[Path], cache_root: Path) -> Feature:
+    from dreamsweep.metrics.toyworld import reference_embedding
+    from dreamsweep.toyworld.oracle import load_oracle
+
+    model = load_oracle()
+    images = [Image.open(p).convert("RGB") for p in references]
+    description = "dreamsweep toy-world oracle (dreamsweep/assets/toyworld/oracle)"
+    return Feature(model, reference_embedding(model, images), description)
+
+
+# The feature models scorers name (metrics/registry.py), loaded once per run, in this order.
+FEATURES: dict[str, Callable[[RunConfig, list[Path], Path], Feature]] = {
+    "clip": _clip,
+    "dino": _dino,
+    "faces": _faces,
+    "oracle": _oracle,
+}
+
+
+def feature_source(cfg: RunConfig, value: str, kind: str) -> str:
+    """metrics.<kind>.model: auto is a tiny random model for a built-in model, else the paper's."""
+    from dreamsweep.metrics.features import REAL_DEFAULTS
+
+    if value != "auto":
+        return value
+    from dreamsweep.config_checks import BUILT_IN_MODELS
+
+    return "tiny" if cfg.model.name in BUILT_IN_MODELS else REAL_DEFAULTS[kind]
+
+
+def load_scorer(cfg: RunConfig, cache_root: Path) -> Scorer:
+    """The feature models the chosen scorers need (a missing one fails here, before
+    training), with their references: the instance images, embedded once (shared cache)."""
+    from dreamsweep.data.dataset import instance_examples
+
+    chosen = [pick(SCORERS, name, "metrics.scorers") for name in cfg.metrics.scorers]
+    needed = {f for spec in chosen for f in spec.features}
+    for feature in sorted(needed):  # a scorer naming a model FEATURES lacks fails now
+        pick(FEATURES, feature, "a scorer's features (metrics/registry.py)")
+    references = [e.image for e in instance_examples(cfg)]
+    features = {f: make(cfg, references, cache_root) for f, make in FEATURES.items() if f in needed}
+    return Scorer(list(cfg.metrics.scorers), features)
+
+
 @dataclass
 class Scorer:
-    """Feature models and references; `score` turns one cell's samples into numbers."""
+    """The run's chosen scorers (metrics/registry.py) and their feature models; `score` turns
+    one cell's samples into numbers."""
 
     scorers: list[str]
-    clip: ClipFeatures | None
-    dino: DinoFeatures | None
-    reference_clip: torch.Tensor | None = None  # instance images
-    reference_dino: torch.Tensor | None = None
-    faces: object | None = None  # identity.FaceEmbedder
-    reference_faces: list = field(default_factory=list)
-    oracle: torch.nn.Module | None = None  # the toy world's classifier (metrics=toyworld)
-    reference_oracle: torch.Tensor | None = None  # its mean embedding of the instance images
+    features: dict[str, Feature]
 
     def describe(self) -> dict:
-        models = {"clip": self.clip, "dino": self.dino}
-        out = {k: m.describe() for k, m in models.items() if m is not None}
-        if self.faces is not None:
-            out["faces"] = self.faces.description()
-        if self.oracle is not None:
-            out["oracle"] = "dreamsweep toy-world oracle (dreamsweep/assets/toyworld/oracle)"
-        return out
+        return {name: f.description for name, f in self.features.items()}
 
     def score(
         self,
@@ -78,59 +131,30 @@ class Scorer:
         Returns the cell's `scores`, each prompt's mean (`per_prompt`) and `per_sample`: every
         per-sample score over the units (the samples, then the class samples; None where a
         score does not apply), from which the cell's scores are made (metrics/aggregate.py)
-        and on which the report's paired statistics resample (verdicts.py)."""
-        s, n, m = set(self.scorers), len(samples), len(class_samples)
+        and on which the report's paired statistics resample (verdicts.py). Scorers run in
+        the registry's order."""
+        n, m = len(samples), len(class_samples)
+        cell = CellImages(
+            samples, sample_prompt, texts, class_samples, base_class_dino, self.features
+        )
         unit_prompt = [f"p{p}" for p in sample_prompt] + ["class"] * m
         per_sample: dict[str, list[float | None]] = {}
-
-        def put(key: str, values: list | torch.Tensor, of_class: bool = False) -> None:
-            values = values.tolist() if isinstance(values, torch.Tensor) else list(values)
-            none_n, none_m = [None] * n, [None] * m
-            per_sample[key] = none_n + values if of_class else values + none_m
-
         out: dict[str, float | None] = {}
-        if s & {"clip_i", "clip_t"}:
-            emb = self.clip.images(samples)
-            if "clip_i" in s:  # CLIP-I: Ruiz et al. 2022, sec. 4.1 (mean over all pairs)
-                put("clip_i", cross_cosine(emb, self.reference_clip).mean(dim=1))
-            if "clip_t" in s:
-                put("clip_t", clip_t_per_sample(emb, self.clip.texts(texts)[sample_prompt]))
-        if s & {"dino", "diversity", "memorization", "prior_drift"}:
-            emb = self.dino.images(samples)
-            if "dino" in s:  # DINO: the same in DINO ViT space, which separates subjects better
-                put("dino", cross_cosine(emb, self.reference_dino).mean(dim=1))
-            if "diversity" in s:
-                groups = sorted(set(sample_prompt))
-                rows = [[i for i, q in enumerate(sample_prompt) if q == p] for p in groups]
-                out["diversity"] = diversity([emb[r] for r in rows])
-            if "memorization" in s:
-                nearest = nearest_cosine(emb, self.reference_dino)
-                put("memorization", nearest)
-                out["memorization_max"] = nearest.max().item()
-            if "prior_drift" in s and class_samples:
-                class_emb = self.dino.images(class_samples)
-                put("pres", cross_cosine(class_emb, self.reference_dino).mean(dim=1), True)
-                if base_class_dino is not None:
-                    put("prior_drift", prior_drift_per_sample(class_emb, base_class_dino), True)
-        if "identity" in s:
-            from dreamsweep.metrics.identity import identity_per_sample
-
-            faces = [self.faces.embed_faces(im) for im in samples]
-            for key, values in identity_per_sample(faces, self.reference_faces).items():
-                put(key, values)
-        if "toyworld" in s:
-            from dreamsweep.metrics.toyworld import toyworld_per_sample
-
-            seen, seen_class, cell_level = toyworld_per_sample(
-                self.oracle, self.reference_oracle, samples, sample_prompt, texts, class_samples
-            )
-            for key, values in seen.items():
-                put(key, values)
-            for key, values in seen_class.items():
-                if key in per_sample:  # scored on both (damage): the class part fills in
-                    per_sample[key] = per_sample[key][:n] + list(values)
-                else:
-                    put(key, values, of_class=True)
-            out.update(cell_level)
+        for name, spec in SCORERS.items():
+            if name not in self.scorers:
+                continue
+            scored: Scored = load(spec.score)(cell)
+            for key in {**scored.samples, **scored.class_samples}:
+                per_sample[key] = _values(scored.samples.get(key), n) + _values(
+                    scored.class_samples.get(key), m
+                )
+            out.update(scored.cell)
         scores, per_prompt = summarise(per_sample, unit_prompt, n)
         return {"scores": {**out, **scores}, "per_prompt": per_prompt, "per_sample": per_sample}
+
+
+def _values(values: list | torch.Tensor | None, count: int) -> list:
+    """A score's values as a list; None for each unit when it has none there."""
+    if values is None:
+        return [None] * count
+    return values.tolist() if isinstance(values, torch.Tensor) else list(values)

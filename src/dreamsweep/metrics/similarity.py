@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dreamsweep.metrics.registry import CellImages, Scored
+
 
 def cross_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """[len(a), len(b)] cosines of unit vectors."""
@@ -23,3 +25,10 @@ def mean_pairwise_distance(x: torch.Tensor) -> float | None:
     sims = cross_cosine(x, x)
     off_diagonal = sims[~torch.eye(n, dtype=torch.bool)]
     return (1 - off_diagonal).mean().item()
+
+
+def score_dino(cell: CellImages) -> Scored:
+    """DINO: per sample, its mean DINO cosine with every instance image (the CLIP-I rule in
+    DINO ViT space, which separates subjects better)."""
+    emb = cell.embeddings("dino")
+    return Scored({"dino": cross_cosine(emb, cell.features["dino"].reference).mean(dim=1)})

@@ -17,6 +17,7 @@ import re
 import torch
 from PIL import Image
 
+from dreamsweep.metrics.registry import CellImages, Scored
 from dreamsweep.toyworld.oracle import Oracle, OracleScores, reference_embedding, score_images
 from dreamsweep.toyworld.world import BACKGROUNDS, COLOURS
 
@@ -78,3 +79,13 @@ def toyworld_per_sample(
         (s, c) for s, c in zip(class_seen.shape, class_seen.colour, strict=True) if s != "subject"
     ]
     return per_sample, per_class, {"class_diversity": float(len(set(kept)))}
+
+
+def score_toyworld(cell: CellImages) -> Scored:
+    """What the toy world's oracle sees in a cell (toyworld_per_sample)."""
+    oracle = cell.features["oracle"]
+    seen, seen_class, cell_level = toyworld_per_sample(
+        oracle.model, oracle.reference, cell.samples, cell.sample_prompt, cell.texts,
+        cell.class_samples,
+    )  # fmt: skip
+    return Scored(seen, seen_class, cell_level)

@@ -18,11 +18,9 @@ from dreamsweep.report.best import BestCard, Contender, best_card, describe_cell
 from dreamsweep.report.collect import Sweep, collect
 from dreamsweep.report.findings import findings, setting_effects
 from dreamsweep.report.gallery import MIN_SHOWN_PX, gallery
-from dreamsweep.report.plots import CURVES, all_figures
+from dreamsweep.report.plots import all_figures, curve_scores
 from dreamsweep.report.render import render_pages
 from dreamsweep.runs import grid_file
-
-SCORE_ORDER = [*CURVES, "memorization_max", "identity_same_person_rate"]
 
 
 def default_destination(sweep: Sweep, reports_root: Path) -> Path:
@@ -56,7 +54,7 @@ def export_report(
 def page_context(sweep: Sweep, best: BestCard | None, figures, notes: list[str]) -> dict[str, Any]:
     present = {k for c in sweep.cells for k, v in c.scores.items() if v is not None}
     effects = setting_effects(sweep)  # paired verdicts: computed once for the page
-    score_columns = [k for k in SCORE_ORDER if k in present and k != "objective"]
+    score_columns = [k for k in curve_scores() if k in present and k != "objective"]
     first = next((c for c in sweep.cells if c.prompts), None)
     study = sweep.study
     return {

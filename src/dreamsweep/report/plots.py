@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from dreamsweep.metrics.objective import PROMPT_KEYS, SUBJECT_KEYS
+from dreamsweep.metrics.registry import Score, registered_scores
 from dreamsweep.report.best import BestCard, candidates
 from dreamsweep.report.collect import CellRow, Sweep, format_value
 from dreamsweep.report.figure import MARKERS, Figure, legend_name, save, style
@@ -21,24 +22,13 @@ from dreamsweep.report.study_plots import optuna_figures
 from dreamsweep.report.val_plots import val_loss_figure
 from dreamsweep.report.verdict_plots import verdict_figure
 
-# Scores drawn as curves, in the order a reader wants them; only those a sweep has are drawn.
-CURVES = {
-    "objective": "objective",
-    "subject_rate": "subject rate (toy-world oracle: samples recognised as the subject)",
-    "subject_sim": "subject similarity (oracle embedding)",
-    "prompt_fidelity": "prompt fidelity (requested background produced)",
-    "dino": "DINO (subject fidelity)",
-    "clip_i": "CLIP-I (subject fidelity)",
-    "clip_t": "CLIP-T (prompt fidelity)",
-    "identity": "face identity",
-    "face_detection_rate": "face detection rate",
-    "diversity": "diversity",
-    "prior_drift": "prior drift",
-    "class_diversity": "class diversity (distinct shape x colour)",
-    "damage": "damaged samples (oracle unsure)",
-    "pres": "PRES",
-    "memorization": "memorization (mean)",
-}
+
+def curve_scores() -> dict[str, Score]:
+    """What is drawn as curves, in the order a reader wants them: the objective, then every
+    registered score (metrics/registry.py); only those a sweep has are drawn."""
+    return {"objective": Score("objective", "objective", True), **registered_scores()}
+
+
 MAX_LINES = 10  # more runs than this: grey lines, the best run in black
 
 
@@ -51,7 +41,8 @@ def curves(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
     starts from the base model (step 0) under the same sampling setting."""
     facets = sorted({(c.sampling, c.weights) for c in sweep.cells if c.step > 0})
     figures = []
-    for metric, title in CURVES.items():
+    for metric, score in curve_scores().items():
+        title = score.label
         if not facets or not any(_value(c, metric) is not None for c in sweep.cells):
             continue
         cols = 2 if len(facets) == 4 else min(len(facets), 3)
@@ -81,7 +72,8 @@ def curves(sweep: Sweep, folder: Path, best: BestCard | None) -> list[Figure]:
             Figure(
                 name,
                 f"Overfitting curves: {title}",
-                f"{title} at every evaluated step, one line per run; step 0 is the base model. "
+                f"{title} at every evaluated step, one line per run; step 0 is the base model; "
+                f"{'higher' if score.higher_is_better else 'lower'} is better. "
                 "Error bars: 95% bootstrap intervals over seeds within each prompt.",
             )
         )

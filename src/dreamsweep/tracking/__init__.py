@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from dreamsweep.choices import TRACKERS
 from dreamsweep.config import RunConfig
+from dreamsweep.registry import load, pick
 
 
 class Tracker(Protocol):
@@ -23,12 +25,12 @@ class Tracker(Protocol):
 def open_trackers(
     cfg: RunConfig, run_dir: Path, *, resume_step: int | None = 0, job_type: str = "train"
 ) -> list[Tracker]:
-    """metrics.jsonl always; W&B too unless tracker=disk. Call on the main process only."""
+    """metrics.jsonl always, and beside it the tracker `tracker` names (TRACKERS). Call on
+    the main process only."""
     from dreamsweep.tracking.disk import DiskTracker
 
     trackers: list[Tracker] = [DiskTracker(run_dir, resume_step=resume_step)]
-    if cfg.tracker.name == "wandb":
-        from dreamsweep.tracking.wandb import WandbTracker
-
-        trackers.append(WandbTracker(cfg, run_dir, job_type=job_type))
+    beside = pick(TRACKERS, cfg.tracker.name, "tracker")
+    if beside is not None:
+        trackers.append(load(beside)(cfg, run_dir, job_type=job_type))
     return trackers

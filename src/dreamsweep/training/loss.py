@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
+from dreamsweep.choices import NOISES
+from dreamsweep.registry import load, pick
+
 
 @dataclass
 class StepLosses:
@@ -52,14 +55,24 @@ def multires_noise(
     return noise / noise.std()
 
 
+def gaussian_noise(latents: torch.Tensor, train, generator: torch.Generator) -> torch.Tensor:
+    """train.noise=gaussian: plain Gaussian noise."""
+    return offset_noise(latents, 0.0, generator)
+
+
+def offset_step_noise(latents: torch.Tensor, train, generator: torch.Generator) -> torch.Tensor:
+    """train.noise=offset: Gaussian noise plus train.noise_offset per channel."""
+    return offset_noise(latents, train.noise_offset, generator)
+
+
+def multires_step_noise(latents: torch.Tensor, train, generator: torch.Generator) -> torch.Tensor:
+    """train.noise=multires, with train.multires_iterations and train.multires_discount."""
+    return multires_noise(latents, train.multires_iterations, train.multires_discount, generator)
+
+
 def training_noise(latents: torch.Tensor, train, generator: torch.Generator) -> torch.Tensor:
-    """The noise of a training step by `train.noise` (gaussian, offset or multires)."""
-    if train.noise == "multires":
-        return multires_noise(
-            latents, train.multires_iterations, train.multires_discount, generator
-        )
-    offset = train.noise_offset if train.noise == "offset" else 0.0
-    return offset_noise(latents, offset, generator)
+    """The noise of a training step by `train.noise` (dreamsweep/choices.py: NOISES)."""
+    return load(pick(NOISES, train.noise, "train.noise"))(latents, train, generator)
 
 
 def regression_target(

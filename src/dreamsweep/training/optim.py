@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from diffusers.optimization import get_scheduler
 
+from dreamsweep.choices import OPTIMIZERS
 from dreamsweep.config import RunConfig
+from dreamsweep.registry import load, pick
 from dreamsweep.training.ema import trained_parameters
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # torch's fused AdamW kernels; foreach elsewhere
@@ -28,15 +30,24 @@ def adamw_kernel(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type in FUSED_ADAMW_DEVICES else {"foreach": True}
 
 
-def build_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    o = cfg.optim
-    kwargs = dict(betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
-    if o.name == "adamw8bit":
-        import bitsandbytes as bnb  # checked by config.validate_machine
-
-        return bnb.optim.AdamW8bit(groups, **kwargs)
+def torch_adamw(o, groups: list[dict], kwargs: dict) -> torch.optim.Optimizer:
+    """optim.name=adamw: torch's AdamW, fused where torch has the kernel."""
     device = groups[0]["params"][0].device
     return torch.optim.AdamW(groups, **kwargs, **adamw_kernel(device))
+
+
+def bitsandbytes_adamw8bit(o, groups: list[dict], kwargs: dict) -> torch.optim.Optimizer:
+    """optim.name=adamw8bit: bitsandbytes' 8-bit AdamW (CUDA; checked by validate_machine)."""
+    import bitsandbytes as bnb
+
+    return bnb.optim.AdamW8bit(groups, **kwargs)
+
+
+def build_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer `optim.name` names (dreamsweep/choices.py: OPTIMIZERS)."""
+    o = cfg.optim
+    kwargs = dict(betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
+    return load(pick(OPTIMIZERS, o.name, "optim.name"))(o, groups, kwargs)
 
 
 def build_lr_schedule(cfg: RunConfig, optimizer: torch.optim.Optimizer, num_processes: int):

@@ -11,6 +11,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import EMAModel
 
 from dreamsweep import prior
+from dreamsweep.choices import ATTENTION, METHODS
 from dreamsweep.config import RunConfig
 from dreamsweep.data.dataset import (
     class_examples,
@@ -22,6 +23,7 @@ from dreamsweep.data.dataset import (
 from dreamsweep.data.images import load_folder
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.families import family
+from dreamsweep.registry import load, pick
 from dreamsweep.training.batches import (
     ADAPTER_SALT,
     TrainingData,
@@ -31,7 +33,6 @@ from dreamsweep.training.batches import (
 )
 from dreamsweep.training.ema import build_ema, trained_parameters
 from dreamsweep.training.latents import LatentBank, build_latent_bank
-from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -78,13 +79,14 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             encoder.requires_grad_(True).train().to(accelerator.device)
         else:
             encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
-    if is_lora(cfg):  # the base frozen, the adapters trained (float32, like the base here)
+    method = pick(METHODS, cfg.method.name, "method")
+    if method.add_trained:  # e.g. LoRA: the base frozen, the adapters trained (float32 here)
         # peft draws the initial adapters from torch's global RNG: from train.seed, not from
         # whatever the process drew before (class images made or found in the cache)
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.train.seed ^ ADAPTER_SALT)
-            add_adapters(cfg, c)
+            load(method.add_trained)(cfg, c)
         for module in (c.unet, *f.text_encoders(c)):
             module.to(accelerator.device)
     for module in f.unread_text_modules(c):
@@ -94,11 +96,21 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
         if cfg.train.text_encoder:
             for encoder in f.text_encoders(c):
                 encoder.gradient_checkpointing_enable()
-    if cfg.train.attention == "eager":
-        c.unet.set_attn_processor(AttnProcessor())
-    elif cfg.train.attention == "xformers":
-        c.unet.enable_xformers_memory_efficient_attention()
-    # "sdpa" is diffusers' default processor (torch scaled_dot_product_attention).
+    load(pick(ATTENTION, cfg.train.attention, "train.attention"))(c.unet)
+
+
+def sdpa_attention(unet: torch.nn.Module) -> None:
+    """train.attention=sdpa: diffusers' default processor (torch scaled_dot_product_attention)."""
+
+
+def eager_attention(unet: torch.nn.Module) -> None:
+    """train.attention=eager: the plain attention processor (matmul + softmax)."""
+    unet.set_attn_processor(AttnProcessor())
+
+
+def xformers_attention(unet: torch.nn.Module) -> None:
+    """train.attention=xformers: memory-efficient attention (CUDA; checked by validate_machine)."""
+    unet.enable_xformers_memory_efficient_attention()
 
 
 def prepare_data(

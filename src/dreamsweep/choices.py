@@ -1,0 +1,62 @@
+"""A run's named choices and what builds each: noise, optimizer, attention backend, method,
+tracker and data source. Each is one table (name -> "module:function") that config_checks.py
+checks the config against and the code builds from; adding a choice is one function where
+it acts plus one entry here. (Scorers: metrics/registry.py; export formats: export/formats.py;
+samplers: evaluation/schedulers.py.) Imports nothing, so checking a name needs no torch
+(dreamsweep/registry.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# train.noise: (latents, train config, generator) -> the noise of a training step
+NOISES = {
+    "gaussian": "dreamsweep.training.loss:gaussian_noise",
+    "offset": "dreamsweep.training.loss:offset_step_noise",
+    "multires": "dreamsweep.training.loss:multires_step_noise",
+}
+
+# optim.name: (optim config, parameter groups, AdamW keyword arguments) -> the optimizer
+OPTIMIZERS = {
+    "adamw": "dreamsweep.training.optim:torch_adamw",
+    "adamw8bit": "dreamsweep.training.optim:bitsandbytes_adamw8bit",
+}
+
+# train.attention: (unet) -> None, sets the UNet's attention processors
+ATTENTION = {
+    "sdpa": "dreamsweep.training.setup:sdpa_attention",
+    "eager": "dreamsweep.training.setup:eager_attention",
+    "xformers": "dreamsweep.training.setup:xformers_attention",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method trains. `add_trained` (cfg, components) -> None adds and unfreezes the
+    parameters a method trains on top of the base (drawn from train.seed); None: the
+    base's own UNet (and text encoder with train.text_encoder) are trained."""
+
+    add_trained: str | None = None
+
+
+# method.name
+METHODS = {
+    "dreambooth": Method(),
+    "lora": Method(add_trained="dreamsweep.training.lora:add_adapters"),
+}
+
+# tracker: where numbers go besides metrics.jsonl, which is always written: the class
+# (cfg, run_dir, job_type=...) of the tracker beside it, or None for the run folder alone.
+TRACKERS: dict[str, str | None] = {
+    "wandb": "dreamsweep.tracking.wandb:WandbTracker",
+    "disk": None,
+}
+
+# data: where the subject's images are. A bundled folder ("module:constant"), or None: the
+# folder data.instance_dir names (a user's photos, or a shipped folder its data config names).
+DATA: dict[str, str | None] = {
+    "toy": "dreamsweep.data.toy:TOY_SUBJECT_DIR",  # six drawn images shipped in assets/
+    "toyworld": None,  # data.instance_dir=${asset:toyworld/subject} (conf/data/toyworld.yaml)
+    "folder": None,
+}
