@@ -22,6 +22,13 @@ from dreamsweep.export.card import (
 )
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
+from dreamsweep.export.family import (
+    family_of,
+    pipeline_class,
+    pipeline_of,
+    sd_version,
+    text_encoders,
+)
 from dreamsweep.export.published import (
     DEFAULT_AUTHOR,
     MIN_DIFFUSERS,
@@ -73,8 +80,9 @@ def export(
 
     dtype = torch.float16 if half else torch.float32
     if half:
-        for module in (components.unet, components.vae, components.text_encoder):
-            module.to(dtype)
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            if getattr(components, name, None) is not None:
+                getattr(components, name).to(dtype)
     out = (out_root / chosen.title).resolve()
     tmp = staging_folder(out)  # also removes what killed exports/reports left there
     try:
@@ -100,6 +108,8 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         license=license_of(chosen, options.license),
         scheduler_class=SCHEDULERS[chosen.row.scheduler][0],
         images=scored_images(chosen),
+        pipeline_class=pipeline_class(family_of(components)),
+        text_encoders=text_encoders(components),
     )
     lora = _lora_source(chosen)
     if "diffusers" in options.formats:
@@ -177,23 +187,23 @@ def provenance(chosen: Chosen) -> dict:
 
 
 def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path | None) -> str:
-    from dreamsweep.config import load_config
+    """The family's pipeline folder (StableDiffusionPipeline / StableDiffusionXLPipeline) with
+    the winning cell's scheduler, or a LoRA run's adapters (:func:`_copy_lora`)."""
     from dreamsweep.evaluation.schedulers import make_scheduler
-    from dreamsweep.models.saving import save_weights
+    from dreamsweep.models.saving import write_folder
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
     if lora is not None:
         return _copy_lora(chosen, lora, folder, scheduler)
-    save_weights(
-        load_config(chosen.run.config, check_machine=False),
-        components,
+    pipe = pipeline_of(components, scheduler)
+    write_folder(
         folder,
+        lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True),
         provenance(chosen),
-        scheduler=scheduler,
         extra={"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"},
     )
     return (
-        "a diffusers pipeline (StableDiffusionPipeline.from_pretrained) with the winning "
+        f"a diffusers pipeline ({type(pipe).__name__}.from_pretrained) with the winning "
         f"cell's scheduler ({chosen.row.scheduler}); weights from {_run_part(chosen, source)}"
     )
 
@@ -208,28 +218,31 @@ def _run_part(chosen: Chosen, source: str) -> str:
 def _write_configs(chosen: Chosen, components, folder: Path) -> None:
     """The pipeline without its weights: what from_single_file(config=...) reads."""
     from dreamsweep.evaluation.schedulers import make_scheduler
-    from dreamsweep.models.pipeline import assemble_pipeline
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
-    pipe = assemble_pipeline(components, scheduler)
+    write_pipeline_configs(pipeline_of(components, scheduler), folder)
+
+
+def write_pipeline_configs(pipe, folder: Path) -> None:
+    """model_index.json, every model's config and the tokenizer(s) of ``pipe``, no weights."""
     folder.mkdir(parents=True)
     pipe.save_config(str(folder))  # model_index.json
     for name in ("unet", "vae", "scheduler"):
         getattr(pipe, name).save_config(str(folder / name))
-    pipe.text_encoder.config.save_pretrained(str(folder / "text_encoder"))
-    pipe.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).config.save_pretrained(str(folder / name))
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).save_pretrained(str(folder / name))
     add_vocab_files(folder)
-
-
-def sd_version(components) -> str:
-    """v2 (OpenCLIP text encoder layout) when the UNet attends to 1024-wide text features."""
-    return "v2" if components.unet.config.cross_attention_dim == 1024 else "v1"
 
 
 def _single_file(
     chosen: Chosen, components, path: Path, dtype, options: Options, grid: Path | None
 ) -> str:
-    """One .safetensors in the original Stable Diffusion layout, for A1111 and ComfyUI."""
+    """One .safetensors in the original Stable Diffusion (SDXL: sgm) layout, for A1111 and
+    ComfyUI."""
     from dreamsweep.export.metadata import (
         IMPL_STABILITY_AI,
         dreamsweep_metadata,
@@ -269,8 +282,9 @@ def _single_file(
         components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
     )
     fused = " (the LoRA fused into its base)" if merged else ""
+    name = "Stable Diffusion XL" if version == "xl" else f"Stable Diffusion {version}"
     return (
-        f"Stable Diffusion {version} single file{fused} (original key layout, "
+        f"{name} single file{fused} (original key layout, "
         f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
         "from_single_file"
     )
@@ -322,9 +336,10 @@ def _kohya(
     chosen: Chosen, components, path: Path, dtype, options: Options, grid, source: Path | None
 ) -> str:
     """The run's LoRA in the kohya/A1111 layout with each module's true alpha."""
-    from dreamsweep.export.kohya_lora import read_diffusers_lora, write_kohya_lora
+    from dreamsweep.export.kohya_lora import kohya_namer, read_diffusers_lora, write_kohya_lora
     from dreamsweep.export.metadata import (
         IMPL_DIFFUSERS,
+        IMPL_STABILITY_AI,
         dreamsweep_metadata,
         kohya_base_model_version,
         kohya_lora_metadata,
@@ -346,7 +361,8 @@ def _kohya(
     metadata = {
         **modelspec_metadata(
             architecture=sd_architecture(version, prediction, adapter="lora"),
-            implementation=IMPL_DIFFUSERS,
+            # kohya's choice: its SDXL LoRAs name the sgm UNet, its SD ones the diffusers UNet
+            implementation=IMPL_STABILITY_AI if version == "xl" else IMPL_DIFFUSERS,
             title=chosen.title,
             resolution=int(cfg["data"]["resolution"]),
             prediction_type=prediction,
@@ -368,7 +384,8 @@ def _kohya(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
         ),
     }
-    written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata)
+    namer = kohya_namer(family_of(components), components.unet.config)
+    written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata, name=namer)
     return (
         f"the LoRA in the kohya/A1111 layout (true alpha {cfg['method']['alpha']}, rank "
         f"{cfg['method']['rank']}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
