@@ -147,7 +147,7 @@ def _sdxl_name(module: str, prefixes: Mapping[str, str]) -> str:
     paths -> `lora_te1_text_model_...` / `lora_te2_text_model_...`."""
     component, _, path = module.partition(".")
     if component not in _SDXL_KOHYA_PREFIX:
-        raise ValueError(f"LoRA module {module!r} is not unet.*, text_encoder.* or text_encoder_2.*")
+        raise ValueError(f"LoRA module {module!r} is not unet.*, text_encoder(_2).*")
     if component == UNET:
         path = ldm_unet_key(f"{path}.weight", prefixes).removesuffix(".weight")
     else:
