@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,17 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from dreamsweep.cells import Cell, Sampling
+from dreamsweep.export.card import DIFFUSERS, KOHYA, SINGLE_FILE, CardInput, model_card
+from dreamsweep.export.choose import Chosen
 from dreamsweep.export.command import write_pipeline_configs
-from dreamsweep.export.family import family_of, pipeline_of, sd_version
+from dreamsweep.export.family import (
+    family_of,
+    pipeline_class,
+    pipeline_of,
+    sd_version,
+    text_encoders,
+)
 from dreamsweep.export.kohya_lora import (
     kohya_namer,
     peft_module_alphas,
@@ -58,10 +68,12 @@ from dreamsweep.export.metadata import (
     read_metadata,
     sd_architecture,
 )
+from dreamsweep.export.published import base_of, license_of
 from dreamsweep.export.single_file import build_ldm_checkpoint, write_pipeline_single_file
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import with_text_root
 from dreamsweep.models.tiny import build_tiny
+from dreamsweep.report.collect import CellRow, Run
 from dreamsweep.toyworld import XL_BASE_DIR
 from dreamsweep.toyworld.pipeline import load
 
@@ -490,3 +502,61 @@ def test_diffusers_folder_and_configs_load_as_sdxl_with_the_cells_scheduler(base
     )
     assert isinstance(back.scheduler, DDIMScheduler) and back.tokenizer_2 is not None
     _assert_same_weights(base, back)
+
+
+# -- the model card ---------------------------------------------------------------------------
+
+
+def _chosen(tmp_path: Path) -> Chosen:
+    """A toy world XL cell as the report would hand it over (what `dreamsweep export` reads)."""
+    spec = Cell(500, Sampling("ddim", 2, 5.0), "raw")
+    row = CellRow("run_0", spec, 0.5, {"clip_i": 0.8}, {}, [PROMPT], [0], None)
+    config = {
+        "model": {"name": "toyworld_xl", "path": str(XL_BASE_DIR)},
+        "data": {"token": "sks", "class_name": "toy", "resolution": 32},
+    }
+    run = Run("run_0", tmp_path / "sweep" / "run_0", "complete", config, [], {}, [row])
+    return Chosen(run, row, "python train.py model=toyworld_xl")
+
+
+def _snippets(card: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)\n```", card, flags=re.S)
+
+
+def test_the_cards_sdxl_snippets_load_each_file_as_written(base, kohya_file, tmp_path, monkeypatch):
+    """The card names StableDiffusionXLPipeline and its code runs as written next to the files:
+    the diffusers folder, the single file with its configs, the kohya LoRA on the base."""
+    chosen = _chosen(tmp_path)
+    out = tmp_path / "export"
+    pipe = pipeline_of(base, DDIMScheduler.from_config(base.scheduler.config))
+    pipe.save_pretrained(out / "diffusers")
+    write_pipeline_single_file(base, out / "toy.safetensors", text_layout="sdxl")
+    shutil.copy(kohya_file, out / "toy-lora.safetensors")
+    card = model_card(
+        CardInput(
+            chosen=chosen,
+            files={},
+            kinds={
+                DIFFUSERS: "diffusers",
+                SINGLE_FILE: "toy.safetensors",
+                KOHYA: "toy-lora.safetensors",
+            },
+            base=base_of(chosen),
+            license=license_of(chosen),
+            single_file_config="diffusers",
+            scheduler_class="DDIMScheduler",
+            pipeline_class=pipeline_class(family_of(base)),
+            text_encoders=text_encoders(base),
+        )
+    )
+    assert 'license: "apache-2.0"' in card  # the toy world XL's own
+    assert "- stable-diffusion-xl" in card and "StableDiffusionPipeline" not in card
+    snippets = _snippets(card)
+    assert len(snippets) == 3
+    monkeypatch.chdir(out)
+    for code in snippets:
+        scope: dict = {}
+        exec(compile(code, "card", "exec"), scope)  # noqa: S102 (the card's own code)
+        assert isinstance(scope["pipe"], StableDiffusionXLPipeline)
+        assert (out / "sample.png").exists()
+        (out / "sample.png").unlink()

@@ -286,7 +286,7 @@ def _single_file(
     return (
         f"{name} single file{fused} (original key layout, "
         f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
-        "from_single_file"
+        f"from_single_file; ModelSpec architecture {metadata['modelspec.architecture']}"
     )
 
 
@@ -389,7 +389,8 @@ def _kohya(
     return (
         f"the LoRA in the kohya/A1111 layout (true alpha {cfg['method']['alpha']}, rank "
         f"{cfg['method']['rank']}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
-        "models/Lora, or diffusers load_lora_weights"
+        "models/Lora, or diffusers load_lora_weights; ModelSpec architecture "
+        f"{metadata['modelspec.architecture']}"
     )
 
 
