@@ -38,6 +38,7 @@ from diffusers.loaders.single_file_utils import (
     convert_open_clip_checkpoint,
     infer_diffusers_model_type,
 )
+from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -69,7 +70,11 @@ from dreamsweep.export.metadata import (
     sd_architecture,
 )
 from dreamsweep.export.published import base_of, license_of
-from dreamsweep.export.single_file import build_ldm_checkpoint, write_pipeline_single_file
+from dreamsweep.export.single_file import (
+    build_ldm_checkpoint,
+    convert_unet_to_ldm,
+    write_pipeline_single_file,
+)
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import with_text_root
 from dreamsweep.models.tiny import build_tiny
@@ -435,6 +440,34 @@ def test_comfyui_finds_every_key_and_merges_to_the_fused_weights(trained, kohya_
         reference = {with_text_root(k): v for k, v in fused[name].items()}
         for key, value in clip.items():
             torch.testing.assert_close(value, reference[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_on_real_sdxl_shapes_every_kohya_unet_name_reaches_its_module() -> None:
+    """SDXL 1.0's UNet (two layers per block, ten transformer blocks deep; meta tensors): the
+    kohya name of every attention, projection and feed-forward Linear is mapped back to that
+    very module by diffusers (`_maybe_map_sgm_blocks_to_diffusers`, then its kohya converter)
+    and is a key of ComfyUI's map (and, as `diffusion_model_...`, an A1111 layer)."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET)
+    suffixes = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2")
+    targets = {n for n, _ in unet.named_modules() if n.endswith(suffixes)}
+    namer = kohya_namer("sdxl", unet.config)
+    lora = {}
+    for module in targets:
+        name = namer(f"unet.{module}")
+        lora[f"{name}.lora_down.weight"] = torch.zeros(1, 4)
+        lora[f"{name}.lora_up.weight"] = torch.zeros(4, 1)
+        lora[f"{name}.alpha"] = torch.tensor(1.0)
+    converted, _ = StableDiffusionXLPipeline.lora_state_dict(lora, unet_config=unet.config)
+    peft = convert_unet_state_dict_to_peft(
+        {k.removeprefix("unet."): v for k, v in converted.items()}
+    )
+    assert {k.rsplit(".lora_", 1)[0] for k in peft} == targets
+
+    ldm = convert_unet_to_ldm(unet.state_dict(), unet.config)
+    names = {k.split(".", 1)[0] for k in lora}
+    assert names <= _comfy_key_map(ldm, {}, {}).keys()
+    assert {n.replace("lora_unet", "diffusion_model") for n in names} <= _a1111_layers(ldm)
 
 
 def _states(pipe) -> dict[str, dict[str, torch.Tensor]]:
