@@ -20,6 +20,7 @@ import copy
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
@@ -27,6 +28,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    EulerDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -108,6 +110,14 @@ def test_the_family_is_read_from_the_pipeline_or_components(base) -> None:
     assert family_of(tiny) == "sd" and sd_version(tiny) == "v1"
     assert family_of(assemble_pipeline(tiny)) == "sd"
     assert isinstance(pipeline_of(tiny), StableDiffusionPipeline)
+
+    parts = {name: getattr(base, name) for name in (*MODULES, "tokenizer", "tokenizer_2")}
+    components = SimpleNamespace(**parts, noise_scheduler=base.scheduler)  # SDXL's parts
+    assert family_of(components) == "sdxl" and sd_version(components) == "xl"
+    pipe = pipeline_of(components)
+    assert isinstance(pipe, StableDiffusionXLPipeline) and pipe.unet is base.unet
+    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)  # what SDXL ships with
+    assert pipe.config.force_zeros_for_empty_prompt
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
