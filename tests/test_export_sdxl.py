@@ -43,12 +43,13 @@ from diffusers.loaders.single_file_utils import (
 from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from dreamsweep.cells import Cell, Sampling
 from dreamsweep.export.card import DIFFUSERS, KOHYA, SINGLE_FILE, CardInput, model_card
 from dreamsweep.export.choose import Chosen
-from dreamsweep.export.command import write_pipeline_configs
+from dreamsweep.export.command import write_pipeline_configs, write_pipeline_folder
 from dreamsweep.export.family import (
     family_of,
     pipeline_class,
@@ -78,7 +79,8 @@ from dreamsweep.export.single_file import (
     write_pipeline_single_file,
 )
 from dreamsweep.models.pipeline import assemble_pipeline
-from dreamsweep.models.portable import with_text_root
+from dreamsweep.models.portable import make_portable, with_text_root
+from dreamsweep.models.saving import read_settings
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.report.collect import CellRow, Run
 from dreamsweep.toyworld import XL_BASE_DIR
@@ -502,8 +504,14 @@ def test_a_diffusers_lora_file_of_both_encoders_keeps_its_alphas(trained, tmp_pa
         text_encoder_lora_adapter_metadata=config,
         text_encoder_2_lora_adapter_metadata=config,
     )
+    make_portable(tmp_path)  # what a run and an export do to every LoRA file they write
     state, read = read_diffusers_lora(tmp_path / "pytorch_lora_weights.safetensors")
-    assert read == alphas and any(k.startswith("text_encoder_2.") for k in state)
+    assert {k.replace("text_model.", "") for k in read} == {
+        k.replace("text_model.", "") for k in alphas
+    }
+    assert set(read.values()) == {ALPHA}
+    second = [k for k in state if k.startswith("text_encoder_2.")]
+    assert second and all(k.startswith("text_encoder_2.text_model.") for k in second)
 
 
 def test_kohya_metadata_names_sdxl_as_kohya_does() -> None:
@@ -531,10 +539,13 @@ def test_kohya_metadata_names_sdxl_as_kohya_does() -> None:
 def test_diffusers_folder_and_configs_load_as_sdxl_with_the_cells_scheduler(base, tmp_path):
     scheduler = DDIMScheduler.from_config(base.scheduler.config)
     pipe = pipeline_of(base, scheduler)
-    pipe.save_pretrained(tmp_path / "diffusers")
+    write_pipeline_folder(pipe, tmp_path / "diffusers", {"lr": 1e-4}, {"cell.json": "{}\n"})
     loaded = StableDiffusionXLPipeline.from_pretrained(tmp_path / "diffusers")
     assert isinstance(loaded.scheduler, DDIMScheduler)
     _assert_same_weights(base, loaded)
+    second = tmp_path / "diffusers" / "text_encoder_2" / "model.safetensors"
+    assert read_settings(second) == {"lr": 1e-4}  # stamped like every weights file
+    assert all(k.startswith(("text_model.", "text_projection.")) for k in load_file(second))
 
     write_pipeline_configs(pipe, tmp_path / "configs")
     assert not list((tmp_path / "configs").rglob("*.safetensors"))

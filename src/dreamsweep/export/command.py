@@ -190,21 +190,29 @@ def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path
     """The family's pipeline folder (StableDiffusionPipeline / StableDiffusionXLPipeline) with
     the winning cell's scheduler, or a LoRA run's adapters (:func:`_copy_lora`)."""
     from dreamsweep.evaluation.schedulers import make_scheduler
-    from dreamsweep.models.saving import write_folder
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
     if lora is not None:
         return _copy_lora(chosen, lora, folder, scheduler)
     pipe = pipeline_of(components, scheduler)
-    write_folder(
-        folder,
-        lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True),
-        provenance(chosen),
-        extra={"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"},
-    )
+    cell = {"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"}
+    write_pipeline_folder(pipe, folder, provenance(chosen), cell)
     return (
         f"a diffusers pipeline ({type(pipe).__name__}.from_pretrained) with the winning "
         f"cell's scheduler ({chosen.row.scheduler}); weights from {_run_part(chosen, source)}"
+    )
+
+
+def write_pipeline_folder(pipe, folder: Path, settings: dict, extra: dict[str, str]) -> None:
+    """``pipe`` as a `from_pretrained` folder, every weights file stamped with ``settings`` and
+    made portable (models/saving.write_folder), ``extra`` text files beside it."""
+    from dreamsweep.models.saving import write_folder
+
+    write_folder(
+        folder,
+        lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True),
+        settings,
+        extra,
     )
 
 
