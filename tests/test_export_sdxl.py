@@ -17,6 +17,7 @@ StableDiffusionXLPipeline: two text encoders, `text_time` conditioning).
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -514,7 +515,8 @@ def test_a_diffusers_lora_file_of_both_encoders_keeps_its_alphas(trained, tmp_pa
     assert second and all(k.startswith("text_encoder_2.text_model.") for k in second)
 
 
-def test_kohya_metadata_names_sdxl_as_kohya_does() -> None:
+def test_kohya_metadata_names_sdxl_as_kohya_does(trained, tmp_path) -> None:
+    pipe, lora, alphas = trained
     meta = {
         **modelspec_metadata(
             architecture=sd_architecture("xl", adapter="lora"),
@@ -532,8 +534,16 @@ def test_kohya_metadata_names_sdxl_as_kohya_does() -> None:
             max_train_steps=500,
         ),
     }
-    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
-    assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_v2"] == "False"
+    namer = kohya_namer("sdxl", pipe.unet.config)
+    path = write_kohya_lora(tmp_path / "x.safetensors", lora, alphas, metadata=meta, name=namer)
+    read = read_metadata(path.path)
+    assert read["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert read["modelspec.implementation"] == IMPL_STABILITY_AI  # kohya's, for sgm names
+    assert read["ss_base_model_version"] == "sdxl_base_v1-0" and read["ss_v2"] == "False"
+    data = path.path.read_bytes()
+    tensors_sha = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()
+    assert read["sshs_model_hash"] == tensors_sha == read["modelspec.hash_sha256"][2:]
+    assert len(read["sshs_legacy_hash"]) == 8
 
 
 def test_diffusers_folder_and_configs_load_as_sdxl_with_the_cells_scheduler(base, tmp_path):
