@@ -24,6 +24,7 @@ from dreamsweep.report.render import markdown_cell
 DIFFUSERS, DIFFUSERS_LORA, PEFT = "diffusers", "diffusers-lora", "peft"
 SINGLE_FILE, KOHYA = "single-file", "lora-kohya"
 ADAPTER = "dreambooth"  # the adapter name the LoRA snippets load under
+SDXL_PIPELINE = "StableDiffusionXLPipeline"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # named: diffusers < 0.33 offline needs it
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]#|~])")  # emphasis, code, links, tables
 
@@ -78,6 +79,8 @@ class CardInput:
     scheduler_class: str = "PNDMScheduler"
     lora_scale_before_033: float | None = None  # alpha / rank when it is not 1
     images: list[tuple[str, int, int]] = field(default_factory=list)  # prompt, seed, generator
+    pipeline_class: str = "StableDiffusionPipeline"  # the family's (export/family.py)
+    text_encoders: tuple[str, ...] = ("text_encoder",)  # the pipeline's attribute names
 
 
 def instance_prompt(chosen: Chosen) -> str:
@@ -89,6 +92,7 @@ def front_matter(card: CardInput) -> str:
     """Hub metadata; each value a JSON scalar (valid YAML, every character escaped)."""
     lora = bool({DIFFUSERS_LORA, KOHYA, PEFT} & set(card.kinds))
     tags = ["text-to-image", "stable-diffusion", "dreambooth", "dreamsweep", "diffusers"]
+    tags += ["stable-diffusion-xl"] if card.pipeline_class == SDXL_PIPELINE else []
     tags += ["lora"] if lora else []
     fields = {
         "base_model": card.base.hub_id or card.base.name,
@@ -174,21 +178,21 @@ def _python(card: CardInput, imports: list[str], body: list[str]) -> str:
 
 def _diffusers(card: CardInput) -> list[str]:
     folder = card.kinds[DIFFUSERS]
+    pipeline = card.pipeline_class
     code = _python(
         card,
-        ["from diffusers import StableDiffusionPipeline"],
-        [f"pipe = StableDiffusionPipeline.from_pretrained({py_str(folder)})"],
+        [f"from diffusers import {pipeline}"],
+        [f"pipe = {pipeline}.from_pretrained({py_str(folder)})"],
     )
     return [f"### diffusers ({md_text(folder)}/, the winning scheduler included)", "", code]
 
 
 def _single_file(card: CardInput) -> list[str]:
     file, config = card.kinds[SINGLE_FILE], card.single_file_config
-    call = (
-        f"pipe = StableDiffusionPipeline.from_single_file({py_str(file)}, config={py_str(config)})"
-    )
+    pipeline = card.pipeline_class
+    call = f"pipe = {pipeline}.from_single_file({py_str(file)}, config={py_str(config)})"
     where = f"{md_text(config)}/: its configs, tokenizer and the winning scheduler"
-    code = _python(card, ["from diffusers import StableDiffusionPipeline"], [call])
+    code = _python(card, [f"from diffusers import {pipeline}"], [call])
     return [
         f"### One file ({md_text(file)})",
         "",
@@ -200,7 +204,7 @@ def _single_file(card: CardInput) -> list[str]:
 
 
 def _base_line(card: CardInput) -> str:
-    return f"pipe = StableDiffusionPipeline.from_pretrained({card.base.load})"
+    return f"pipe = {card.pipeline_class}.from_pretrained({card.base.load})"
 
 
 def _old_diffusers_scale(card: CardInput) -> list[str]:
@@ -219,7 +223,7 @@ def _diffusers_lora(card: CardInput) -> list[str]:
     imports = ["import json", "", "import diffusers"]
     if card.lora_scale_before_033 is not None:
         imports.append("from packaging.version import Version")
-    imports.append(f"from diffusers import StableDiffusionPipeline, {card.scheduler_class}")
+    imports.append(f"from diffusers import {card.pipeline_class}, {card.scheduler_class}")
     info = py_str(f"{folder}/base_model.json")
     body = [
         _base_line(card),
@@ -245,7 +249,7 @@ def _kohya(card: CardInput) -> list[str]:
     a1111 = f"<lora:{name}:1> {prompt}"
     code = _python(
         card,
-        ["from diffusers import StableDiffusionPipeline"],
+        [f"from diffusers import {card.pipeline_class}"],
         [_base_line(card), f"pipe.load_lora_weights('.', weight_name={py_str(file)})"],
     )
     return [
@@ -268,13 +272,13 @@ def _peft(card: CardInput) -> list[str]:
     imports = [
         "from pathlib import Path",
         "",
-        "from diffusers import StableDiffusionPipeline",
+        f"from diffusers import {card.pipeline_class}",
         "from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict",
         "from safetensors.torch import load_file",
     ]
     body = [
         _base_line(card),
-        "for name in ('unet', 'text_encoder'):",
+        f"for name in {('unet', *card.text_encoders)!r}:",
         f"    part = Path({py_str(folder)}) / name",
         "    weights = part / 'adapter_model.safetensors'",
         "    if weights.exists():",

@@ -23,6 +23,13 @@ from dreamsweep.export.card import (
 )
 from dreamsweep.export.cell_weights import cell_components
 from dreamsweep.export.choose import Chosen, ExportError, choose
+from dreamsweep.export.family import (
+    family_of,
+    pipeline_class,
+    pipeline_of,
+    sd_version,
+    text_encoders,
+)
 from dreamsweep.export.formats import FORMATS
 from dreamsweep.export.published import (
     DEFAULT_AUTHOR,
@@ -75,8 +82,9 @@ def export(
 
     dtype = torch.float16 if half else torch.float32
     if half:
-        for module in (components.unet, components.vae, components.text_encoder):
-            module.to(dtype)
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            if getattr(components, name, None) is not None:
+                getattr(components, name).to(dtype)
     out = (out_root / chosen.title).resolve()
     with new_folder(out) as tmp:  # also removes what killed exports/reports left there
         card = _fill(chosen, components, source, tmp, options, dtype)
@@ -97,6 +105,8 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         license=license_of(chosen, options.license),
         scheduler_class=SCHEDULERS[chosen.row.scheduler][0],
         images=scored_images(chosen),
+        pipeline_class=pipeline_class(family_of(components)),
+        text_encoders=text_encoders(components),
     )
     lora = _lora_source(chosen)
     job = FormatJob(chosen, components, source, tmp, options, dtype, grid, lora, card)
@@ -209,23 +219,32 @@ def provenance(chosen: Chosen) -> dict:
 
 
 def _diffusers(chosen: Chosen, components, folder: Path, source: str, lora: Path | None) -> str:
+    """The family's pipeline folder (StableDiffusionPipeline / StableDiffusionXLPipeline) with
+    the winning cell's scheduler, or a LoRA run's adapters (:func:`_copy_lora`)."""
     from dreamsweep.evaluation.schedulers import make_scheduler
-    from dreamsweep.models.saving import save_weights
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
     if lora is not None:
         return _copy_lora(chosen, lora, folder, scheduler)
-    save_weights(
-        chosen.run.settings,
-        components,
-        folder,
-        provenance(chosen),
-        scheduler=scheduler,
-        extra={"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"},
-    )
+    pipe = pipeline_of(components, scheduler)
+    cell = {"dreamsweep_cell.json": json.dumps(chosen.row.spec.fields(), indent=2) + "\n"}
+    write_pipeline_folder(pipe, folder, provenance(chosen), cell)
     return (
-        "a diffusers pipeline (StableDiffusionPipeline.from_pretrained) with the winning "
+        f"a diffusers pipeline ({type(pipe).__name__}.from_pretrained) with the winning "
         f"cell's scheduler ({chosen.row.scheduler}); weights from {_run_part(chosen, source)}"
+    )
+
+
+def write_pipeline_folder(pipe, folder: Path, settings: dict, extra: dict[str, str]) -> None:
+    """``pipe`` as a `from_pretrained` folder, every weights file stamped with ``settings`` and
+    made portable (models/saving.write_folder), ``extra`` text files beside it."""
+    from dreamsweep.models.saving import write_folder
+
+    write_folder(
+        folder,
+        lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True),
+        settings,
+        extra,
     )
 
 
@@ -239,28 +258,31 @@ def _run_part(chosen: Chosen, source: str) -> str:
 def _write_configs(chosen: Chosen, components, folder: Path) -> None:
     """The pipeline without its weights: what from_single_file(config=...) reads."""
     from dreamsweep.evaluation.schedulers import make_scheduler
-    from dreamsweep.models.pipeline import assemble_pipeline
 
     scheduler = make_scheduler(chosen.row.scheduler, components.noise_scheduler.config)
-    pipe = assemble_pipeline(components, scheduler)
+    write_pipeline_configs(pipeline_of(components, scheduler), folder)
+
+
+def write_pipeline_configs(pipe, folder: Path) -> None:
+    """model_index.json, every model's config and the tokenizer(s) of ``pipe``, no weights."""
     folder.mkdir(parents=True)
     pipe.save_config(str(folder))  # model_index.json
     for name in ("unet", "vae", "scheduler"):
         getattr(pipe, name).save_config(str(folder / name))
-    pipe.text_encoder.config.save_pretrained(str(folder / "text_encoder"))
-    pipe.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).config.save_pretrained(str(folder / name))
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).save_pretrained(str(folder / name))
     add_vocab_files(folder)
-
-
-def sd_version(components) -> str:
-    """v2 (OpenCLIP text encoder layout) when the UNet attends to 1024-wide text features."""
-    return "v2" if components.unet.config.cross_attention_dim == 1024 else "v1"
 
 
 def _single_file(
     chosen: Chosen, components, path: Path, dtype, options: Options, grid: Path | None
 ) -> str:
-    """One .safetensors in the original Stable Diffusion layout, for A1111 and ComfyUI."""
+    """One .safetensors in the original Stable Diffusion (SDXL: sgm) layout, for A1111 and
+    ComfyUI."""
     from dreamsweep.export.metadata import (
         IMPL_STABILITY_AI,
         dreamsweep_metadata,
@@ -299,10 +321,11 @@ def _single_file(
         components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
     )
     fused = " (the LoRA fused into its base)" if merged else ""
+    name = "Stable Diffusion XL" if version == "xl" else f"Stable Diffusion {version}"
     return (
-        f"Stable Diffusion {version} single file{fused} (original key layout, "
+        f"{name} single file{fused} (original key layout, "
         f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
-        "from_single_file"
+        f"from_single_file; ModelSpec architecture {metadata['modelspec.architecture']}"
     )
 
 
@@ -352,9 +375,10 @@ def _kohya(
     chosen: Chosen, components, path: Path, dtype, options: Options, grid, source: Path | None
 ) -> str:
     """The run's LoRA in the kohya/A1111 layout with each module's true alpha."""
-    from dreamsweep.export.kohya_lora import read_diffusers_lora, write_kohya_lora
+    from dreamsweep.export.kohya_lora import kohya_namer, read_diffusers_lora, write_kohya_lora
     from dreamsweep.export.metadata import (
         IMPL_DIFFUSERS,
+        IMPL_STABILITY_AI,
         dreamsweep_metadata,
         kohya_base_model_version,
         kohya_lora_metadata,
@@ -376,7 +400,8 @@ def _kohya(
     metadata = {
         **modelspec_metadata(
             architecture=sd_architecture(version, prediction, adapter="lora"),
-            implementation=IMPL_DIFFUSERS,
+            # kohya's choice: its SDXL LoRAs name the sgm UNet, its SD ones the diffusers UNet
+            implementation=IMPL_STABILITY_AI if version == "xl" else IMPL_DIFFUSERS,
             title=chosen.title,
             resolution=chosen.run.settings.data.resolution,
             prediction_type=prediction,
@@ -398,11 +423,13 @@ def _kohya(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
         ),
     }
-    written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata)
+    namer = kohya_namer(family_of(components), components.unet.config)
+    written = write_kohya_lora(path, state, alphas, dtype=dtype, metadata=metadata, name=namer)
     return (
         f"the LoRA in the kohya/A1111 layout (true alpha {method.alpha}, rank "
         f"{method.rank}, {written.size_bytes / 2**10:.0f} KB): A1111/ComfyUI "
-        "models/Lora, or diffusers load_lora_weights"
+        "models/Lora, or diffusers load_lora_weights; ModelSpec architecture "
+        f"{metadata['modelspec.architecture']}"
     )
 
 

@@ -8,6 +8,15 @@ CLIPTextModel, so `lora_te_text_model_encoder_layers_0_self_attn_q_proj`. Each m
 `.lora_down.weight` (peft `lora_A`), `.lora_up.weight` (`lora_B`) and `.alpha`; the loaders scale
 the update by `alpha / rank` (rank = rows of `lora_down`), as peft does by `lora_alpha / r`.
 
+SDXL is different (`networks/lora.py` `LORA_PREFIX_TEXT_ENCODER1/2`, and diffusers'
+`lora_conversion_utils._convert_unet_lora_key`: "kohya-ss trains SDXL on its own sgm/LDM UNet",
+`library/sdxl_original_unet.py`): UNet modules carry their LDM names
+(`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`, `lora_unet_middle_block_1_...`,
+`lora_unet_output_blocks_0_1_...`), CLIP-L is `lora_te1_text_model_...` and the second encoder
+`lora_te2_text_model_...`, both in transformers' names. A1111 (`extensions-builtin/Lora/
+networks.py`) finds those UNet modules by replacing `lora_unet` with `diffusion_model`, and
+ComfyUI (`comfy/lora.py` `model_lora_keys_unet`) maps `lora_unet_<LDM key>` directly.
+
 Writing the TRUE alpha matters: diffusers' own writer
 (`diffusers.utils.state_dict_utils.convert_state_dict_to_kohya`) stores alpha = rank
 (`torch.tensor(len(weight))`), which silently changes the strength of every LoRA trained with
@@ -22,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +39,19 @@ import torch
 from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 
+from dreamsweep.export.family import Family
 from dreamsweep.export.metadata import WrittenFile, write_safetensors
+from dreamsweep.export.single_file import ldm_unet_key, unet_prefix_map
 from dreamsweep.models.portable import with_text_root
 
 Tensor = torch.Tensor
 UNET = "unet"
 TEXT_ENCODER = "text_encoder"
+TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's second text encoder
+COMPONENTS = (UNET, TEXT_ENCODER, TEXT_ENCODER_2)
 _KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
+_SDXL_KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te1_", TEXT_ENCODER_2: "lora_te2_"}
+Namer = Callable[[str], str]  # `unet.<module>` -> kohya module name
 _PEFT_SUFFIX = {".lora_A.weight": "lora_down.weight", ".lora_B.weight": "lora_up.weight"}
 
 
@@ -91,7 +106,7 @@ def read_diffusers_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, 
         raise ValueError(f"{path} has no lora_adapter_metadata: its LoRA alpha is unknown")
     config = json.loads(header)
     alphas: dict[str, float] = {}
-    for prefix in (UNET, TEXT_ENCODER):
+    for prefix in COMPONENTS:
         names = {
             _split_peft_key(k)[0][len(prefix) + 1 :]
             for k in state_dict
@@ -114,6 +129,32 @@ def kohya_module_name(module: str) -> str:
     return _KOHYA_PREFIX[component] + path.replace(".", "_")
 
 
+def kohya_namer(family: Family, unet_config: Mapping[str, Any] | None = None) -> Namer:
+    """The kohya module-name function of a model family (SDXL's needs the UNet config)."""
+    if family == "sd":
+        return kohya_module_name
+    if family == "sdxl":
+        if unet_config is None:
+            raise ValueError("SDXL kohya names need the UNet config (its LDM block table)")
+        prefixes = unet_prefix_map(unet_config)
+        return lambda module: _sdxl_name(module, prefixes)
+    raise ValueError(f"no kohya LoRA layout for model family {family!r}")
+
+
+def _sdxl_name(module: str, prefixes: Mapping[str, str]) -> str:
+    """`unet.down_blocks.1.attentions.0...to_q` -> `lora_unet_input_blocks_4_1_..._to_q` (the
+    module's LDM name, as kohya's SDXL UNet names it); `text_encoder.` / `text_encoder_2.`
+    paths -> `lora_te1_text_model_...` / `lora_te2_text_model_...`."""
+    component, _, path = module.partition(".")
+    if component not in _SDXL_KOHYA_PREFIX:
+        raise ValueError(f"LoRA module {module!r} is not unet.*, text_encoder(_2).*")
+    if component == UNET:
+        path = ldm_unet_key(f"{path}.weight", prefixes).removesuffix(".weight")
+    else:
+        path = with_text_root(path)
+    return _SDXL_KOHYA_PREFIX[component] + path.replace(".", "_")
+
+
 def _split_peft_key(key: str) -> tuple[str, str]:
     for suffix, kohya in _PEFT_SUFFIX.items():
         if key.endswith(suffix):
@@ -125,31 +166,32 @@ def diffusers_lora_to_kohya(
     state_dict: Mapping[str, Tensor],
     alphas: float | Mapping[str, float],
     dtype: torch.dtype | None = None,
+    name: Namer = kohya_module_name,
 ) -> dict[str, Tensor]:
     """The kohya state dict for a diffusers LoRA state dict (`unet.<module>.lora_A.weight`...).
 
     `alphas` is the kohya alpha (see :func:`kohya_alpha`) for all modules, or per module keyed
     `unet.<module>` / `text_encoder.<module>` as in `state_dict`; a module without one is an
     error rather than a silent alpha = rank. Alphas are scalars of `dtype` (float32 when none
-    is given), as kohya's `save_weights` casts every tensor to the save precision.
+    is given), as kohya's `save_weights` casts every tensor to the save precision. `name`
+    gives each module its kohya name (:func:`kohya_namer`; SD 1.x/2.x by default).
     """
     out: dict[str, Tensor] = {}
     modules: dict[str, int] = {}
     for key, value in state_dict.items():
         module, kind = _split_peft_key(key)
-        name = kohya_module_name(module)
         value = value.detach()
-        out[f"{name}.{kind}"] = (value.to(dtype) if dtype else value).contiguous()
+        out[f"{name(module)}.{kind}"] = (value.to(dtype) if dtype else value).contiguous()
         if kind == "lora_down.weight":
             modules[module] = value.shape[0]
     for module in modules:
-        name = kohya_module_name(module)
-        if f"{name}.lora_up.weight" not in out:
+        kohya = name(module)
+        if f"{kohya}.lora_up.weight" not in out:
             raise ValueError(f"{module} has lora_A but no lora_B")
         alpha = alphas if isinstance(alphas, int | float) else alphas.get(module)
         if alpha is None:
             raise KeyError(f"no alpha given for LoRA module {module}")
-        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype or torch.float32)
+        out[f"{kohya}.alpha"] = torch.tensor(float(alpha), dtype=dtype or torch.float32)
     return out
 
 
@@ -160,15 +202,16 @@ def write_kohya_lora(
     *,
     dtype: torch.dtype | None = None,
     metadata: Mapping[str, str] | None = None,
+    name: Namer = kohya_module_name,
 ) -> WrittenFile:
     """Write :func:`diffusers_lora_to_kohya` with `metadata` (and kohya's `sshs_*` hashes when
     `ss_*` keys are given). Name the file `<title>.safetensors`: A1111 and ComfyUI list LoRAs
     by file name in `models/Lora` / `models/loras`."""
-    tensors = diffusers_lora_to_kohya(state_dict, alphas, dtype=dtype)
+    tensors = diffusers_lora_to_kohya(state_dict, alphas, dtype=dtype, name=name)
     return write_safetensors(path, tensors, metadata or {})
 
 
 def prefixed(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """`get_peft_model_state_dict(model)` keys under `unet.` / `text_encoder.`, as diffusers'
-    `save_lora_weights` writes them."""
+    """`get_peft_model_state_dict(model)` keys under `unet.` / `text_encoder.` /
+    `text_encoder_2.`, as diffusers' `save_lora_weights` writes them."""
     return {f"{prefix}.{k}": v for k, v in state_dict.items()}

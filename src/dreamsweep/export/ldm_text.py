@@ -6,6 +6,13 @@ stores OpenCLIP under `cond_stage_model.model.` with OpenCLIP's names and q/k/v 
 (`diffusers/loaders/single_file_utils.py`) and the same as
 `scripts/convert_diffusers_to_original_stable_diffusion.py` (`convert_text_enc_state_dict_v20`)
 and kohya's `library/model_util.py` (`convert_text_encoder_state_dict_to_sd_v2`).
+
+SDXL keeps both: CLIP-L as transformers names it under `conditioner.embedders.0.transformer.`,
+the OpenCLIP-bigG-shaped second encoder in OpenCLIP names under `conditioner.embedders.1.model.`
+with its `text_projection` transposed (OpenCLIP multiplies `x @ proj`, transformers' Linear
+`x @ W.T`), as `scripts/convert_diffusers_to_original_sdxl.py` and kohya's
+`library/sdxl_model_util.py` (`convert_text_encoder_2_state_dict_to_sdxl`) write them and
+diffusers' `convert_open_clip_checkpoint(..., prefix="conditioner.embedders.1.model.")` reads them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ StateDict = Mapping[str, Tensor]
 
 CLIP_PREFIX = "cond_stage_model.transformer."  # SD 1.x: HF CLIPTextModel keys under this
 OPEN_CLIP_PREFIX = "cond_stage_model.model."  # SD 2.x: OpenCLIP keys under this
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."  # SDXL: CLIP-L, HF keys
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL: bigG-shaped, OpenCLIP keys
 
 # SD 2.x's text encoder is OpenCLIP ViT-H/14 (24 blocks) read at its penultimate layer, so
 # diffusers ships only 23 blocks. Files written by kohya sd-scripts
@@ -38,9 +47,10 @@ def _clip_keys(state_dict: StateDict) -> dict[str, Tensor]:
     return {with_text_root(k): v for k, v in state_dict.items() if not k.endswith("position_ids")}
 
 
-def convert_clip_to_ldm(state_dict: StateDict) -> dict[str, Tensor]:
-    """SD 1.x: the HF CLIPTextModel keys as they are, under `cond_stage_model.transformer.`."""
-    return {CLIP_PREFIX + k: v for k, v in _clip_keys(state_dict).items()}
+def convert_clip_to_ldm(state_dict: StateDict, prefix: str = CLIP_PREFIX) -> dict[str, Tensor]:
+    """SD 1.x: the HF CLIPTextModel keys as they are, under `cond_stage_model.transformer.`
+    (SDXL's first encoder: under ``prefix`` `conditioner.embedders.0.transformer.`)."""
+    return {prefix + k: v for k, v in _clip_keys(state_dict).items()}
 
 
 _OPEN_CLIP_TOP = {
@@ -73,7 +83,7 @@ def _open_clip_layer_keys(index: str, rest: str, value: Tensor, qkv: dict) -> di
 
 
 def convert_clip_to_open_clip(
-    state_dict: StateDict, full_depth: int | None = None
+    state_dict: StateDict, full_depth: int | None = None, prefix: str = OPEN_CLIP_PREFIX
 ) -> dict[str, Tensor]:
     """SD 2.x: the text encoder in OpenCLIP names under `cond_stage_model.model.`, q/k/v merged
     into `attn.in_proj_weight` / `in_proj_bias` (order q, k, v as torch's MultiheadAttention).
@@ -90,6 +100,8 @@ def convert_clip_to_open_clip(
     for key, value in clip.items():
         if key in _OPEN_CLIP_TOP:
             out[_OPEN_CLIP_TOP[key]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()
         elif key.startswith(_LAYER_ROOT):
             index, rest = key[len(_LAYER_ROOT) :].split(".", 1)
             out.update(_open_clip_layer_keys(index, rest, value, qkv))
@@ -100,7 +112,28 @@ def convert_clip_to_open_clip(
             raise ValueError(f"layer {index} lacks one of q/k/v {kind}")
         out[f"transformer.resblocks.{index}.attn.in_proj_{kind}"] = torch.cat(parts)
     _pad_open_clip(out, full_depth)
-    return {OPEN_CLIP_PREFIX + k: v for k, v in out.items()}
+    return {prefix + k: v for k, v in out.items()}
+
+
+def convert_sdxl_text_encoders(first: StateDict, second: StateDict) -> dict[str, Tensor]:
+    """SDXL's two text encoders in the original layout: CLIP-L (transformers' CLIPTextModel)
+    as it is, the second (CLIPTextModelWithProjection) in OpenCLIP names with all its blocks
+    (diffusers keeps every one: SDXL reads the penultimate hidden state itself) plus OpenCLIP's
+    `logit_scale`, which the original files carry and SDXL does not read (kohya writes it back;
+    we write OpenCLIP's initial value, as for SD 2.x)."""
+    second_out = convert_clip_to_open_clip(second, full_depth=0, prefix=SDXL_OPEN_CLIP_PREFIX)
+    if SDXL_OPEN_CLIP_PREFIX + "text_projection" not in second_out:
+        raise ValueError(
+            "SDXL's second text encoder has no text_projection.weight: it must be a "
+            "CLIPTextModelWithProjection (its pooled, projected output conditions the UNet)"
+        )
+    scale_dtype = second_out[SDXL_OPEN_CLIP_PREFIX + "text_projection"].dtype
+    second_out[SDXL_OPEN_CLIP_PREFIX + "logit_scale"] = _initial_logit_scale(scale_dtype)
+    return {**convert_clip_to_ldm(first, prefix=SDXL_CLIP_PREFIX), **second_out}
+
+
+def _initial_logit_scale(dtype: torch.dtype) -> Tensor:
+    return torch.tensor(math.log(1 / 0.07), dtype=dtype)  # OpenCLIP's init
 
 
 def _pad_open_clip(out: dict[str, Tensor], full_depth: int | None) -> None:
@@ -116,7 +149,7 @@ def _pad_open_clip(out: dict[str, Tensor], full_depth: int | None) -> None:
     width = out["ln_final.weight"].shape[0]
     dtype = out["ln_final.weight"].dtype
     out["text_projection"] = torch.eye(width, dtype=dtype)  # unused by SD 2.x (penultimate)
-    out["logit_scale"] = torch.tensor(math.log(1 / 0.07), dtype=dtype)  # OpenCLIP's init
+    out["logit_scale"] = _initial_logit_scale(dtype)
 
 
 def _replace_prefix(text: str, table: Mapping[str, str]) -> str:

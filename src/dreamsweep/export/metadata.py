@@ -33,7 +33,10 @@ from dreamsweep.tensor_files import save_tensors
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"  # ModelSpec README; kohya BASE_METADATA writes the same
 IMPL_DIFFUSERS = "diffusers"  # kohya: SD 1.x/2.x LoRA (diffusers UNet module names)
-IMPL_STABILITY_AI = "https://github.com/Stability-AI/generative-models"  # kohya: full SD ckpt
+# kohya: a full checkpoint, and an SDXL LoRA (sgm UNet module names)
+IMPL_STABILITY_AI = "https://github.com/Stability-AI/generative-models"
+ARCH_SDXL_BASE = "stable-diffusion-xl-v1-base"  # kohya sai_model_spec.ARCH_SD_XL_V1_BASE
+SDXL_BASE_MODEL_VERSION = "sdxl_base_v1-0"  # kohya sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0
 KOHYA_NETWORK_MODULE = "networks.lora"
 _HASH_BLOCK = 1024 * 1024
 # Setting names that hold a secret. Not a bare "token": data.token is the DreamBooth identifier.
@@ -43,12 +46,17 @@ _SECRET_KEY = re.compile(
 
 
 def sd_architecture(
-    version: Literal["v1", "v2"], prediction_type: str = "epsilon", adapter: str | None = None
+    version: Literal["v1", "v2", "xl"],
+    prediction_type: str = "epsilon",
+    adapter: str | None = None,
 ) -> str:
-    """`modelspec.architecture` for SD 1.x/2.x as kohya's `determine_architecture` spells it:
+    """`modelspec.architecture` as kohya's `determine_architecture` spells it:
     `stable-diffusion-v1`, `stable-diffusion-v2-512`, `stable-diffusion-v2-768-v` (v2 with
-    v-prediction), with `/lora` appended for a LoRA (the spec's `/` adapter separator)."""
-    if version == "v1":
+    v-prediction), `stable-diffusion-xl-v1-base` (SDXL, whatever its prediction type), with
+    `/lora` appended for a LoRA (the spec's `/` adapter separator)."""
+    if version == "xl":
+        arch = ARCH_SDXL_BASE
+    elif version == "v1":
         arch = "stable-diffusion-v1"
     elif version == "v2":
         v = modelspec_prediction_type(prediction_type) == "v"
@@ -58,9 +66,12 @@ def sd_architecture(
     return f"{arch}/{adapter}" if adapter else arch
 
 
-def kohya_base_model_version(version: Literal["v1", "v2"], prediction_type: str) -> str:
+def kohya_base_model_version(version: Literal["v1", "v2", "xl"], prediction_type: str) -> str:
     """`ss_base_model_version` as kohya's `model_util.get_model_version_str_for_sd1_sd2`:
-    `sd_v1`, `sd_v2`, with `_v` appended for v-prediction."""
+    `sd_v1`, `sd_v2`, with `_v` appended for v-prediction; `sdxl_base_v1-0` for SDXL (what
+    `sdxl_train_network.py` writes)."""
+    if version == "xl":
+        return SDXL_BASE_MODEL_VERSION
     v = modelspec_prediction_type(prediction_type) == "v"
     return f"sd_{version}" + ("_v" if v else "")
 
@@ -95,7 +106,8 @@ def modelspec_metadata(
     :func:`write_safetensors`, which sees the tensor bytes.
 
     `implementation` as kohya's `determine_implementation` picks it: IMPL_STABILITY_AI for a
-    single-file checkpoint in the LDM layout, IMPL_DIFFUSERS for an SD 1.x/2.x LoRA.
+    single-file checkpoint in the LDM layout and for an SDXL LoRA, IMPL_DIFFUSERS for an
+    SD 1.x/2.x LoRA.
     """
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     keys: dict[str, str | None] = {

@@ -24,8 +24,11 @@ from dreamsweep.export.choose import Chosen
 LICENSES = {
     "sd15": "creativeml-openrail-m",
     "sd21": "openrail++",
+    "sdxl": "openrail++",  # SDXL 1.0 base: CreativeML Open RAIL++-M
     "toyworld": "apache-2.0",  # shipped with DreamSweep (Apache-2.0)
+    "toyworld_xl": "apache-2.0",
     "tiny": "apache-2.0",  # built in code by DreamSweep
+    "tiny_xl": "apache-2.0",
 }
 DEFAULT_AUTHOR = "DreamSweep"
 MIN_DIFFUSERS = "0.30.0"  # the oldest diffusers that reads the LoRA files (pyproject, compat test)

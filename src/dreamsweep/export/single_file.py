@@ -12,7 +12,12 @@ VAE configs, so an SD-shaped model of any size (our tiny test model included) ma
 The functions only rename, reshape and cast the state dicts they are given: the caller decides
 which weights go in (the EMA weights for an EMA cell); no `model_ema.*` copy is written, so the
 file is EMA-only exactly when it is given EMA weights. The text encoder goes through
-:mod:`dreamsweep.export.ldm_text` (`clip` layout for SD 1.x, `open_clip` for SD 2.x).
+:mod:`dreamsweep.export.ldm_text` (`clip` layout for SD 1.x, `open_clip` for SD 2.x, `sdxl` for
+SDXL's two encoders under `conditioner.embedders.*`).
+
+SDXL's UNet uses the same LDM (sgm) names plus `label_emb.0.{0,2}` for the `text_time`
+embedding (`add_embedding.linear_{1,2}`), as `scripts/convert_diffusers_to_original_sdxl.py`
+maps them; that script hard-codes SDXL's three levels, the table here again follows the config.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from typing import Any, Literal
 
 import torch
 
-from dreamsweep.export.ldm_text import convert_clip_to_ldm, convert_clip_to_open_clip
+from dreamsweep.export.ldm_text import (
+    convert_clip_to_ldm,
+    convert_clip_to_open_clip,
+    convert_sdxl_text_encoders,
+)
 from dreamsweep.export.metadata import WrittenFile, write_safetensors
 
 Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]
-TextLayout = Literal["clip", "open_clip"]
-TEXT_LAYOUTS: dict[str, TextLayout] = {"v1": "clip", "v2": "open_clip"}  # by SD version
+TextLayout = Literal["clip", "open_clip", "sdxl"]
+TEXT_LAYOUTS: dict[str, TextLayout] = {"v1": "clip", "v2": "open_clip", "xl": "sdxl"}  # by version
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -40,6 +49,8 @@ _UNET_TOP = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's text_time embedding
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 _UNET_RESNET = {
     "norm1.": "in_layers.0.",
@@ -121,20 +132,23 @@ def _replace_prefix(text: str, table: Mapping[str, str]) -> str:
     return text
 
 
+def ldm_unet_key(key: str, prefixes: Mapping[str, str]) -> str:
+    """One diffusers UNet key (or module path + `.weight`) in LDM names, without
+    `model.diffusion_model.`; ``prefixes`` from :func:`unet_prefix_map`."""
+    renamed = _rename(key, prefixes)
+    if renamed is None:
+        raise ValueError(f"UNet key {key!r} has no place in the LDM layout")
+    new_key, matched = renamed
+    if ".resnets." in matched:
+        head = prefixes[matched]
+        new_key = head + _replace_prefix(new_key[len(head) :], _UNET_RESNET)
+    return new_key
+
+
 def convert_unet_to_ldm(state_dict: StateDict, config: Mapping[str, Any]) -> dict[str, Tensor]:
     """The UNet's weights under `model.diffusion_model.` with LDM names (shapes unchanged)."""
     prefixes = unet_prefix_map(config)
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        renamed = _rename(key, prefixes)
-        if renamed is None:
-            raise ValueError(f"UNet key {key!r} has no place in the LDM layout")
-        new_key, matched = renamed
-        if ".resnets." in matched:
-            head = prefixes[matched]
-            new_key = head + _replace_prefix(new_key[len(head) :], _UNET_RESNET)
-        out[UNET_PREFIX + new_key] = value
-    return out
+    return {UNET_PREFIX + ldm_unet_key(key, prefixes): value for key, value in state_dict.items()}
 
 
 def vae_prefix_map(config: Mapping[str, Any]) -> dict[str, str]:
@@ -190,13 +204,11 @@ def build_ldm_checkpoint(
     text_encoder: StateDict,
     text_layout: TextLayout = "clip",
     dtype: torch.dtype = torch.float32,
+    text_encoder_2: StateDict | None = None,
 ) -> dict[str, Tensor]:
-    """UNet, VAE and text encoder in one LDM state dict, floating tensors cast to `dtype`."""
-    text = (
-        convert_clip_to_ldm(text_encoder)
-        if text_layout == "clip"
-        else convert_clip_to_open_clip(text_encoder)
-    )
+    """UNet, VAE and text encoder(s) in one LDM state dict, floating tensors cast to `dtype`;
+    ``text_encoder_2`` is SDXL's second encoder (layout `sdxl`)."""
+    text = _text_to_ldm(text_encoder, text_layout, text_encoder_2)
     merged = {
         **convert_unet_to_ldm(unet, unet_config),
         **convert_vae_to_ldm(vae, vae_config),
@@ -206,6 +218,20 @@ def build_ldm_checkpoint(
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
         for k, v in merged.items()
     }
+
+
+def _text_to_ldm(
+    text_encoder: StateDict, layout: TextLayout, text_encoder_2: StateDict | None
+) -> dict[str, Tensor]:
+    if (layout == "sdxl") != (text_encoder_2 is not None):
+        raise ValueError(f"text layout {layout!r}: a second text encoder is for `sdxl` only")
+    if layout == "clip":
+        return convert_clip_to_ldm(text_encoder)
+    if layout == "open_clip":
+        return convert_clip_to_open_clip(text_encoder)
+    if layout == "sdxl":
+        return convert_sdxl_text_encoders(text_encoder, text_encoder_2)
+    raise ValueError(f"unknown text layout {layout!r}; known: clip, open_clip, sdxl")
 
 
 def write_single_file(
@@ -219,6 +245,7 @@ def write_single_file(
     text_layout: TextLayout = "clip",
     dtype: torch.dtype = torch.float32,
     metadata: Mapping[str, str] | None = None,
+    text_encoder_2: StateDict | None = None,
 ) -> WrittenFile:
     """Write the checkpoint (see :func:`build_ldm_checkpoint`) with `metadata` plus its hash."""
     checkpoint = build_ldm_checkpoint(
@@ -229,6 +256,7 @@ def write_single_file(
         text_encoder=text_encoder,
         text_layout=text_layout,
         dtype=dtype,
+        text_encoder_2=text_encoder_2,
     )
     return write_safetensors(path, checkpoint, metadata or {})
 
@@ -241,7 +269,9 @@ def write_pipeline_single_file(
     dtype: torch.dtype = torch.float32,
     metadata: Mapping[str, str] | None = None,
 ) -> WrittenFile:
-    """:func:`write_single_file` for the weights a pipeline (or SDComponents) holds now."""
+    """:func:`write_single_file` for the weights a pipeline (or SDComponents) holds now; an
+    SDXL one (layout `sdxl`) gives its `text_encoder_2` too."""
+    second = pipeline.text_encoder_2.state_dict() if text_layout == "sdxl" else None
     return write_single_file(
         path,
         unet=pipeline.unet.state_dict(),
@@ -252,4 +282,5 @@ def write_pipeline_single_file(
         text_layout=text_layout,
         dtype=dtype,
         metadata=metadata,
+        text_encoder_2=second,
     )
