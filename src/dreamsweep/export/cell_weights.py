@@ -46,18 +46,21 @@ def cell_components(chosen: Chosen) -> tuple[SDComponents, str]:
 
 
 def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
-    """Base model + an Accelerate checkpoint: model.safetensors is the UNet, model_1 the text
-    encoder when it was trained; the EMA shadow weights replace the UNet's for an EMA cell."""
+    """Base model + an Accelerate checkpoint: model.safetensors is the UNet, model_1, model_2
+    the family's text encoders in order when they were trained (training/setup.py prepares
+    them after the UNet); the EMA shadow weights replace the UNet's for an EMA cell."""
     from safetensors.torch import load_file
 
+    from dreamsweep.models.families import family
     from dreamsweep.models.loading import load_components
     from dreamsweep.training.ema import build_ema, ema_weights, load_ema
 
     cfg = chosen.run.settings
     components = load_components(cfg.model)
     components.unet.load_state_dict(load_file(str(folder / "model.safetensors")))
-    if (folder / "model_1.safetensors").exists():
-        components.text_encoder.load_state_dict(load_file(str(folder / "model_1.safetensors")))
+    for number, encoder in enumerate(family(components).text_encoders(components), start=1):
+        if (folder / f"model_{number}.safetensors").exists():
+            encoder.load_state_dict(load_file(str(folder / f"model_{number}.safetensors")))
     if chosen.row.weights == "ema":
         ema = build_ema(cfg.ema, components.unet)
         load_ema(ema, folder)
