@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and what is allowed."""
 
 
-METHODS = ("dreambooth", "lora")
+METHODS = ("dreambooth", "lora", "textual_inversion")
 LORA_TARGETS = ("attention", "feed_forward", "conv")
 LORA_TYPES = ("lora", "loha", "lokr")
 NOISES = ("gaussian", "offset", "multires")
@@ -93,6 +93,8 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
             "method.targets",
             f"unknown {bad or 'none given'}; known: {', '.join(LORA_TARGETS)}",
         )
+    if cfg.method.name == "textual_inversion":
+        _validate_embeddings(cfg)
     if p.enabled:
         _require(
             bool(d.class_name.strip()),
@@ -116,6 +118,26 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     if p.enabled or held_out:  # class images are generated with these
         _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
         _require(p.batch_size > 0, "prior.batch_size", "must be > 0")
+
+
+def _validate_embeddings(cfg: RunConfig) -> None:
+    """Textual inversion: new tokens, initialised from a word, and nothing else trained."""
+    me = cfg.method
+    _require(
+        me.num_vectors is not None and me.num_vectors > 0,
+        "method.num_vectors",
+        f"must be a positive integer (embedding vectors of the trigger), got {me.num_vectors}",
+    )
+    _require(
+        bool((me.init_word or cfg.data.class_name).strip()),
+        "method.init_word",
+        "the new tokens start as a word's embedding: set method.init_word or data.class_name",
+    )
+    _require(
+        not cfg.train.text_encoder,
+        "train.text_encoder",
+        f"method={me.name} trains only the trigger's embeddings; set train.text_encoder=false",
+    )
 
 
 def _validate_training(cfg: RunConfig) -> None:

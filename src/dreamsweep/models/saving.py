@@ -20,11 +20,13 @@ from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
+from dreamsweep.export.embedding import save_run_embedding
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import make_portable
 from dreamsweep.runs import swap_in
 from dreamsweep.training.ema import ema_weights
+from dreamsweep.training.embeddings import averaged_module, embedding_only
 from dreamsweep.training.lora import is_lora, save_lora
 
 LORA_BASE_IN_RUN = "base_model"  # a LoRA run on a model without a path saves its base here
@@ -45,7 +47,8 @@ def save_base_for_lora(cfg: RunConfig, base: SDComponents, run_dir: Path) -> Non
     """A LoRA on a model built in code (tiny) needs its base on disk to be loaded back:
     the base pipeline is saved once into the run folder, before any training."""
     folder = run_dir / LORA_BASE_IN_RUN
-    if is_lora(cfg) and not cfg.model.path and not folder.exists():
+    on_base = is_lora(cfg) or embedding_only(cfg)
+    if on_base and not cfg.model.path and not folder.exists():
         save_pipeline(base, folder, {})
 
 
@@ -60,6 +63,14 @@ def save_weights(
 ) -> Path:
     """The weights the components hold now, as the run's method saves them; ``base``: where a
     LoRA's base is, seen from ``out_dir`` (default: `base_location`)."""
+    if embedding_only(cfg):
+        base = base or base_location(cfg)
+        return write_folder(
+            out_dir,
+            lambda tmp: save_run_embedding(cfg, components, tmp, base, scheduler),
+            settings,
+            extra,
+        )
     if is_lora(cfg):
         base = base or base_location(cfg)
         return write_folder(
@@ -86,7 +97,11 @@ def export_final(
     raw = out_dir.with_name(out_dir.name + ".raw.tmp")
     shutil.rmtree(raw, ignore_errors=True)
     try:
-        if is_lora(cfg):
+        if embedding_only(cfg):
+            raw.mkdir(parents=True)
+            save_run_embedding(cfg, components, raw, base_location(cfg, depth=2))
+            name = "raw"
+        elif is_lora(cfg):
             raw.mkdir(parents=True)
             save_lora(cfg, components, raw, base_location(cfg, depth=2))
             name = "raw"
@@ -95,13 +110,15 @@ def export_final(
             name = "unet_raw"
 
         def fill(tmp: Path) -> None:  # the EMA weights, then the raw ones moved in beside them
-            if is_lora(cfg):
+            if embedding_only(cfg):
+                save_run_embedding(cfg, components, tmp, base_location(cfg))
+            elif is_lora(cfg):
                 save_lora(cfg, components, tmp, base_location(cfg))
             else:
                 _save_pipeline_files(components, tmp)
             raw.rename(tmp / name)
 
-        with ema_weights(ema, components.unet):
+        with ema_weights(ema, averaged_module(cfg, components)):
             return write_folder(out_dir, fill, settings)
     finally:
         shutil.rmtree(raw, ignore_errors=True)

@@ -16,6 +16,7 @@ from dreamsweep.evaluation.outputs import cell_dir
 from dreamsweep.models.components import SDComponents
 from dreamsweep.sweeps.pruning import PruningHook
 from dreamsweep.training.ema import ema_weights
+from dreamsweep.training.embeddings import averaged_module
 from dreamsweep.training.setup import TrainState, unwrapped
 from dreamsweep.training.val_loss import Validation
 
@@ -40,7 +41,7 @@ class TrainedWeights:
     @contextmanager
     def ema(self) -> Iterator[SDComponents]:
         components = unwrapped(self.state)
-        with ema_weights(self.state.ema, components.unet):
+        with ema_weights(self.state.ema, averaged_module(self.state.cfg, components)):
             yield components
 
     def by_name(self) -> Weights:

@@ -29,6 +29,12 @@ from dreamsweep.training.batches import (
     training_data,
 )
 from dreamsweep.training.ema import build_ema, trained_parameters
+from dreamsweep.training.embeddings import (
+    FrozenRows,
+    averaged_module,
+    embedding_only,
+    train_only_embeddings,
+)
 from dreamsweep.training.latents import LatentBank, build_latent_bank
 from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
@@ -50,6 +56,7 @@ class TrainState:
     # Listed once here, not at every step: what is clipped, and what the EMA averages.
     trained: list[torch.nn.Parameter]
     ema_tracked: list[torch.nn.Parameter]
+    frozen_rows: FrozenRows | None = None  # textual inversion: the embedding rows kept as are
 
     @property
     def trained_modules(self) -> tuple[torch.nn.Module, ...]:
@@ -67,7 +74,11 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
     if dtype != torch.float32:
         c.vae.to(dtype)
     c.unet.requires_grad_(True).train().to(accelerator.device)
-    if cfg.train.text_encoder:
+    if embedding_only(cfg):  # the UNet frozen; of the text encoder, the token embeddings
+        c.unet.requires_grad_(False)
+        c.text_encoder.train().to(accelerator.device)
+        train_only_embeddings(c.text_encoder)
+    elif cfg.train.text_encoder:
         c.text_encoder.requires_grad_(True).train().to(accelerator.device)
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
@@ -186,10 +197,15 @@ def _fixed_set(
 
 
 def build_state(
-    cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
+    cfg: RunConfig,
+    c: SDComponents,
+    accelerator: Accelerator,
+    data: TrainingData,
+    trigger_ids: list[int] | None = None,
 ) -> TrainState:
     """Frozen-text-encoder embeddings (once, in the training dtype), optimiser, schedule and
-    EMA, then Accelerate's prepare (DDP, device, autocast). The accelerator must accumulate
+    EMA, then Accelerate's prepare (DDP, device, autocast). ``trigger_ids``: textual
+    inversion's new tokens, the only embedding rows that learn. The accelerator must accumulate
     train.grad_accum micro-batches: its backward divides each micro-batch's loss by that."""
     if accelerator.gradient_accumulation_steps != cfg.train.grad_accum:
         raise ValueError(
@@ -197,6 +213,8 @@ def build_state(
             f" train.grad_accum={cfg.train.grad_accum}: build it with "
             "gradient_accumulation_steps=cfg.train.grad_accum"
         )
+    if embedding_only(cfg):
+        return _embedding_state(cfg, c, accelerator, data, trigger_ids)
     if not cfg.train.text_encoder:
         cache_embeddings(
             data.table,
@@ -229,6 +247,40 @@ def build_state(
         data=data,
         trained=[p for group in optimizer.param_groups for p in group["params"]],
         ema_tracked=trained_parameters(c.unet) if ema is not None else [],
+    )
+
+
+def _embedding_state(
+    cfg: RunConfig,
+    c: SDComponents,
+    accelerator: Accelerator,
+    data: TrainingData,
+    trigger_ids: list[int] | None,
+) -> TrainState:
+    """Textual inversion: the token embedding matrix at optim.lr, its other rows masked and
+    restored (FrozenRows); the frozen UNet is not prepared (DDP wraps trained modules only)."""
+    if not trigger_ids:
+        raise ValueError("textual inversion needs the ids of its new tokens (trigger_ids)")
+    frozen = FrozenRows.around(c.text_encoder, trigger_ids)
+    optimizer = build_optimizer(cfg, [{"params": [frozen.weight], "lr": cfg.optim.lr}])
+    lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
+    ema = build_ema(cfg.ema, averaged_module(cfg, c)) if cfg.ema.enabled else None
+    text_encoder, optimizer, lr_schedule = accelerator.prepare(
+        c.text_encoder, optimizer, lr_schedule
+    )
+    return TrainState(
+        cfg=cfg,
+        accelerator=accelerator,
+        components=c,
+        unet=c.unet,
+        text_encoder=text_encoder,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema=ema,
+        data=data,
+        trained=[frozen.weight],
+        ema_tracked=[frozen.weight] if ema is not None else [],
+        frozen_rows=frozen,
     )
 
 
