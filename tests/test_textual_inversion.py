@@ -123,3 +123,19 @@ def test_the_a1111_file_loads_in_diffusers_too(ti_run):
     assert torch.equal(loaded, read_embedding(ti_run / "best")[1])
     ours = load_embedding_components(ti_run / "best")  # the same, through our loader
     assert torch.equal(ours.text_encoder.get_input_embeddings().weight[ids], loaded)
+
+
+@pytest.mark.slow
+def test_dreamsweep_export_format_embedding(ti_run, tmp_path):
+    from dreamsweep.export.choose import ExportError
+    from dreamsweep.export.command import export
+
+    out, files = export(ti_run, formats=("embedding",), out_root=tmp_path)
+    assert {"embedding/learned_embeds.safetensors", "embedding/sks.safetensors"} <= set(files)
+    best = load_file(str(ti_run / "best" / "sks.safetensors"))["emb_params"]
+    assert torch.equal(load_file(str(out / "embedding" / "sks.safetensors"))["emb_params"], best)
+    card = (out / "README.md").read_text()
+    assert "load_textual_inversion('embedding/learned_embeds.safetensors', token='<sks>')" in card
+    assert "prompt = 'a <sks> toy" in card  # typed once; the pipeline expands it
+    with pytest.raises(ExportError, match="--format embedding"):
+        export(ti_run, formats=("single-file",), out_root=tmp_path)

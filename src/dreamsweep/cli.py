@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--format", dest="formats", action="append", default=None,
-        help="diffusers (default), single-file or lora-kohya; may be given several times",
+        help="diffusers (default), single-file, lora-kohya, or embedding (textual-inversion runs); "
+        "may be given several times",
     )  # fmt: skip
     export.add_argument("--out", type=Path, default=Path("exports"), help="default: exports/")
     export.add_argument("--half", action="store_true", help="fp16 weights (half the size)")

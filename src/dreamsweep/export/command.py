@@ -14,6 +14,7 @@ from pathlib import Path
 from dreamsweep.export.card import (
     DIFFUSERS,
     DIFFUSERS_LORA,
+    EMBEDDING,
     KOHYA,
     PEFT,
     SINGLE_FILE,
@@ -34,7 +35,7 @@ from dreamsweep.export.published import (
 from dreamsweep.models.portable import add_vocab_files
 from dreamsweep.runs import staging_folder, swap_in
 
-FORMATS = ("diffusers", "single-file", "lora-kohya")
+FORMATS = ("diffusers", "single-file", "lora-kohya", "embedding")
 SINGLE_FILE_CONFIG = "single_file_config"  # configs + tokenizer + scheduler, no weights
 
 
@@ -68,6 +69,7 @@ def export(
             f"method.type={kind} exports as diffusers (peft's adapter format) only: the "
             "single-file merge and the kohya (LyCORIS) layout are written for type=lora"
         )
+    _check_embedding_formats(chosen, formats)
     components, source = cell_components(chosen)
     import torch
 
@@ -102,6 +104,15 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         images=scored_images(chosen),
     )
     lora = _lora_source(chosen)
+    if "embedding" in options.formats:
+        from dreamsweep.export.embedding import export_embedding
+
+        card.kinds[EMBEDDING] = "embedding"
+        card.files["embedding/"] = export_embedding(chosen, components, tmp / "embedding")
+        card.images = [(typed_cell_prompt(chosen, p), s, g) for p, s, g in card.images]
+        _copy_base(chosen, tmp)
+        if (tmp / "base_model").is_dir():
+            card.files["base_model/"] = "the base model the embedding goes on (built in code)"
     if "diffusers" in options.formats:
         kind = DIFFUSERS if lora is None else (DIFFUSERS_LORA if _is_lora(lora) else PEFT)
         card.kinds[kind] = "diffusers"
@@ -130,6 +141,29 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         shutil.copy(grid, tmp / "samples.png")
         card.samples = "samples.png"
     return card
+
+
+def _check_embedding_formats(chosen: Chosen, formats: tuple[str, ...]) -> None:
+    """An embedding run exports its embedding; other runs have none to export."""
+    method = chosen.run.setting("method.name")
+    if method == "textual_inversion" and (other := [f for f in formats if f != "embedding"]):
+        raise ExportError(
+            f"--format {','.join(other)}: a textual-inversion run's weights are an embedding on "
+            "the unchanged base; export it with --format embedding"
+        )
+    if method != "textual_inversion" and "embedding" in formats:
+        raise ExportError(
+            f"--format embedding needs a run that learned an embedding (method={method} did "
+            "not): method=textual_inversion"
+        )
+
+
+def typed_cell_prompt(chosen: Chosen, prompt: str) -> str:
+    """A scored prompt as a user types it (the trigger once; the pipeline expands it)."""
+    from dreamsweep.training.embeddings import typed
+
+    data, method = chosen.run.config.get("data", {}), chosen.run.config.get("method", {})
+    return typed(prompt, str(data.get("token")), int(method.get("num_vectors") or 1))
 
 
 def _grid(chosen: Chosen) -> Path | None:

@@ -88,3 +88,25 @@ def save_run_embedding(cfg, components, folder: Path, base: str, scheduler=None)
     vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
     save_embedding_files(folder, tokens[0], file_stem(cfg.data.token), vectors)
     write_base_info(folder, base, tokens[0], len(tokens), scheduler)
+
+
+def export_embedding(chosen, components, folder: Path) -> str:
+    """`dreamsweep export --format embedding`: the cell's vectors in both files, with the
+    run's settings (no local paths) and the cell in each file's metadata."""
+    from dreamsweep.config import load_config
+    from dreamsweep.export.command import provenance
+    from dreamsweep.models.saving import stamp_metadata
+    from dreamsweep.training.embeddings import file_stem, learned_vectors, placeholder_tokens
+
+    cfg = load_config(chosen.run.config, check_machine=False)
+    tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
+    vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
+    name = file_stem(cfg.data.token)
+    folder.mkdir(parents=True)
+    save_embedding_files(folder, tokens[0], name, vectors)
+    stamp_metadata(folder, provenance(chosen))
+    return (
+        f"the embedding of {tokens[0]} ({len(tokens)} vector(s) of {vectors.shape[1]}): "
+        f"{DIFFUSERS_FILE} for diffusers' load_textual_inversion, {name}.safetensors "
+        f"(emb_params) for A1111 (type {name}) and ComfyUI (embedding:{name})"
+    )

@@ -63,8 +63,21 @@ def typed_prompt(prompt: str, cfg: RunConfig) -> str:
     """A scored prompt as a user types it after `load_textual_inversion`: the trigger once."""
     if not trains_embeddings(cfg):
         return prompt
-    tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
+    return typed(prompt, cfg.data.token, cfg.method.num_vectors)
+
+
+def typed(prompt: str, token: str, num_vectors: int) -> str:
+    """``prompt`` with the trigger's tokens spelled out (`<sks> <sks>_1`) written once."""
+    tokens = placeholder_tokens(token, num_vectors)
     return prompt.replace(" ".join(tokens), tokens[0])
+
+
+def typed_trigger(settings: dict) -> str:
+    """The word to type, from a run's settings (config.yaml as a dict): `<sks>` for a run
+    that learned embeddings, data.token otherwise."""
+    token = str((settings.get("data") or {}).get("token", "sks"))
+    method = (settings.get("method") or {}).get("name")
+    return placeholder(token) if method in EMBEDDING_METHODS else token
 
 
 def add_tokens(tokenizer, text_encoder, tokens: list[str], init: str) -> list[int]:
