@@ -76,6 +76,7 @@ class MethodConfig:
     num_vectors: int | None = MISSING  # textual_inversion/pivotal: embedding vectors per trigger
     init_word: str | None = MISSING  # ... the new vectors start as this word's (data.class_name)
     ti_steps: int | None = MISSING  # pivotal: steps of textual inversion before phase 2
+    ti_lr: float | None = MISSING  # pivotal: the embeddings' LR (phase 2 learns at optim.lr)
     then: str | None = MISSING  # pivotal: dreambooth | lora, the second phase
     train_embeddings: bool | None = MISSING  # pivotal: the embeddings also learn in phase 2
 

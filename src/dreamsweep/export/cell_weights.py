@@ -70,12 +70,16 @@ def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
 
 def load_weights(folder: Path) -> SDComponents:
     """A saved pipeline folder, or a LoRA or embedding folder on its base."""
-    from dreamsweep.export.embedding import is_embedding_folder, load_embedding_components
+    from dreamsweep.export.embedding import (
+        is_embedding_folder,
+        load_embedding_components,
+        with_embedding,
+    )
     from dreamsweep.models.loading import load_components, saved_model
     from dreamsweep.training.lora import is_lora_folder, load_lora_components
 
     if is_embedding_folder(folder):
         return load_embedding_components(folder)
     if is_lora_folder(folder):
-        return load_lora_components(folder)
+        return with_embedding(load_lora_components(folder), folder)  # pivotal: + embedding
     return load_components(saved_model(folder))

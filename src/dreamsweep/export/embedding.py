@@ -54,7 +54,21 @@ def write_base_info(folder: Path, base: str, trigger: str, num_vectors: int, sch
 
 
 def is_embedding_folder(folder: Path) -> bool:
-    return (folder / DIFFUSERS_FILE).exists() and (folder / BASE_FILE).exists()
+    """A textual-inversion folder: the embedding on an unchanged base."""
+    if not ((folder / DIFFUSERS_FILE).exists() and (folder / BASE_FILE).exists()):
+        return False
+    return json.loads((folder / BASE_FILE).read_text())["type"] == "textual_inversion"
+
+
+def with_embedding(components, folder: Path):
+    """``components`` with the folder's embedding (if any) loaded: a pivotal LoRA's."""
+    from dreamsweep.training.embeddings import placeholder_tokens, set_vectors
+
+    if (folder / DIFFUSERS_FILE).exists():
+        trigger, vectors = read_embedding(folder)
+        tokens = placeholder_tokens(trigger, vectors.shape[0])
+        set_vectors(components.tokenizer, components.text_encoder, tokens, vectors)
+    return components
 
 
 def read_embedding(folder: Path) -> tuple[str, torch.Tensor]:
@@ -69,14 +83,9 @@ def load_embedding_components(folder: Path):
     """What a user does: the base model, then the embedding loaded into its tokenizer and
     text encoder (the components then draw what the run scored)."""
     from dreamsweep.models.loading import load_components, saved_model
-    from dreamsweep.training.embeddings import placeholder_tokens, set_vectors
     from dreamsweep.training.lora import lora_base
 
-    components = load_components(saved_model(lora_base(folder)))
-    trigger, vectors = read_embedding(folder)
-    tokens = placeholder_tokens(trigger, vectors.shape[0])
-    set_vectors(components.tokenizer, components.text_encoder, tokens, vectors)
-    return components
+    return with_embedding(load_components(saved_model(lora_base(folder))), folder)
 
 
 def save_run_embedding(cfg, components, folder: Path, base: str, scheduler=None) -> None:
@@ -110,3 +119,16 @@ def export_embedding(chosen, components, folder: Path) -> str:
         f"{DIFFUSERS_FILE} for diffusers' load_textual_inversion, {name}.safetensors "
         f"(emb_params) for A1111 (type {name}) and ComfyUI (embedding:{name})"
     )
+
+
+def add_pivotal_embedding(cfg, components, folder: Path) -> None:
+    """Pivotal tuning's weights are a pipeline or a LoRA plus the embedding: its two files
+    beside them (nothing for other methods)."""
+    from dreamsweep.training.embeddings import file_stem, learned_vectors, placeholder_tokens
+    from dreamsweep.training.pivotal import is_pivotal
+
+    if not is_pivotal(cfg):
+        return
+    tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
+    vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
+    save_embedding_files(folder, tokens[0], file_stem(cfg.data.token), vectors)

@@ -20,7 +20,7 @@ from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
-from dreamsweep.export.embedding import save_run_embedding
+from dreamsweep.export.embedding import add_pivotal_embedding, save_run_embedding
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import make_portable
@@ -73,13 +73,18 @@ def save_weights(
         )
     if is_lora(cfg):
         base = base or base_location(cfg)
-        return write_folder(
-            out_dir,
-            lambda tmp: save_lora(cfg, components, tmp, base, scheduler),
-            settings,
-            extra,
-        )
-    return save_pipeline(components, out_dir, settings, scheduler, extra)
+
+        def fill_lora(tmp: Path) -> None:
+            save_lora(cfg, components, tmp, base, scheduler)
+            add_pivotal_embedding(cfg, components, tmp)
+
+        return write_folder(out_dir, fill_lora, settings, extra)
+
+    def fill(tmp: Path) -> None:
+        _save_pipeline_files(components, tmp, scheduler)
+        add_pivotal_embedding(cfg, components, tmp)
+
+    return write_folder(out_dir, fill, settings, extra)
 
 
 def export_final(
@@ -104,6 +109,7 @@ def export_final(
         elif is_lora(cfg):
             raw.mkdir(parents=True)
             save_lora(cfg, components, raw, base_location(cfg, depth=2))
+            add_pivotal_embedding(cfg, components, raw)
             name = "raw"
         else:
             components.unet.save_pretrained(str(raw), safe_serialization=True)
@@ -116,6 +122,7 @@ def export_final(
                 save_lora(cfg, components, tmp, base_location(cfg))
             else:
                 _save_pipeline_files(components, tmp)
+            add_pivotal_embedding(cfg, components, tmp)
             raw.rename(tmp / name)
 
         with ema_weights(ema, averaged_module(cfg, components)):

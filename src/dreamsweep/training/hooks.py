@@ -41,7 +41,8 @@ class TrainedWeights:
     @contextmanager
     def ema(self) -> Iterator[SDComponents]:
         components = unwrapped(self.state)
-        with ema_weights(self.state.ema, averaged_module(self.state.cfg, components)):
+        module, tracked = averaged_module(self.state.cfg, components), self.state.ema_tracked
+        with ema_weights(self.state.ema, module, tracked):
             yield components
 
     def by_name(self) -> Weights:

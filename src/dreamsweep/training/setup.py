@@ -34,10 +34,12 @@ from dreamsweep.training.embeddings import (
     averaged_module,
     embedding_only,
     train_only_embeddings,
+    trains_embeddings,
 )
 from dreamsweep.training.latents import LatentBank, build_latent_bank
 from dreamsweep.training.lora import add_adapters, is_lora
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
+from dreamsweep.training.pivotal import Phases, is_pivotal
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,6 +59,7 @@ class TrainState:
     trained: list[torch.nn.Parameter]
     ema_tracked: list[torch.nn.Parameter]
     frozen_rows: FrozenRows | None = None  # textual inversion: the embedding rows kept as are
+    phases: Phases | None = None  # pivotal tuning: which parameters a step trains
 
     @property
     def trained_modules(self) -> tuple[torch.nn.Module, ...]:
@@ -74,11 +77,7 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
     if dtype != torch.float32:
         c.vae.to(dtype)
     c.unet.requires_grad_(True).train().to(accelerator.device)
-    if embedding_only(cfg):  # the UNet frozen; of the text encoder, the token embeddings
-        c.unet.requires_grad_(False)
-        c.text_encoder.train().to(accelerator.device)
-        train_only_embeddings(c.text_encoder)
-    elif cfg.train.text_encoder:
+    if cfg.train.text_encoder:
         c.text_encoder.requires_grad_(True).train().to(accelerator.device)
     else:
         c.text_encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
@@ -91,6 +90,11 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             add_adapters(cfg, c)
         c.unet.to(accelerator.device)
         c.text_encoder.to(accelerator.device)
+    if trains_embeddings(cfg):  # of the text encoder, only the token embeddings learn
+        if embedding_only(cfg):
+            c.unet.requires_grad_(False)
+        c.text_encoder.train().to(accelerator.device, torch.float32)
+        train_only_embeddings(c.text_encoder)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:
@@ -213,7 +217,7 @@ def build_state(
             f" train.grad_accum={cfg.train.grad_accum}: build it with "
             "gradient_accumulation_steps=cfg.train.grad_accum"
         )
-    if embedding_only(cfg):
+    if trains_embeddings(cfg):
         return _embedding_state(cfg, c, accelerator, data, trigger_ids)
     if not cfg.train.text_encoder:
         cache_embeddings(
@@ -257,30 +261,45 @@ def _embedding_state(
     data: TrainingData,
     trigger_ids: list[int] | None,
 ) -> TrainState:
-    """Textual inversion: the token embedding matrix at optim.lr, its other rows masked and
-    restored (FrozenRows); the frozen UNet is not prepared (DDP wraps trained modules only)."""
+    """Textual inversion: the token embedding matrix (at optim.lr; pivotal: at method.ti_lr),
+    its other rows masked and restored (FrozenRows). Pivotal tuning adds the UNet's trained
+    parameters at optim.lr, switched on by its phases; textual inversion's frozen UNet is not
+    prepared (DDP wraps trained modules only). The EMA averages averaged_module's parameters."""
     if not trigger_ids:
         raise ValueError("textual inversion needs the ids of its new tokens (trigger_ids)")
     frozen = FrozenRows.around(c.text_encoder, trigger_ids)
-    optimizer = build_optimizer(cfg, [{"params": [frozen.weight], "lr": cfg.optim.lr}])
+    pivotal = is_pivotal(cfg)
+    lr = cfg.method.ti_lr if pivotal else cfg.optim.lr
+    groups = [{"params": [frozen.weight], "lr": lr}]
+    if pivotal:
+        groups += param_groups(cfg, c.unet, None)
+    optimizer = build_optimizer(cfg, groups)
     lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
+    averaged = trained_parameters(averaged_module(cfg, c))  # before a phase switches any off
     ema = build_ema(cfg.ema, averaged_module(cfg, c)) if cfg.ema.enabled else None
-    text_encoder, optimizer, lr_schedule = accelerator.prepare(
-        c.text_encoder, optimizer, lr_schedule
-    )
+    unet = c.unet
+    if pivotal:
+        unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
+            c.unet, c.text_encoder, optimizer, lr_schedule
+        )
+    else:
+        text_encoder, optimizer, lr_schedule = accelerator.prepare(
+            c.text_encoder, optimizer, lr_schedule
+        )
     return TrainState(
         cfg=cfg,
         accelerator=accelerator,
         components=c,
-        unet=c.unet,
+        unet=unet,
         text_encoder=text_encoder,
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         ema=ema,
         data=data,
-        trained=[frozen.weight],
-        ema_tracked=[frozen.weight] if ema is not None else [],
+        trained=[p for group in optimizer.param_groups for p in group["params"]],
+        ema_tracked=averaged if ema is not None else [],
         frozen_rows=frozen,
+        phases=Phases(cfg, frozen.weight, trained_parameters(c.unet)) if pivotal else None,
     )
 
 
