@@ -73,6 +73,16 @@ def test_pivotal_dreambooth_trains_the_embedding_then_the_unet(tmp_path):
     components = load_components(saved_model(run / "best"))
     assert drawn_image(components, compose_config(*PIVOTAL), best) == scored_image(run, best)
 
+    # exported: the pipeline, a single file with the base's vocabulary (what A1111 and ComfyUI
+    # load) and the embedding beside it; the card's prompt types the trigger
+    from dreamsweep.export.command import export
+
+    out, files = export(run, formats=("diffusers", "single-file", "embedding"), out_root=tmp_path)
+    single = next(out / f for f in files if f.endswith(".safetensors") and "/" not in f)
+    assert exported_single_file_rows(single) == pipe.tokenizer.vocab_size
+    assert "embedding/sks.safetensors" in files
+    assert "prompt = 'a <sks> toy" in (out / "README.md").read_text()
+
 
 @pytest.mark.slow
 def test_pivotal_lora_loads_as_lora_plus_embedding_and_draws_what_was_scored(tmp_path):
@@ -97,3 +107,8 @@ def test_pivotal_lora_loads_as_lora_plus_embedding_and_draws_what_was_scored(tmp
     components.unet, components.text_encoder = pipe.unet, pipe.text_encoder
     components.tokenizer = pipe.tokenizer
     assert drawn_image(components, compose_config(*settings), best) == scored_image(run, best)
+
+
+def exported_single_file_rows(file) -> int:
+    tensors = load_file(str(file))
+    return next(v for k, v in tensors.items() if k.endswith("token_embedding.weight")).shape[0]

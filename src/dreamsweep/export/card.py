@@ -300,6 +300,16 @@ def _embedding(card: CardInput) -> list[str]:
 
     folder, trigger = card.kinds[EMBEDDING], typed_trigger(card.chosen.run.config)
     name = trigger[1:-1]
+    if (card.chosen.run.config.get("method") or {}).get("name") == "pivotal":
+        return [
+            f"### The trigger's embedding ({md_text(folder)}/): type {md_text(trigger)}",
+            "",
+            f"With the single file in A1111, put {md_text(name)}.safetensors in embeddings/ and "
+            f"write {md_text(name)}; in ComfyUI, put it in models/embeddings and write "
+            f"embedding:{md_text(name)}. The diffusers pipeline already knows {md_text(trigger)};"
+            f" after load_lora_weights, call pipe.load_textual_inversion("
+            f"{md_text(repr(folder + '/' + DIFFUSERS_FILE))}, token={md_text(repr(trigger))}).",
+        ]
     imports = [f"from diffusers import StableDiffusionPipeline, {card.scheduler_class}"]
     body = [
         _base_line(card),

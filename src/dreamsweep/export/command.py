@@ -103,13 +103,14 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         scheduler_class=SCHEDULERS[chosen.row.scheduler][0],
         images=scored_images(chosen),
     )
+    if chosen.run.setting("method.name") in ("textual_inversion", "pivotal"):
+        card.images = [(typed_cell_prompt(chosen, p), s, g) for p, s, g in card.images]
     lora = _lora_source(chosen)
     if "embedding" in options.formats:
         from dreamsweep.export.embedding import export_embedding
 
         card.kinds[EMBEDDING] = "embedding"
         card.files["embedding/"] = export_embedding(chosen, components, tmp / "embedding")
-        card.images = [(typed_cell_prompt(chosen, p), s, g) for p, s, g in card.images]
         _copy_base(chosen, tmp)
         if (tmp / "base_model").is_dir():
             card.files["base_model/"] = "the base model the embedding goes on (built in code)"
@@ -151,10 +152,10 @@ def _check_embedding_formats(chosen: Chosen, formats: tuple[str, ...]) -> None:
             f"--format {','.join(other)}: a textual-inversion run's weights are an embedding on "
             "the unchanged base; export it with --format embedding"
         )
-    if method != "textual_inversion" and "embedding" in formats:
+    if method not in ("textual_inversion", "pivotal") and "embedding" in formats:
         raise ExportError(
             f"--format embedding needs a run that learned an embedding (method={method} did "
-            "not): method=textual_inversion"
+            "not): method=textual_inversion or pivotal"
         )
 
 
@@ -299,10 +300,17 @@ def _single_file(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
         ),
     }
+    pivotal = chosen.run.setting("method.name") == "pivotal"
+    if pivotal:  # the trigger's rows go as the embedding file (--format embedding)
+        from dreamsweep.export.embedding import base_vocabulary
+
+        components = base_vocabulary(components)
     written = write_pipeline_single_file(
         components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
     )
     fused = " (the LoRA fused into its base)" if merged else ""
+    if pivotal:
+        fused += " with the base vocabulary: load the trigger from the embedding file"
     return (
         f"Stable Diffusion {version} single file{fused} (original key layout, "
         f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
@@ -347,7 +355,11 @@ def _copy_base(chosen: Chosen, tmp: Path) -> None:
     from dreamsweep.models.saving import LORA_BASE_IN_RUN
 
     saved = chosen.run.path / LORA_BASE_IN_RUN
-    if not chosen.run.setting("model.path") and saved.is_dir():
+    if (
+        not chosen.run.setting("model.path")
+        and saved.is_dir()
+        and not (tmp / "base_model").exists()
+    ):
         shutil.copytree(saved, tmp / "base_model")
         add_vocab_files(tmp / "base_model")  # a run of older versions lacks them
 

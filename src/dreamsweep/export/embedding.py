@@ -132,3 +132,17 @@ def add_pivotal_embedding(cfg, components, folder: Path) -> None:
     tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
     vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
     save_embedding_files(folder, tokens[0], file_stem(cfg.data.token), vectors)
+
+
+def base_vocabulary(components):
+    """What a single file is written from: ``components`` with the text encoder's rows of the
+    base vocabulary only. A1111 and ComfyUI load a checkpoint's token embedding into the
+    base's shape (a longer one fails), so the trigger travels as the embedding file beside it."""
+    from types import SimpleNamespace
+
+    state = components.text_encoder.state_dict()
+    key = next(k for k in state if k.endswith("token_embedding.weight"))
+    rows = components.tokenizer.vocab_size  # without added tokens
+    trimmed = {**state, key: state[key][:rows]}
+    text_encoder = SimpleNamespace(state_dict=lambda: trimmed)
+    return SimpleNamespace(unet=components.unet, vae=components.vae, text_encoder=text_encoder)
