@@ -34,10 +34,9 @@ def drawn_image(components, cfg, record) -> list:
     from dreamsweep.cells import Cell
     from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
     from dreamsweep.evaluation.sampling import generate
-    from dreamsweep.training.embeddings import with_trigger
 
     spec = sample_spec(cfg, Cell.from_record(record).sampling)
-    job = EvalSet.from_config(with_trigger(cfg)).jobs[0]
+    job = EvalSet.from_config(cfg).jobs[0]
     return list(generate(components, spec, [job])[0].getdata())
 
 

@@ -86,7 +86,7 @@ def test_load_textual_inversion_draws_what_was_scored(ti_run):
     from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
     from dreamsweep.evaluation.sampling import Job, generate
     from dreamsweep.models.loading import load_components, saved_model
-    from dreamsweep.training.embeddings import typed_prompt, with_trigger
+    from dreamsweep.training.embeddings import typed_prompt
     from dreamsweep.training.lora import lora_base
 
     best = json.loads((ti_run / "best" / "cell.json").read_text())
@@ -94,7 +94,7 @@ def test_load_textual_inversion_draws_what_was_scored(ti_run):
     pipe = StableDiffusionPipeline.from_pretrained(lora_base(ti_run / "best"))
     pipe.load_textual_inversion(str(ti_run / "best" / "learned_embeds.safetensors"), token="<sks>")
     cfg = compose_config(*TI)
-    scored_job = EvalSet.from_config(with_trigger(cfg)).jobs[0]
+    scored_job = EvalSet.from_config(cfg).jobs[0]
     typed = typed_prompt(scored_job.prompt, cfg)
     assert "<sks>" in typed and "<sks>_1" not in typed
     assert pipe.maybe_convert_prompt(typed, pipe.tokenizer) == scored_job.prompt

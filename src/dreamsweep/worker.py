@@ -133,8 +133,7 @@ class Recipe:
             return None
         with self.acc.main_process_first():
             scorer = build_scorer(self.cfg, cache_root) if self.cfg.metrics.scorers else None
-        prompts = with_trigger(self.cfg)  # {token} is the trigger's tokens under TI
-        return Evaluator(prompts, self.acc, self.run_dir, cache_root, scorer, self.log)
+        return Evaluator(self.cfg, self.acc, self.run_dir, cache_root, scorer, self.log)
 
     def train(self) -> None:
         """Steps start+1 .. train.max_steps: losses logged every train.log_every steps (and at
