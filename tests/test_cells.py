@@ -193,7 +193,7 @@ PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps an
     "toyworld_schedulers": (
         "train.max_steps=4", "eval.at_steps=[2]", "eval.num_inference_steps=1,2",
     ),
-    "methods": ("train.max_steps=4", "eval.every_n_steps=2", "hydra.sweeper.n_trials=4",
+    "methods": ("train.max_steps=4", "eval.every_n_steps=2", "hydra.sweeper.n_trials=2",
                 "method.ti_steps=2"),
     "token": ("train.max_steps=4", "eval.at_steps=[2,4]"),
     "toyworld_methods": ("train.max_steps=2,4", "method.ti_steps=1"),
