@@ -193,12 +193,17 @@ PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps an
     "toyworld_schedulers": (
         "train.max_steps=4", "eval.at_steps=[2]", "eval.num_inference_steps=1,2",
     ),
+    "methods": ("train.max_steps=4", "eval.every_n_steps=2", "hydra.sweeper.n_trials=2",
+                "method.ti_steps=2"),
+    "token": ("train.max_steps=4", "eval.at_steps=[2,4]"),
+    "toyworld_methods": ("train.max_steps=2,4", "method.ti_steps=1"),
+    "toyworld_token": ("train.max_steps=2,4",),
 }  # fmt: skip
 
 
 EXHAUSTIVE_ONLY = {  # same machinery as the others
     "faces_prior", "lr_steps", "text_encoder", "toyworld_lr_steps", "toyworld_prior",
-    "toyworld_text_encoder", "toyworld_schedulers",
+    "toyworld_text_encoder", "toyworld_schedulers", "token", "toyworld_token",
 }  # fmt: skip
 
 
@@ -218,7 +223,7 @@ def test_every_preset_scores_the_cells_it_plans(preset, tmp_path):
            "tracker=disk")  # fmt: skip
     if "schedulers" not in preset:
         cut += ("eval.num_inference_steps=[1]",)
-    if "search" in preset:
+    if "search" in preset or preset == "methods":  # the Optuna presets: a study of their own
         cut += (f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",)
     proc = multirun(sweep, f"+sweep={preset}", *cut, *PRESET_CUTS[preset], cache=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr[-3000:]

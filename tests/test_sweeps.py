@@ -42,6 +42,9 @@ EXPECTED_RUNS = {
     "toyworld_text_encoder": 2,
     "toyworld_ema": 1,
     "toyworld_schedulers": 1,
+    "token": 3,
+    "toyworld_methods": 4,
+    "toyworld_token": 3,
 }
 
 

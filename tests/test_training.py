@@ -157,12 +157,31 @@ def cell_scores(run_dir) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("method", ["dreambooth", "lora", "loha", "lokr"])
+KILLED_METHODS = {
+    "dreambooth": [],
+    **{
+        t: ["method=lora", f"method.type={t}", "method.dropout=0.1"]
+        for t in ("lora", "loha", "lokr")
+    },
+    "textual_inversion": ["method=textual_inversion", "method.num_vectors=2"],
+    # killed at step 4: in phase 1 (resumed across the boundary), and in phase 2
+    "pivotal": ["method=pivotal", "method.ti_steps=6"],
+    "pivotal_lora": [
+        "method=pivotal",
+        "method.ti_steps=2",
+        "method.then=lora",
+        "optim.lr=1e-3",
+        "method.train_embeddings=true",
+    ],  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("method", list(KILLED_METHODS))
 def test_one_seed_gives_the_same_run_through_a_kill_and_rerun(method, tmp_path):
     """Two runs of one command (a fresh cache for the first, a warm one for the second, which
-    is also killed and rerun) end bit-identical: adapter init, dropout, data order, noise."""
-    kind = [] if method == "dreambooth" else ["method=lora", f"method.type={method}",
-                                              "method.dropout=0.1"]  # fmt: skip
+    is also killed and rerun) end bit-identical: adapter init, dropout, data order, noise,
+    textual inversion's new rows (and their EMA)."""
+    kind = KILLED_METHODS[method]
     settings = (*FAST, *kind, "train.max_steps=8", "train.checkpoint_every=4",
                 "eval.every_n_steps=4")  # fmt: skip
     env = {"DREAMSWEEP_CACHE_DIR": str(tmp_path / "cache")}

@@ -44,6 +44,10 @@ class Method:
 METHODS = {
     "dreambooth": Method(),
     "lora": Method(add_trained="dreamsweep.training.lora:add_adapters"),
+    # the trigger's new token embeddings only (training/embeddings.py; SD 1.x/2.x)
+    "textual_inversion": Method(),
+    # textual inversion, then method.then's entry (training/pivotal.py)
+    "pivotal": Method(),
 }
 
 # tracker: where numbers go besides metrics.jsonl, which is always written: the class

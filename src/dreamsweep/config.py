@@ -69,12 +69,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = MISSING  # dreambooth (full fine-tune) | lora (peft adapters, base frozen)
+    name: str = MISSING  # dreambooth (full) | lora (peft adapters) | textual_inversion | pivotal
     type: str | None = MISSING  # lora: lora | loha | lokr (peft's LoRA-family adapters)
     rank: int | None = MISSING  # lora: the adapters' rank
     alpha: float | None = MISSING  # lora: scale alpha / rank (kept as is in exports)
     dropout: float | None = MISSING  # lora: dropout on the adapter's input
     targets: list[str] = MISSING  # lora: attention | feed_forward | conv (UNet resnets)
+    num_vectors: int | None = MISSING  # textual_inversion/pivotal: embedding vectors per trigger
+    init_word: str | None = MISSING  # ... the new vectors start as this word's (data.class_name)
+    ti_steps: int | None = MISSING  # pivotal: steps of textual inversion before phase 2
+    ti_lr: float | None = MISSING  # pivotal: the embeddings' LR (phase 2 learns at optim.lr)
+    then: str | None = MISSING  # pivotal: dreambooth | lora, the second phase
+    train_embeddings: bool | None = MISSING  # pivotal: the embeddings also learn in phase 2
 
 
 @dataclass(frozen=True)

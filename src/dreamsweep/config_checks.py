@@ -26,6 +26,7 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and what is allowed."""
 
 
+PIVOTAL_THEN = ("dreambooth", "lora")
 LORA_TARGETS = ("attention", "feed_forward", "conv")
 LORA_TYPES = ("lora", "loha", "lokr")
 LR_SCHEDULERS = (
@@ -89,7 +90,7 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     _require(bool(d.token.strip()), "data.token", "must not be empty (e.g. sks)")
     _require("{token}" in d.prompt, "data.prompt", "must contain {token}")
     _choice(cfg.method.name, METHODS, "method")
-    if cfg.method.name == "lora":
+    if cfg.method.name == "lora" or (cfg.method.name == "pivotal" and cfg.method.then == "lora"):
         me = cfg.method
         _require(
             me.type in LORA_TYPES,
@@ -105,6 +106,10 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
             "method.targets",
             f"unknown {bad or 'none given'}; known: {', '.join(LORA_TARGETS)}",
         )
+    if cfg.method.name in ("textual_inversion", "pivotal"):
+        _validate_embeddings(cfg)
+    if cfg.method.name == "pivotal":
+        _validate_pivotal(cfg)
     if p.enabled:
         _require(
             bool(d.class_name.strip()),
@@ -128,6 +133,46 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     if p.enabled or held_out:  # class images are generated with these
         _require(p.sample_steps > 0, "prior.sample_steps", "must be > 0")
         _require(p.batch_size > 0, "prior.batch_size", "must be > 0")
+
+
+def _validate_embeddings(cfg: RunConfig) -> None:
+    """Textual inversion: new tokens, initialised from a word, and nothing else trained."""
+    me = cfg.method
+    _require(
+        me.num_vectors is not None and me.num_vectors > 0,
+        "method.num_vectors",
+        f"must be a positive integer (embedding vectors of the trigger), got {me.num_vectors}",
+    )
+    _require(
+        bool((me.init_word or cfg.data.class_name).strip()),
+        "method.init_word",
+        "the new tokens start as a word's embedding: set method.init_word or data.class_name",
+    )
+    _require(
+        not cfg.train.text_encoder,
+        "train.text_encoder",
+        f"method={me.name} trains only the trigger's embeddings; set train.text_encoder=false",
+    )
+
+
+def _validate_pivotal(cfg: RunConfig) -> None:
+    """Pivotal tuning: a first phase shorter than the run, then a known second method."""
+    me, steps = cfg.method, cfg.train.max_steps
+    _require(
+        me.then in PIVOTAL_THEN,
+        "method.then",
+        f"'{me.then}' is not one of: {', '.join(PIVOTAL_THEN)}",
+    )
+    _require(
+        me.ti_steps is not None and 0 < me.ti_steps < steps,
+        "method.ti_steps",
+        f"must be > 0 and < train.max_steps={steps} (phase 2 trains the rest), got {me.ti_steps}",
+    )
+    _require(
+        me.ti_lr is not None and me.ti_lr > 0,
+        "method.ti_lr",
+        f"must be > 0 (the embeddings' LR), got {me.ti_lr}",
+    )
 
 
 def _validate_training(cfg: RunConfig) -> None:

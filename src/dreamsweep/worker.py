@@ -51,6 +51,7 @@ from dreamsweep.sweeps.pruning import PruningHook, TrialPruned
 from dreamsweep.tracking import open_trackers
 from dreamsweep.training import checkpoint as ckpt
 from dreamsweep.training.checkpoint import UnsafeCheckpoint
+from dreamsweep.training.embeddings import add_trigger, trains_embeddings, with_trigger
 from dreamsweep.training.hooks import EvalHook, TrainedWeights, base_weights
 from dreamsweep.training.loop import LossWindow, TrainingDiverged, progress_bar, train_step
 from dreamsweep.training.setup import build_state, configure_models, prepare_data, unwrapped
@@ -95,10 +96,13 @@ class Recipe:
         cache_root = Path(cfg.cache_dir).expanduser()
         evaluator = self._evaluator(cache_root)
         components = load_components(cfg.model)
-        model_fp = fingerprint(components)
+        model_fp = fingerprint(components)  # of the base, before any token is added
         if self.main:
             save_base_for_lora(cfg, components, self.run_dir)
-        data = prepare_data(cfg, components, acc, model_fp, cache_root, self.log)
+        trigger_ids = None
+        if trains_embeddings(cfg):  # step 0 then scores the trigger at its initial vectors
+            trigger_ids = add_trigger(cfg, components.tokenizer, components.text_encoder)
+        data = prepare_data(with_trigger(cfg), components, acc, model_fp, cache_root, self.log)
         if self.main:
             record_data(self.paths, data)
         resume_step = ckpt.latest_step(self.paths.checkpoints)
@@ -119,7 +123,7 @@ class Recipe:
             if resume_step == 0:
                 self.hook(0, base_weights(components))
         configure_models(cfg, components, acc)
-        self.state = build_state(cfg, components, acc, data)
+        self.state = build_state(cfg, components, acc, data, trigger_ids)
         self.weights = TrainedWeights(self.state)
         self.start_step = ckpt.resume_latest(acc, self.paths.checkpoints, self.state.ema)
         if self.start_step:

@@ -56,7 +56,9 @@ class EvalSet:
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> EvalSet:
-        d, ev = cfg.data, cfg.eval
+        from dreamsweep.training.embeddings import with_trigger
+
+        d, ev = with_trigger(cfg).data, cfg.eval  # {token}: an embedding method's trigger
         templates = prompts.select_templates(
             ev.prompts, d.class_name, ev.num_prompts, ev.prompt_list
         )

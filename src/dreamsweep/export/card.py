@@ -19,10 +19,12 @@ from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.export.choose import Chosen
 from dreamsweep.report.collect import format_value
 from dreamsweep.report.render import markdown_cell
+from dreamsweep.training.embeddings import typed_trigger
 
 # What an export holds, by kind: the name of the file or folder in the export.
 DIFFUSERS, DIFFUSERS_LORA, PEFT = "diffusers", "diffusers-lora", "peft"
 SINGLE_FILE, KOHYA = "single-file", "lora-kohya"
+EMBEDDING = "embedding"  # textual inversion: export/embedding.py's two files
 ADAPTER = "dreambooth"  # the adapter name the LoRA snippets load under
 SDXL_PIPELINE = "StableDiffusionXLPipeline"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # named: diffusers < 0.33 offline needs it
@@ -85,7 +87,7 @@ class CardInput:
 
 def instance_prompt(chosen: Chosen) -> str:
     data = chosen.run.settings.data
-    return fill_prompt(data.prompt, data.token, data.class_name)
+    return fill_prompt(data.prompt, typed_trigger(chosen.run.config), data.class_name)
 
 
 def front_matter(card: CardInput) -> str:
@@ -94,6 +96,7 @@ def front_matter(card: CardInput) -> str:
     tags = ["text-to-image", "stable-diffusion", "dreambooth", "dreamsweep", "diffusers"]
     tags += ["stable-diffusion-xl"] if card.pipeline_class == SDXL_PIPELINE else []
     tags += ["lora"] if lora else []
+    tags += ["textual_inversion"] if EMBEDDING in card.kinds else []
     fields = {
         "base_model": card.base.hub_id or card.base.name,
         "instance_prompt": instance_prompt(card.chosen),
@@ -109,7 +112,7 @@ def model_card(card: CardInput) -> str:
     """The whole README.md."""
     chosen = card.chosen
     run, row = chosen.run, chosen.row
-    token, cls = run.settings.data.token, run.settings.data.class_name
+    token, cls = typed_trigger(run.config), run.settings.data.class_name
     ci = chosen.objective_interval
     se = f" (95% interval {ci[0]:.4f} to {ci[1]:.4f}, bootstrap over seeds)" if ci else ""
     lines = [
@@ -293,12 +296,46 @@ def _peft(card: CardInput) -> list[str]:
     ]
 
 
+def _embedding(card: CardInput) -> list[str]:
+    from dreamsweep.export.embedding import DIFFUSERS_FILE
+
+    folder, trigger = card.kinds[EMBEDDING], typed_trigger(card.chosen.run.config)
+    name = trigger[1:-1]
+    if (card.chosen.run.config.get("method") or {}).get("name") == "pivotal":
+        return [
+            f"### The trigger's embedding ({md_text(folder)}/): type {md_text(trigger)}",
+            "",
+            f"With the single file in A1111, put {md_text(name)}.safetensors in embeddings/ and "
+            f"write {md_text(name)}; in ComfyUI, put it in models/embeddings and write "
+            f"embedding:{md_text(name)}. The diffusers pipeline already knows {md_text(trigger)};"
+            f" after load_lora_weights, call pipe.load_textual_inversion("
+            f"{md_text(repr(folder + '/' + DIFFUSERS_FILE))}, token={md_text(repr(trigger))}).",
+        ]
+    imports = [f"from diffusers import StableDiffusionPipeline, {card.scheduler_class}"]
+    body = [
+        _base_line(card),
+        f"pipe.scheduler = {card.scheduler_class}.from_config(pipe.scheduler.config)",
+        f"pipe.load_textual_inversion({py_str(f'{folder}/{DIFFUSERS_FILE}')}, "
+        f"token={py_str(trigger)})",
+    ]
+    return [
+        f"### Textual-inversion embedding ({md_text(folder)}/): type {md_text(trigger)}",
+        "",
+        f"A1111: put {md_text(name)}.safetensors in embeddings/ and write {md_text(name)} in "
+        f"the prompt; ComfyUI: put it in models/embeddings and write embedding:{md_text(name)}."
+        f" diffusers, with the {md_text(card.scheduler_class)} the cell was scored with:",
+        "",
+        _python(card, imports, body),
+    ]
+
+
 _LOADERS = {
     DIFFUSERS: _diffusers,
     SINGLE_FILE: _single_file,
     DIFFUSERS_LORA: _diffusers_lora,
     PEFT: _peft,
     KOHYA: _kohya,
+    EMBEDDING: _embedding,
 }
 
 

@@ -31,10 +31,10 @@ def cell_components(chosen: Chosen) -> tuple[SDComponents, str]:
 
             components.unet = UNet2DConditionModel.from_pretrained(final / "unet_raw")
         return components, str(final)
-    if chosen.run.settings.method.name == "lora":
+    if (method := chosen.run.settings.method.name) in ("lora", "textual_inversion"):
         raise ExportError(
-            f"step {row.step} of {run} is only in a training checkpoint; LoRA cells export from "
-            f"best/ or model/; train it again with: {chosen.command}"
+            f"step {row.step} of {run} is only in a training checkpoint; method={method} cells "
+            f"export from best/ or model/; train it again with: {chosen.command}"
         )
     for step, path in checkpoint_dirs(run / "checkpoints"):
         if step == row.step:
@@ -71,10 +71,17 @@ def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
 
 
 def load_weights(folder: Path) -> SDComponents:
-    """A saved pipeline folder, or a LoRA folder on its base (training/lora.py)."""
+    """A saved pipeline folder, or a LoRA or embedding folder on its base."""
+    from dreamsweep.export.embedding import (
+        is_embedding_folder,
+        load_embedding_components,
+        with_embedding,
+    )
     from dreamsweep.models.loading import load_components, saved_model
     from dreamsweep.training.lora import is_lora_folder, load_lora_components
 
+    if is_embedding_folder(folder):
+        return load_embedding_components(folder)
     if is_lora_folder(folder):
-        return load_lora_components(folder)
+        return with_embedding(load_lora_components(folder), folder)  # pivotal: + embedding
     return load_components(saved_model(folder))

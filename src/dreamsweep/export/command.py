@@ -15,6 +15,7 @@ from dreamsweep.atomic import new_folder
 from dreamsweep.export.card import (
     DIFFUSERS,
     DIFFUSERS_LORA,
+    EMBEDDING,
     KOHYA,
     PEFT,
     SINGLE_FILE,
@@ -77,6 +78,7 @@ def export(
             f"method.type={kind} exports as diffusers (peft's adapter format) only: the "
             "single-file merge and the kohya (LyCORIS) layout are written for type=lora"
         )
+    _check_embedding_formats(chosen, formats)
     components, source = cell_components(chosen)
     import torch
 
@@ -108,6 +110,8 @@ def _fill(chosen: Chosen, components, source: str, tmp: Path, options: Options, 
         pipeline_class=pipeline_class(family_of(components)),
         text_encoders=text_encoders(components),
     )
+    if chosen.run.setting("method.name") in ("textual_inversion", "pivotal"):
+        card.images = [(typed_cell_prompt(chosen, p), s, g) for p, s, g in card.images]
     lora = _lora_source(chosen)
     job = FormatJob(chosen, components, source, tmp, options, dtype, grid, lora, card)
     for name, form in FORMATS.items():  # the table's order: single-file reuses diffusers'
@@ -172,6 +176,42 @@ def write_kohya(job: FormatJob) -> None:
     card.files[name] = _kohya(
         chosen, job.components, job.tmp / name, job.dtype, job.options, job.grid, job.lora
     )
+
+
+def write_embedding(job: FormatJob) -> None:
+    """A textual-inversion or pivotal run's trigger embedding (export/embedding.py), with the
+    base it goes on when that base was built in code."""
+    from dreamsweep.export.embedding import export_embedding
+
+    card, tmp = job.card, job.tmp
+    card.kinds[EMBEDDING] = "embedding"
+    card.files["embedding/"] = export_embedding(job.chosen, job.components, tmp / "embedding")
+    _copy_base(job.chosen, tmp)
+    if (tmp / "base_model").is_dir():
+        card.files["base_model/"] = "the base model the embedding goes on (built in code)"
+
+
+def _check_embedding_formats(chosen: Chosen, formats: tuple[str, ...]) -> None:
+    """An embedding run exports its embedding; other runs have none to export."""
+    method = chosen.run.setting("method.name")
+    if method == "textual_inversion" and (other := [f for f in formats if f != "embedding"]):
+        raise ExportError(
+            f"--format {','.join(other)}: a textual-inversion run's weights are an embedding on "
+            "the unchanged base; export it with --format embedding"
+        )
+    if method not in ("textual_inversion", "pivotal") and "embedding" in formats:
+        raise ExportError(
+            f"--format embedding needs a run that learned an embedding (method={method} did "
+            "not): method=textual_inversion or pivotal"
+        )
+
+
+def typed_cell_prompt(chosen: Chosen, prompt: str) -> str:
+    """A scored prompt as a user types it (the trigger once; the pipeline expands it)."""
+    from dreamsweep.training.embeddings import typed
+
+    data, method = chosen.run.config.get("data", {}), chosen.run.config.get("method", {})
+    return typed(prompt, str(data.get("token")), int(method.get("num_vectors") or 1))
 
 
 def _grid(chosen: Chosen) -> Path | None:
@@ -317,11 +357,18 @@ def _single_file(
             settings=provenance(chosen), cell=chosen.row.cell, scores=chosen.row.scores
         ),
     }
+    pivotal = chosen.run.setting("method.name") == "pivotal"
+    if pivotal:  # the trigger's rows go as the embedding file (--format embedding)
+        from dreamsweep.export.embedding import base_vocabulary
+
+        components = base_vocabulary(components)
     written = write_pipeline_single_file(
         components, path, text_layout=TEXT_LAYOUTS[version], dtype=dtype, metadata=metadata
     )
     fused = " (the LoRA fused into its base)" if merged else ""
     name = "Stable Diffusion XL" if version == "xl" else f"Stable Diffusion {version}"
+    if pivotal:
+        fused += " with the base vocabulary: load the trigger from the embedding file"
     return (
         f"{name} single file{fused} (original key layout, "
         f"{str(dtype)[6:]}, {written.size_bytes / 2**20:.1f} MB) for A1111/ComfyUI and "
@@ -366,7 +413,7 @@ def _copy_base(chosen: Chosen, tmp: Path) -> None:
     from dreamsweep.models.saving import LORA_BASE_IN_RUN
 
     saved = chosen.run.path / LORA_BASE_IN_RUN
-    if not chosen.run.settings.model.path and saved.is_dir():
+    if not chosen.run.settings.model.path and saved.is_dir() and not (tmp / "base_model").exists():
         shutil.copytree(saved, tmp / "base_model")
         add_vocab_files(tmp / "base_model")  # a run of older versions lacks them
 

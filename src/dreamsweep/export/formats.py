@@ -17,6 +17,11 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
+    "embedding": Format(
+        "a textual-inversion or pivotal run's trigger embedding (diffusers "
+        "load_textual_inversion, A1111/ComfyUI embeddings/)",
+        "dreamsweep.export.command:write_embedding",
+    ),
     "diffusers": Format(
         "a diffusers folder (from_pretrained; a LoRA run's adapters for load_lora_weights)",
         "dreamsweep.export.command:write_diffusers",

@@ -21,10 +21,12 @@ from safetensors import safe_open
 
 from dreamsweep.atomic import new_folder
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
+from dreamsweep.export.embedding import add_pivotal_embedding, save_run_embedding
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import make_portable
 from dreamsweep.training.ema import ema_weights
+from dreamsweep.training.embeddings import averaged_module, embedding_only
 from dreamsweep.training.lora import is_lora, save_lora
 
 LORA_BASE_IN_RUN = "base_model"  # a LoRA run on a model without a path saves its base here
@@ -45,7 +47,8 @@ def save_base_for_lora(cfg: RunConfig, base: SDComponents, run_dir: Path) -> Non
     """A LoRA on a model built in code (tiny) needs its base on disk to be loaded back:
     the base pipeline is saved once into the run folder, before any training."""
     folder = run_dir / LORA_BASE_IN_RUN
-    if is_lora(cfg) and not cfg.model.path and not folder.exists():
+    on_base = is_lora(cfg) or embedding_only(cfg)
+    if on_base and not cfg.model.path and not folder.exists():
         save_pipeline(base, folder, {})
 
 
@@ -60,15 +63,28 @@ def save_weights(
 ) -> Path:
     """The weights the components hold now, as the run's method saves them; ``base``: where a
     LoRA's base is, seen from ``out_dir`` (default: `base_location`)."""
-    if is_lora(cfg):
+    if embedding_only(cfg):
         base = base or base_location(cfg)
         return write_folder(
             out_dir,
-            lambda tmp: save_lora(cfg, components, tmp, base, scheduler),
+            lambda tmp: save_run_embedding(cfg, components, tmp, base, scheduler),
             settings,
             extra,
         )
-    return save_pipeline(components, out_dir, settings, scheduler, extra)
+    if is_lora(cfg):
+        base = base or base_location(cfg)
+
+        def fill_lora(tmp: Path) -> None:
+            save_lora(cfg, components, tmp, base, scheduler)
+            add_pivotal_embedding(cfg, components, tmp)
+
+        return write_folder(out_dir, fill_lora, settings, extra)
+
+    def fill(tmp: Path) -> None:
+        _save_pipeline_files(components, tmp, scheduler)
+        add_pivotal_embedding(cfg, components, tmp)
+
+    return write_folder(out_dir, fill, settings, extra)
 
 
 def export_final(
@@ -86,22 +102,30 @@ def export_final(
     raw = out_dir.with_name(out_dir.name + ".raw.tmp")
     shutil.rmtree(raw, ignore_errors=True)
     try:
-        if is_lora(cfg):
+        if embedding_only(cfg):
+            raw.mkdir(parents=True)
+            save_run_embedding(cfg, components, raw, base_location(cfg, depth=2))
+            name = "raw"
+        elif is_lora(cfg):
             raw.mkdir(parents=True)
             save_lora(cfg, components, raw, base_location(cfg, depth=2))
+            add_pivotal_embedding(cfg, components, raw)
             name = "raw"
         else:
             components.unet.save_pretrained(str(raw), safe_serialization=True)
             name = "unet_raw"
 
         def fill(tmp: Path) -> None:  # the EMA weights, then the raw ones moved in beside them
-            if is_lora(cfg):
+            if embedding_only(cfg):
+                save_run_embedding(cfg, components, tmp, base_location(cfg))
+            elif is_lora(cfg):
                 save_lora(cfg, components, tmp, base_location(cfg))
             else:
                 _save_pipeline_files(components, tmp)
+            add_pivotal_embedding(cfg, components, tmp)
             raw.rename(tmp / name)
 
-        with ema_weights(ema, components.unet):
+        with ema_weights(ema, averaged_module(cfg, components)):
             return write_folder(out_dir, fill, settings)
     finally:
         shutil.rmtree(raw, ignore_errors=True)

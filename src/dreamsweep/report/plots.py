@@ -84,6 +84,12 @@ def _interval(row: CellRow, metric: str) -> tuple[float, float] | None:
     return row.intervals.get(metric)
 
 
+def phase_boundary(config: dict) -> int | None:
+    """The last step of a pivotal run's textual inversion (its curve's dotted line)."""
+    method = config.get("method") or {}
+    return method.get("ti_steps") if method.get("name") == "pivotal" else None
+
+
 def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, best) -> None:
     many = len(sweep.runs) > MAX_LINES
     for index, run in enumerate(sweep.runs):
@@ -111,6 +117,8 @@ def _curve_panel(ax, sweep: Sweep, metric: str, sampling: str, weights: str, bes
             above = [max(i[1] - v, 0.0) if i else 0.0 for v, i in pairs]
             yerr = [below, above]
         ax.errorbar(steps, values, yerr=yerr, label=label, capsize=2, elinewidth=0.7, **look)
+        if (boundary := phase_boundary(run.config)) is not None:
+            ax.axvline(boundary, color="0.5", linestyle=":", linewidth=0.8)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)

@@ -72,9 +72,13 @@ def load_ema(ema: EMAModel, folder: Path) -> None:
 
 
 @contextmanager
-def ema_weights(ema: EMAModel, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Temporarily put the EMA weights into ``model`` (for sampling or export)."""
-    params = trained_parameters(model)
+def ema_weights(
+    ema: EMAModel, model: torch.nn.Module, params: list[torch.nn.Parameter] | None = None
+) -> Iterator[torch.nn.Module]:
+    """Temporarily put the EMA weights into ``model`` (for sampling or export); ``params``:
+    the parameters it averages, when they are not those that require grad now (pivotal
+    tuning's first phase trains none of the UNet's)."""
+    params = params if params is not None else trained_parameters(model)
     ema.store(params)
     ema.copy_to(params)
     try:

@@ -16,6 +16,7 @@ from dreamsweep.models.components import SDComponents
 from dreamsweep.runs import cell_dir, grid_file
 from dreamsweep.sweeps.pruning import PruningHook
 from dreamsweep.training.ema import ema_weights
+from dreamsweep.training.embeddings import averaged_module
 from dreamsweep.training.setup import TrainState, unwrapped
 from dreamsweep.training.val_loss import Validation
 
@@ -40,7 +41,8 @@ class TrainedWeights:
     @contextmanager
     def ema(self) -> Iterator[SDComponents]:
         components = unwrapped(self.state)
-        with ema_weights(self.state.ema, components.unet):
+        module, tracked = averaged_module(self.state.cfg, components), self.state.ema_tracked
+        with ema_weights(self.state.ema, module, tracked):
             yield components
 
     def by_name(self) -> Weights:

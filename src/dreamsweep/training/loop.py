@@ -18,6 +18,7 @@ from dreamsweep.models.families import Conditioning, family
 from dreamsweep.training.batches import Batch, draw_batch, seed_global_rng, step_generator
 from dreamsweep.training.ema import ema_update
 from dreamsweep.training.loss import StepLosses, dreambooth_loss, min_snr_weights, training_noise
+from dreamsweep.training.pivotal import phase_of
 from dreamsweep.training.setup import TrainState
 
 LOSS_KEYS = ("train/loss", "train/instance_loss", "train/prior_loss")
@@ -67,7 +68,10 @@ def train_step(s: TrainState, step: int) -> tuple[torch.Tensor, float]:
     """One optimiser step over train.grad_accum micro-batches. Returns the step's mean losses
     [total, instance, prior] on the device (nothing waits for them), and the LR it used."""
     acc, accum = s.accelerator, s.cfg.train.grad_accum
-    lr = s.lr_schedule.get_last_lr()[0]
+    if s.phases is not None:  # pivotal tuning: this step's phase trains
+        s.phases.enter(step)
+    phase_two = s.phases is not None and s.phases.current == 2
+    lr = s.lr_schedule.get_last_lr()[1 if phase_two else 0]  # pivotal: the phase's LR
     losses = None
     for micro in range(accum):
         with acc.accumulate(*s.trained_modules):  # all-reduce on the last micro-batch only
@@ -77,6 +81,8 @@ def train_step(s: TrainState, step: int) -> tuple[torch.Tensor, float]:
         losses = stacked if losses is None else losses + stacked
     clip_gradients(s)
     optimizer_step(s)
+    if s.frozen_rows is not None:  # textual inversion: only the new tokens' rows change
+        s.frozen_rows.restore()
     s.lr_schedule.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.ema is not None:
@@ -152,6 +158,8 @@ class LossWindow:
         if s.data.prior is None:
             del logged["train/prior_loss"]
         logged["train/lr"] = self.lr
+        if s.phases is not None:  # pivotal tuning: where the phase boundary falls
+            logged["train/phase"] = phase_of(s.cfg, self.last_step)
         return logged
 
 

@@ -70,7 +70,9 @@ def lora_config(method: MethodConfig, groups: dict[str, list[str]]) -> PeftConfi
 
 
 def is_lora(cfg: RunConfig) -> bool:
-    return cfg.method.name == "lora"
+    """LoRA-family adapters train (method=lora, or pivotal tuning's phase 2 with then=lora)."""
+    m = cfg.method
+    return m.name == "lora" or (m.name == "pivotal" and m.then == "lora")
 
 
 def add_adapters(cfg: RunConfig, c: SDComponents) -> None:

@@ -13,6 +13,7 @@ from diffusers.training_utils import EMAModel
 from dreamsweep import prior
 from dreamsweep.choices import ATTENTION, METHODS
 from dreamsweep.config import RunConfig
+from dreamsweep.config_checks import ConfigError
 from dreamsweep.data.dataset import (
     class_examples,
     class_prompt,
@@ -32,8 +33,16 @@ from dreamsweep.training.batches import (
     training_data,
 )
 from dreamsweep.training.ema import build_ema, trained_parameters
+from dreamsweep.training.embeddings import (
+    FrozenRows,
+    averaged_module,
+    embedding_only,
+    train_only_embeddings,
+    trains_embeddings,
+)
 from dreamsweep.training.latents import LatentBank, build_latent_bank
 from dreamsweep.training.optim import build_lr_schedule, build_optimizer, param_groups
+from dreamsweep.training.pivotal import Phases, is_pivotal
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -55,6 +64,8 @@ class TrainState:
     # every trained text encoder, prepared, in the family's order (text_encoder first; SDXL:
     # text_encoder_2 next); empty when they are frozen
     text_encoders: tuple[torch.nn.Module, ...] = ()
+    frozen_rows: FrozenRows | None = None  # textual inversion: the embedding rows kept as are
+    phases: Phases | None = None  # pivotal tuning: which parameters a step trains
 
     @property
     def trained_modules(self) -> tuple[torch.nn.Module, ...]:
@@ -79,7 +90,8 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             encoder.requires_grad_(True).train().to(accelerator.device)
         else:
             encoder.requires_grad_(False).eval().to(accelerator.device, dtype)
-    method = pick(METHODS, cfg.method.name, "method")
+    name = cfg.method.then if is_pivotal(cfg) else cfg.method.name  # pivotal: its phase 2's
+    method = pick(METHODS, name, "method.then" if is_pivotal(cfg) else "method")
     if method.add_trained:  # e.g. LoRA: the base frozen, the adapters trained (float32 here)
         # peft draws the initial adapters from torch's global RNG: from train.seed, not from
         # whatever the process drew before (class images made or found in the cache)
@@ -91,6 +103,17 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             module.to(accelerator.device)
     for module in f.unread_text_modules(c):
         module.requires_grad_(False)
+    if trains_embeddings(cfg):  # of the text encoder, only the token embeddings learn
+        if len(f.text_encoders(c)) > 1:
+            raise ConfigError(
+                f"method={cfg.method.name}: textual inversion is written for one text encoder "
+                f"(SD 1.x/2.x); {f.name} has {len(f.text_encoders(c))}. Use method=dreambooth "
+                "or method=lora on this model"
+            )
+        if embedding_only(cfg):
+            c.unet.requires_grad_(False)
+        c.text_encoder.train().to(accelerator.device, torch.float32)
+        train_only_embeddings(c.text_encoder)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:
@@ -208,10 +231,15 @@ def _fixed_set(
 
 
 def build_state(
-    cfg: RunConfig, c: SDComponents, accelerator: Accelerator, data: TrainingData
+    cfg: RunConfig,
+    c: SDComponents,
+    accelerator: Accelerator,
+    data: TrainingData,
+    trigger_ids: list[int] | None = None,
 ) -> TrainState:
     """Frozen-text-encoder embeddings (once, in the training dtype), optimiser, schedule and
-    EMA, then Accelerate's prepare (DDP, device, autocast). The accelerator must accumulate
+    EMA, then Accelerate's prepare (DDP, device, autocast). ``trigger_ids``: textual
+    inversion's new tokens, the only embedding rows that learn. The accelerator must accumulate
     train.grad_accum micro-batches: its backward divides each micro-batch's loss by that."""
     if accelerator.gradient_accumulation_steps != cfg.train.grad_accum:
         raise ValueError(
@@ -219,6 +247,8 @@ def build_state(
             f" train.grad_accum={cfg.train.grad_accum}: build it with "
             "gradient_accumulation_steps=cfg.train.grad_accum"
         )
+    if trains_embeddings(cfg):
+        return _embedding_state(cfg, c, accelerator, data, trigger_ids)
     encoders = family(c).text_encoders(c)
     if not cfg.train.text_encoder:
         cache_embeddings(
@@ -250,6 +280,55 @@ def build_state(
         data=data,
         trained=[p for group in optimizer.param_groups for p in group["params"]],
         ema_tracked=trained_parameters(c.unet) if ema is not None else [],
+    )
+
+
+def _embedding_state(
+    cfg: RunConfig,
+    c: SDComponents,
+    accelerator: Accelerator,
+    data: TrainingData,
+    trigger_ids: list[int] | None,
+) -> TrainState:
+    """Textual inversion: the token embedding matrix (at optim.lr; pivotal: at method.ti_lr),
+    its other rows masked and restored (FrozenRows). Pivotal tuning adds the UNet's trained
+    parameters at optim.lr, switched on by its phases; textual inversion's frozen UNet is not
+    prepared (DDP wraps trained modules only). The EMA averages averaged_module's parameters."""
+    if not trigger_ids:
+        raise ValueError("textual inversion needs the ids of its new tokens (trigger_ids)")
+    frozen = FrozenRows.around(c.text_encoder, trigger_ids)
+    pivotal = is_pivotal(cfg)
+    lr = cfg.method.ti_lr if pivotal else cfg.optim.lr
+    groups = [{"params": [frozen.weight], "lr": lr}]
+    if pivotal:
+        groups += param_groups(cfg, c.unet, None)
+    optimizer = build_optimizer(cfg, groups)
+    lr_schedule = build_lr_schedule(cfg, optimizer, accelerator.num_processes)
+    averaged = trained_parameters(averaged_module(cfg, c))  # before a phase switches any off
+    ema = build_ema(cfg.ema, averaged_module(cfg, c)) if cfg.ema.enabled else None
+    unet = c.unet
+    if pivotal:
+        unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
+            c.unet, c.text_encoder, optimizer, lr_schedule
+        )
+    else:
+        text_encoder, optimizer, lr_schedule = accelerator.prepare(
+            c.text_encoder, optimizer, lr_schedule
+        )
+    return TrainState(
+        cfg=cfg,
+        accelerator=accelerator,
+        components=c,
+        unet=unet,
+        text_encoder=text_encoder,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema=ema,
+        data=data,
+        trained=[p for group in optimizer.param_groups for p in group["params"]],
+        ema_tracked=averaged if ema is not None else [],
+        frozen_rows=frozen,
+        phases=Phases(cfg, frozen.weight, trained_parameters(c.unet)) if pivotal else None,
     )
 
 
