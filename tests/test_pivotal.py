@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from dreamsweep.config_checks import ConfigError
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.runs import RunPaths, read_metrics
-from tests.conftest import FAST, compose_config, train_cli
+from tests.helpers import FAST, compose_config, train_cli
 
 PIVOTAL = (*FAST, "method=pivotal", "method.ti_steps=3", "eval.every_n_steps=2")
 

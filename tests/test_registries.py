@@ -23,7 +23,7 @@ from dreamsweep.launch import write_run_config
 from dreamsweep.metrics.registry import SCORERS
 from dreamsweep.registry import load
 from dreamsweep.training.loss import training_noise
-from tests.conftest import FAST, ROOT, compose_config
+from tests.helpers import FAST, ROOT, compose_config
 
 UNKNOWN_NAMES = [
     pytest.param(lambda: compose_config("train.noise=pink"), "train.noise", NOISES, id="noise"),
@@ -80,7 +80,7 @@ def test_every_builder_a_table_names_exists(reference):
 def test_a_config_check_of_every_table_imports_neither_torch_nor_diffusers():
     code = (
         "import sys\n"
-        "from tests.conftest import compose_config\n"
+        "from tests.helpers import compose_config\n"
         "from dreamsweep.config import ConfigError\n"
         "from dreamsweep.export.formats import formats_help\n"
         "formats_help()\n"

@@ -18,7 +18,7 @@ from dreamsweep.models.loading import load_components, saved_model
 from dreamsweep.models.tiny import build_tiny_xl
 from dreamsweep.toyworld import XL_BASE_DIR
 from dreamsweep.training.latents import build_latent_bank
-from tests.conftest import FAST, compose_config, train_cli
+from tests.helpers import FAST, compose_config, train_cli
 from tests.test_sampling import max_pixel_difference, pipeline_images
 from tests.test_training import cell_scores, kill_at_checkpoint, saved_tensors, train_losses
 

@@ -14,7 +14,7 @@ from dreamsweep.config_checks import ConfigError
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.runs import RunPaths, read_metrics
 from dreamsweep.training.embeddings import FrozenRows, add_tokens, placeholder_tokens
-from tests.conftest import FAST, compose_config, train_cli
+from tests.helpers import FAST, compose_config, train_cli
 
 TI = (*FAST, "method=textual_inversion", "method.num_vectors=2", "eval.every_n_steps=2")
 
