@@ -45,6 +45,8 @@ EXPECTED_RUNS = {
     "token": 3,
     "toyworld_methods": 4,
     "toyworld_token": 3,
+    "sdxl_lora": 12,
+    "toyworld_xl_lora": 4,
 }
 
 
