@@ -174,11 +174,25 @@ def shell_quote(arg: str) -> str:
 
 def pipeline_class(folder: Path) -> str:
     """The diffusers class that loads a saved pipeline folder (SD or SDXL), as its
-    model_index.json names it; a LoRA folder loads on its base's."""
+    model_index.json names it; a LoRA folder loads on its base's (base_model.json)."""
+    from dreamsweep.training.lora import BASE_FILE, lora_base
+
+    if (folder / BASE_FILE).exists():
+        base = Path(lora_base(folder))
+        return pipeline_class(base) if base.is_dir() else "DiffusionPipeline"
     index = folder / "model_index.json"
     if not index.exists():
         return "StableDiffusionPipeline"
     return json.loads(index.read_text(encoding="utf-8")).get("_class_name", "DiffusionPipeline")
+
+
+def how_to_load(folder: Path) -> str:
+    """The call that loads a saved folder: a pipeline, or adapters on their base."""
+    from dreamsweep.training.lora import BASE_FILE
+
+    if (folder / BASE_FILE).exists():
+        return f"load_lora_weights on its base, a {pipeline_class(folder)}: base_model.json"
+    return f"{pipeline_class(folder)}.from_pretrained"
 
 
 def weights_of(row: CellRow, run: Run) -> tuple[Path | None, str]:
@@ -186,14 +200,14 @@ def weights_of(row: CellRow, run: Run) -> tuple[Path | None, str]:
     kept = kept_cell(run.path)
     if kept is not None and (kept["step"], kept["cell"]) == (row.step, row.cell):
         return run.path / "best", (
-            "the pipeline of this cell, kept when it became the run's best "
-            f"({pipeline_class(run.path / 'best')}.from_pretrained; its scheduler is the cell's)"
+            "the weights of this cell, kept when it became the run's best "
+            f"({how_to_load(run.path / 'best')}; its scheduler is the cell's)"
         )
     model = run.path / "model"
     if row.step == run.final_step and model.is_dir():
         if row.weights == "raw" and (model / "unet_raw").is_dir():
             return model / "unet_raw", "the raw (non-EMA) UNet beside the final pipeline"
-        return model, f"the final diffusers pipeline ({pipeline_class(model)}.from_pretrained)"
+        return model, f"the final weights ({how_to_load(model)})"
     for step, path in checkpoint_dirs(run.path / "checkpoints"):
         if step == row.step:
             return path, "a resumable training checkpoint at this step (Accelerate state)"
