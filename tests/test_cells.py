@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from dreamsweep.cells import Cell, Sampling, planned_cells, reproduce_overrides
 from dreamsweep.config import load_config
 from dreamsweep.runs import RunPaths, read_metrics
+from dreamsweep.toyworld import XL_BASE_DIR
 from tests.helpers import FAST, ROOT, compose_config, multirun, train_cli
 
 
@@ -174,6 +175,7 @@ def _unet(run: Path) -> dict:
     return load_file(str(run / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
 
 
+XL_BASE = (f"model.path={XL_BASE_DIR}", "metrics.clip.model=tiny", "metrics.dino.model=tiny")
 PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps and samples
     "demo": ("train.max_steps=2,4",),
     "demo_search": ("train.max_steps=4", "eval.every_n_steps=2", "hydra.sweeper.n_trials=2"),
@@ -198,12 +200,20 @@ PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps an
     "token": ("train.max_steps=4", "eval.at_steps=[2,4]"),
     "toyworld_methods": ("train.max_steps=2,4", "method.ti_steps=1"),
     "toyworld_token": ("train.max_steps=2,4",),
+    # the SDXL presets on the toy world XL's base, as a user points model.path at an SDXL
+    # (scored by the tiny random feature models: the real CLIP and DINO are downloads)
+    "sdxl_lora": (*XL_BASE, "train.max_steps=4", "train.max_steps=4", "eval.every_n_steps=2",
+                  "optim.lr=1e-4", "method.rank=4,8"),
+    "sdxl_full_vs_lora": (*XL_BASE, "train.max_steps=4",
+                          "eval.every_n_steps=2", "hydra.sweeper.n_trials=2"),
+    "toyworld_xl_lora": ("train.max_steps=2", "eval.every_n_steps=1", "optim.lr=3e-3"),
 }  # fmt: skip
 
 
 EXHAUSTIVE_ONLY = {  # same machinery as the others
     "faces_prior", "lr_steps", "text_encoder", "toyworld_lr_steps", "toyworld_prior",
     "toyworld_text_encoder", "toyworld_schedulers", "token", "toyworld_token",
+    "sdxl_full_vs_lora", "toyworld_xl_lora",
 }  # fmt: skip
 
 
@@ -223,7 +233,10 @@ def test_every_preset_scores_the_cells_it_plans(preset, tmp_path):
            "tracker=disk")  # fmt: skip
     if "schedulers" not in preset:
         cut += ("eval.num_inference_steps=[1]",)
-    if "search" in preset or preset == "methods":  # the Optuna presets: a study of their own
+    if "search" in preset or preset in (
+        "methods",
+        "sdxl_full_vs_lora",
+    ):  # the Optuna presets: a study of their own
         cut += (f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",)
     proc = multirun(sweep, f"+sweep={preset}", *cut, *PRESET_CUTS[preset], cache=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr[-3000:]

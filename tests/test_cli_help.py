@@ -11,7 +11,8 @@ def test_help_says_what_dreamsweep_is_its_groups_and_the_commands_to_start_with(
     text = proc.stdout
     assert text.startswith("DreamSweep: measured hyperparameter experiments for DreamBooth")
     assert "python train.py -m +sweep=demo" in text and "dreamsweep report" in text
-    for group in ("model: sd15, sd21, tiny, toyworld", "method: dreambooth, lora", "sweep: demo"):
+    groups = ("model: sd15, sd21, sdxl, tiny, tiny_xl, toyworld, toyworld_xl", "sweep: demo")
+    for group in (*groups, "method: dreambooth, lora, pivotal, textual_inversion"):
         assert group in text
     assert "powered by Hydra" not in text
 

@@ -29,7 +29,6 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
-    EulerDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -42,6 +41,7 @@ from diffusers.loaders.single_file_utils import (
     infer_diffusers_model_type,
 )
 from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
+from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
@@ -79,13 +79,14 @@ from dreamsweep.export.single_file import (
     convert_unet_to_ldm,
     write_pipeline_single_file,
 )
-from dreamsweep.models.pipeline import assemble_pipeline
+from dreamsweep.models.pipeline import assemble_pipeline, default_sampling_scheduler
 from dreamsweep.models.portable import make_portable, with_text_root
 from dreamsweep.models.saving import read_settings
 from dreamsweep.models.tiny import build_tiny
 from dreamsweep.report.collect import CellRow, Run
 from dreamsweep.toyworld import XL_BASE_DIR
 from dreamsweep.toyworld.pipeline import load
+from tests.helpers import compose_raw
 
 MODULES = ("unet", "vae", "text_encoder", "text_encoder_2")
 PROMPT = "a red star on a white background"
@@ -121,7 +122,7 @@ def test_the_family_is_read_from_the_pipeline_or_components(base) -> None:
     assert family_of(components) == "sdxl" and sd_version(components) == "xl"
     pipe = pipeline_of(components)
     assert isinstance(pipe, StableDiffusionXLPipeline) and pipe.unet is base.unet
-    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)  # what SDXL ships with
+    assert type(pipe.scheduler) is type(default_sampling_scheduler(components))  # one default
     assert pipe.config.force_zeros_for_empty_prompt
 
 
@@ -577,10 +578,8 @@ def _chosen(tmp_path: Path) -> Chosen:
     """A toy world XL cell as the report would hand it over (what `dreamsweep export` reads)."""
     spec = Cell(500, Sampling("ddim", 2, 5.0), "raw")
     row = CellRow("run_0", spec, 0.5, {"clip_i": 0.8}, {}, [PROMPT], [0], None)
-    config = {
-        "model": {"name": "toyworld_xl", "path": str(XL_BASE_DIR)},
-        "data": {"token": "sks", "class_name": "toy", "resolution": 32},
-    }
+    config = OmegaConf.to_container(compose_raw("model=toyworld_xl"), resolve=True)
+    assert config["model"]["path"] == str(XL_BASE_DIR) and config["data"]["class_name"] == "toy"
     run = Run("run_0", tmp_path / "sweep" / "run_0", "complete", config, [], {}, [row])
     return Chosen(run, row, "python train.py model=toyworld_xl")
 

@@ -321,6 +321,7 @@ def _embedding_state(
         components=c,
         unet=unet,
         text_encoder=text_encoder,
+        text_encoders=(text_encoder,),
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         ema=ema,
