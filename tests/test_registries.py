@@ -65,8 +65,8 @@ def test_an_unknown_noise_is_an_error_not_gaussian_noise():
     "reference",
     [
         *NOISES.values(),
-        *OPTIMIZERS.values(),
-        *ATTENTION.values(),
+        *(o.build for o in OPTIMIZERS.values()),
+        *(a.build for a in ATTENTION.values()),
         *(m.add_trained for m in METHODS.values() if m.add_trained),
         *(t for t in TRACKERS.values() if t),
         *(d for d in DATA.values() if d),

@@ -17,17 +17,35 @@ NOISES = {
     "multires": "dreamsweep.training.loss:multires_step_noise",
 }
 
+
+@dataclass(frozen=True)
+class Backend:
+    """An optimizer or attention backend: what builds it and what it needs beyond torch.
+    `cuda_package`: the package (extra `dreamsweep[gpu]`) of a CUDA-only choice, which
+    config_checks.validate_machine requires before anything loads."""
+
+    build: str  # "module:function"
+    cuda_package: str | None = None
+    kohya_class: str | None = None  # optimizers: what kohya's ss_optimizer names (module.Class)
+
+
 # optim.name: (optim config, parameter groups, AdamW keyword arguments) -> the optimizer
 OPTIMIZERS = {
-    "adamw": "dreamsweep.training.optim:torch_adamw",
-    "adamw8bit": "dreamsweep.training.optim:bitsandbytes_adamw8bit",
+    "adamw": Backend(
+        "dreamsweep.training.optim:torch_adamw", kohya_class="torch.optim.adamw.AdamW"
+    ),
+    "adamw8bit": Backend(
+        "dreamsweep.training.optim:bitsandbytes_adamw8bit",
+        cuda_package="bitsandbytes",
+        kohya_class="bitsandbytes.optim.adamw.AdamW8bit",
+    ),
 }
 
 # train.attention: (unet) -> None, sets the UNet's attention processors
 ATTENTION = {
-    "sdpa": "dreamsweep.training.setup:sdpa_attention",
-    "eager": "dreamsweep.training.setup:eager_attention",
-    "xformers": "dreamsweep.training.setup:xformers_attention",
+    "sdpa": Backend("dreamsweep.training.setup:sdpa_attention"),
+    "eager": Backend("dreamsweep.training.setup:eager_attention"),
+    "xformers": Backend("dreamsweep.training.setup:xformers_attention", cuda_package="xformers"),
 }
 
 

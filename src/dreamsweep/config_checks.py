@@ -295,10 +295,16 @@ def _validate_eval_and_tracking(cfg: RunConfig) -> None:
 
 def validate_machine(cfg: RunConfig) -> None:
     """Options that need CUDA or an optional package fail here, before any model is loaded
-    (torch is imported only when such an option is asked for)."""
+    (torch is imported only when such an option is asked for). Which optimizers and attention
+    backends need CUDA and a package is said by their table (choices.py)."""
+    backends = {
+        "optim.name": (cfg.optim.name, OPTIMIZERS.get(cfg.optim.name)),
+        "train.attention": (cfg.train.attention, ATTENTION.get(cfg.train.attention)),
+    }
+    needs = {f"{key}={name}": (key, b.cuda_package) for key, (name, b) in backends.items()
+             if b is not None and b.cuda_package}  # fmt: skip
     cuda_only = {
-        "optim.name=adamw8bit": cfg.optim.name == "adamw8bit",
-        "train.attention=xformers": cfg.train.attention == "xformers",
+        **{option: True for option in needs},
         "launcher.mixed_precision=fp16": cfg.launcher.mixed_precision == "fp16",
         f"launcher.gpu_ids={cfg.launcher.gpu_ids}": cfg.launcher.gpu_ids is not None,
     }
@@ -314,15 +320,9 @@ def validate_machine(cfg: RunConfig) -> None:
             f"{option} needs a CUDA GPU and none is visible; remove it to train on CPU"
             " (bf16 mixed precision works on CPU)",
         )
-    if cfg.optim.name == "adamw8bit":
+    for option, (key, package) in needs.items():
         _require(
-            importlib.util.find_spec("bitsandbytes") is not None,
-            "optim.name",
-            "adamw8bit needs bitsandbytes: pip install 'dreamsweep[gpu]'",
-        )
-    if cfg.train.attention == "xformers":
-        _require(
-            importlib.util.find_spec("xformers") is not None,
-            "train.attention",
-            "xformers is not installed: pip install 'dreamsweep[gpu]', or use sdpa",
+            importlib.util.find_spec(package) is not None,
+            key,
+            f"{option} needs {package}, which is not installed: pip install 'dreamsweep[gpu]'",
         )

@@ -15,6 +15,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from dreamsweep.choices import OPTIMIZERS
 from dreamsweep.config import ASSET_PREFIX, portable_location
 from dreamsweep.data.dataset import fill_prompt
 from dreamsweep.export.card import Base, py_str
@@ -33,10 +34,6 @@ LICENSES = {
 DEFAULT_AUTHOR = "DreamSweep"
 MIN_DIFFUSERS = "0.30.0"  # the oldest diffusers that reads the LoRA files (pyproject, compat test)
 THUMBNAIL_PX = 256
-OPTIMIZERS = {  # optim.name -> the class kohya's `ss_optimizer` names (module.Class)
-    "adamw": "torch.optim.adamw.AdamW",
-    "adamw8bit": "bitsandbytes.optim.adamw.AdamW8bit",
-}
 
 
 def license_of(chosen: Chosen, given: str | None = None) -> str:
@@ -133,7 +130,7 @@ def training_keys(chosen: Chosen, output_name: str) -> dict[str, Any]:
         "steps": int(chosen.row.step),
         "output_name": output_name,
         "seed": train.seed,
-        "optimizer": OPTIMIZERS.get(optim.name, optim.name)
+        "optimizer": (OPTIMIZERS[optim.name].kohya_class or optim.name)
         + "("
         + ",".join(f"{k}={v}" for k, v in optimizer_args.items())
         + ")",

@@ -47,7 +47,7 @@ def build_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer
     """The optimizer `optim.name` names (dreamsweep/choices.py: OPTIMIZERS)."""
     o = cfg.optim
     kwargs = dict(betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
-    return load(pick(OPTIMIZERS, o.name, "optim.name"))(o, groups, kwargs)
+    return load(pick(OPTIMIZERS, o.name, "optim.name").build)(o, groups, kwargs)
 
 
 def build_lr_schedule(cfg: RunConfig, optimizer: torch.optim.Optimizer, num_processes: int):

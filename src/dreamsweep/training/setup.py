@@ -119,7 +119,7 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
         if cfg.train.text_encoder:
             for encoder in f.text_encoders(c):
                 encoder.gradient_checkpointing_enable()
-    load(pick(ATTENTION, cfg.train.attention, "train.attention"))(c.unet)
+    load(pick(ATTENTION, cfg.train.attention, "train.attention").build)(c.unet)
 
 
 def sdpa_attention(unet: torch.nn.Module) -> None:
