@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dreamsweep.choices import ATTENTION, DATA, METHODS, NOISES, OPTIMIZERS, TRACKERS
+from dreamsweep.choices import ATTENTION, DATA, LORA_TYPES, METHODS, NOISES, OPTIMIZERS, TRACKERS
 from dreamsweep.config import ConfigError
 from dreamsweep.evaluation.schedulers import SCHEDULERS
 from dreamsweep.export.choose import ExportError
@@ -67,6 +67,7 @@ def test_an_unknown_noise_is_an_error_not_gaussian_noise():
         *NOISES.values(),
         *(o.build for o in OPTIMIZERS.values()),
         *(a.build for a in ATTENTION.values()),
+        *LORA_TYPES.values(),
         *(m.add_trained for m in METHODS.values() if m.add_trained),
         *(t for t in TRACKERS.values() if t),
         *(d for d in DATA.values() if d),

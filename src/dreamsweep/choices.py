@@ -1,9 +1,9 @@
 """A run's named choices and what builds each: noise, optimizer, attention backend, method,
-tracker and data source. Each is one table (name -> "module:function") that config_checks.py
-checks the config against and the code builds from; adding a choice is one function where
-it acts plus one entry here. (Scorers: metrics/registry.py; export formats: export/formats.py;
-samplers: evaluation/schedulers.py.) Imports nothing, so checking a name needs no torch
-(dreamsweep/registry.py).
+LoRA targets and types, tracker and data source. Each is one table (name -> "module:function"
+or a record naming it) that config_checks.py checks the config against and the code builds
+from; adding a choice is one function where it acts plus one entry here. (Scorers:
+metrics/registry.py; export formats: export/formats.py; samplers: evaluation/schedulers.py.)
+Imports nothing, so checking a name needs no torch (dreamsweep/registry.py).
 """
 
 from __future__ import annotations
@@ -66,6 +66,31 @@ METHODS = {
     "textual_inversion": Method(),
     # textual inversion, then method.then's entry (training/pivotal.py)
     "pivotal": Method(),
+}
+
+
+@dataclass(frozen=True)
+class LoraTarget:
+    """method.targets: the modules a target group adapts (peft's suffix match), in the UNet
+    and in each text encoder (None: the group has no such module there)."""
+
+    unet: tuple[str, ...]
+    text: tuple[str, ...] | None = None
+
+
+LORA_TARGETS = {
+    "attention": LoraTarget(
+        ("to_q", "to_k", "to_v", "to_out.0"), ("q_proj", "k_proj", "v_proj", "out_proj")
+    ),
+    "feed_forward": LoraTarget(("ff.net.0.proj", "ff.net.2"), ("fc1", "fc2")),
+    "conv": LoraTarget(("conv1", "conv2", "conv_shortcut")),  # the UNet's resnets
+}
+
+# method.type of a LoRA-family method: (method config, target module names) -> peft's config
+LORA_TYPES = {
+    "lora": "dreamsweep.training.lora:lora_adapter",
+    "loha": "dreamsweep.training.lora:loha_adapter",
+    "lokr": "dreamsweep.training.lora:lokr_adapter",
 }
 
 # tracker: where numbers go besides metrics.jsonl, which is always written: the class

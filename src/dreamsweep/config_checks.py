@@ -15,7 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamsweep.choices import ATTENTION, DATA, METHODS, NOISES, OPTIMIZERS, TRACKERS
+from dreamsweep.choices import (
+    ATTENTION,
+    DATA,
+    LORA_TARGETS,
+    LORA_TYPES,
+    METHODS,
+    NOISES,
+    OPTIMIZERS,
+    TRACKERS,
+)
 from dreamsweep.registry import unknown_message
 
 if TYPE_CHECKING:
@@ -27,8 +36,6 @@ class ConfigError(ValueError):
 
 
 PIVOTAL_THEN = ("dreambooth", "lora")
-LORA_TARGETS = ("attention", "feed_forward", "conv")
-LORA_TYPES = ("lora", "loha", "lokr")
 LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -92,11 +99,7 @@ def _validate_model_and_data(cfg: RunConfig) -> None:
     _choice(cfg.method.name, METHODS, "method")
     if cfg.method.name == "lora" or (cfg.method.name == "pivotal" and cfg.method.then == "lora"):
         me = cfg.method
-        _require(
-            me.type in LORA_TYPES,
-            "method.type",
-            f"'{me.type}' is not one of: {', '.join(LORA_TYPES)}",
-        )
+        _choice(me.type, LORA_TYPES, "method.type")
         _require(bool(me.rank) and me.rank > 0, "method.rank", "must be a positive integer")
         _require(bool(me.alpha) and me.alpha > 0, "method.alpha", "must be > 0")
         _require(0 <= (me.dropout or 0) < 1, "method.dropout", "must be in [0, 1)")

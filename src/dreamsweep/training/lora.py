@@ -27,39 +27,28 @@ from peft import (
 )
 from safetensors.torch import load_file
 
+from dreamsweep.choices import LORA_TARGETS, LORA_TYPES
 from dreamsweep.config import MethodConfig, RunConfig
 from dreamsweep.models.components import SDComponents
 from dreamsweep.models.families import family
 from dreamsweep.models.portable import LORA_FILE
+from dreamsweep.registry import load, pick
 from dreamsweep.tensor_files import save_tensors
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")  # per module, LoHa/LoKr
 BASE_FILE = "base_model.json"  # where the frozen base the LoRA goes on lives
-# Module names (peft's suffix match) of each target group, per model.
-UNET_TARGETS = {
-    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
-    "feed_forward": ["ff.net.0.proj", "ff.net.2"],
-    "conv": ["conv1", "conv2", "conv_shortcut"],
-}
-TEXT_TARGETS = {
-    "attention": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "feed_forward": ["fc1", "fc2"],
-}
+# Module names (peft's suffix match) of each target group, per model (choices.LORA_TARGETS).
+UNET_TARGETS = {name: list(t.unet) for name, t in LORA_TARGETS.items()}
+TEXT_TARGETS = {name: list(t.text) for name, t in LORA_TARGETS.items() if t.text}
 
 
 def lora_config(method: MethodConfig, groups: dict[str, list[str]]) -> PeftConfig:
-    """The adapter config of `method.type` on the modules of `method.targets`."""
+    """The adapter config of `method.type` (choices.LORA_TYPES) on `method.targets`' modules."""
     targets = sorted({m for t in method.targets for m in groups.get(t, [])})
-    if method.type == "loha":
-        return LoHaConfig(
-            r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
-            target_modules=targets, init_weights=True,  # one factor zero: starts at the base
-        )  # fmt: skip
-    if method.type == "lokr":
-        return LoKrConfig(
-            r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
-            target_modules=targets, init_weights=True,
-        )  # fmt: skip
+    return load(pick(LORA_TYPES, method.type, "method.type"))(method, targets)
+
+
+def lora_adapter(method: MethodConfig, targets: list[str]) -> PeftConfig:
     return LoraConfig(
         r=method.rank,
         lora_alpha=method.alpha,
@@ -67,6 +56,20 @@ def lora_config(method: MethodConfig, groups: dict[str, list[str]]) -> PeftConfi
         target_modules=targets,
         init_lora_weights="gaussian",  # A random, B zero: training starts at the base model
     )
+
+
+def loha_adapter(method: MethodConfig, targets: list[str]) -> PeftConfig:
+    return LoHaConfig(
+        r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
+        target_modules=targets, init_weights=True,  # one factor zero: starts at the base
+    )  # fmt: skip
+
+
+def lokr_adapter(method: MethodConfig, targets: list[str]) -> PeftConfig:
+    return LoKrConfig(
+        r=method.rank, alpha=method.alpha, rank_dropout=method.dropout or 0.0,
+        target_modules=targets, init_weights=True,
+    )  # fmt: skip
 
 
 def is_lora(cfg: RunConfig) -> bool:
