@@ -40,6 +40,7 @@ def in_floor_venv(python: str, *args: str, timeout: float) -> subprocess.Complet
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # its venv is a 5.5 GB CUDA build of torch 2.4 from PyPI: not in CI's run
 def test_the_oldest_torch_clips_in_the_fused_adamw_and_trains(tmp_path):
     python = floor_python()
     versions = in_floor_venv(python, "-c", "import torch; print(torch.__version__)", timeout=120)
