@@ -213,7 +213,8 @@ PRESET_CUTS = {  # each preset as written, on the tiny model with fewer steps an
 EXHAUSTIVE_ONLY = {  # same machinery as the others
     "faces_prior", "lr_steps", "text_encoder", "toyworld_lr_steps", "toyworld_prior",
     "toyworld_text_encoder", "toyworld_schedulers", "token", "toyworld_token",
-    "sdxl_full_vs_lora", "toyworld_xl_lora",
+    "sdxl_full_vs_lora", "toyworld_xl_lora", "methods", "toyworld_methods", "ema", "schedulers",
+    "demo_search", "toyworld_ema",
 }  # fmt: skip
 
 

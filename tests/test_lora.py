@@ -115,7 +115,7 @@ def test_the_kohya_export_keeps_the_true_alpha_and_loads_with_equal_outputs(lora
     torch.testing.assert_close(image(theirs), image(ours), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["loha", "lokr"])
+@pytest.mark.parametrize("kind", ["loha", pytest.param("lokr", marks=pytest.mark.exhaustive)])
 def test_loha_and_lokr_train_and_reload_to_what_was_scored(kind, tmp_path):
     """peft's LyCORIS variants: saved in peft's format, read back by the same loader."""
     from dreamsweep.cells import Cell
