@@ -10,11 +10,11 @@ The family entry (`FAMILY`, at the end) puts them behind the seam of `families/b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     DDPMScheduler,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -22,6 +22,7 @@ from diffusers import (
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.families import sd
 from dreamsweep.models.families.base import Conditioning, Family
 from dreamsweep.models.families.sd import ddpm_timesteps, token_ids
 from dreamsweep.training.loss import regression_target
@@ -139,14 +140,11 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def from_pretrained(source: str, weights: dict, common: dict) -> SDComponents:
+    """SD's parts (the DDPM noise scheduler from the model's own config: SDXL ships Euler's,
+    same betas), plus the second text encoder and tokenizer."""
     index = StableDiffusionXLPipeline.load_config(source, **common)
-    return SDComponents(
-        unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
-        vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
-        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **weights),
-        tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
-        # DDPM from the model's own scheduler config (SDXL ships Euler's: same betas)
-        noise_scheduler=DDPMScheduler.from_pretrained(source, subfolder="scheduler", **common),
+    return replace(
+        sd.from_pretrained(source, weights, common),
         text_encoder_2=CLIPTextModelWithProjection.from_pretrained(
             source, subfolder="text_encoder_2", **weights
         ),
