@@ -327,7 +327,7 @@ def _embedding(card: CardInput) -> list[str]:
             f"With the single file in A1111, put {md_text(name)}.safetensors in embeddings/ and "
             f"write {md_text(name)}; in ComfyUI, put it in models/embeddings and write "
             f"embedding:{md_text(name)}. The diffusers pipeline already knows {md_text(trigger)};"
-            f" after load_lora_weights, call {md_text('; '.join([*extra_imports, *calls]))}.",
+            f" after load_lora_weights, run {md_text('; '.join([*extra_imports, *calls]))}.",
         ]
     imports = [f"from diffusers import {card.pipeline_class}, {card.scheduler_class}"]
     body = [
