@@ -101,7 +101,7 @@ class Recipe:
             save_base_for_lora(cfg, components, self.run_dir)
         trigger_ids = None
         if trains_embeddings(cfg):  # step 0 then scores the trigger at its initial vectors
-            trigger_ids = add_trigger(cfg, components.tokenizer, components.text_encoder)
+            trigger_ids = add_trigger(cfg, components)
         data = prepare_data(with_trigger(cfg), components, acc, model_fp, cache_root, self.log)
         if self.main:
             record_data(self.paths, data)

@@ -297,36 +297,9 @@ def _peft(card: CardInput) -> list[str]:
 
 
 def _embedding(card: CardInput) -> list[str]:
-    from dreamsweep.export.embedding import DIFFUSERS_FILE
+    from dreamsweep.export.card_embedding import embedding_section
 
-    folder, trigger = card.kinds[EMBEDDING], typed_trigger(card.chosen.run.config)
-    name = trigger[1:-1]
-    if (card.chosen.run.config.get("method") or {}).get("name") == "pivotal":
-        return [
-            f"### The trigger's embedding ({md_text(folder)}/): type {md_text(trigger)}",
-            "",
-            f"With the single file in A1111, put {md_text(name)}.safetensors in embeddings/ and "
-            f"write {md_text(name)}; in ComfyUI, put it in models/embeddings and write "
-            f"embedding:{md_text(name)}. The diffusers pipeline already knows {md_text(trigger)};"
-            f" after load_lora_weights, call pipe.load_textual_inversion("
-            f"{md_text(repr(folder + '/' + DIFFUSERS_FILE))}, token={md_text(repr(trigger))}).",
-        ]
-    imports = [f"from diffusers import StableDiffusionPipeline, {card.scheduler_class}"]
-    body = [
-        _base_line(card),
-        f"pipe.scheduler = {card.scheduler_class}.from_config(pipe.scheduler.config)",
-        f"pipe.load_textual_inversion({py_str(f'{folder}/{DIFFUSERS_FILE}')}, "
-        f"token={py_str(trigger)})",
-    ]
-    return [
-        f"### Textual-inversion embedding ({md_text(folder)}/): type {md_text(trigger)}",
-        "",
-        f"A1111: put {md_text(name)}.safetensors in embeddings/ and write {md_text(name)} in "
-        f"the prompt; ComfyUI: put it in models/embeddings and write embedding:{md_text(name)}."
-        f" diffusers, with the {md_text(card.scheduler_class)} the cell was scored with:",
-        "",
-        _python(card, imports, body),
-    ]
+    return embedding_section(card)
 
 
 _LOADERS = {

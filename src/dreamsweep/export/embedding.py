@@ -3,11 +3,17 @@
 - diffusers: `learned_embeds.safetensors`, one key, the trigger -> [vectors, width], as
   diffusers' textual_inversion.py example saves it; `pipe.load_textual_inversion(folder)`
   (or the file, with `token=`) loads it, and a prompt's `<sks>` then expands to its vectors.
-- A1111 / ComfyUI (SD 1.x/2.x): `<name>.safetensors` with the one key `emb_params`
-  ([vectors, width]); the name is the trigger to type in A1111 (the file's stem) or
-  `embedding:<name>` in ComfyUI. A1111's loader takes a safetensors file's only tensor (its
-  `string_to_param` branch is for .pt files), ComfyUI's `load_embed` reads the file's values
-  when the per-encoder key (`clip_l`, SDXL's layout) is absent, diffusers reads `emb_params`.
+  SDXL: that file holds the first text encoder's vectors and `learned_embeds_2.safetensors`
+  the second's (as diffusers' textual_inversion_sdxl.py saves them), each loaded with
+  `load_textual_inversion(file, token=..., text_encoder=..., tokenizer=...)`.
+- A1111 / ComfyUI: `<name>.safetensors`, one key per text encoder (the family's
+  embedding_keys): SD 1.x/2.x `emb_params` ([vectors, width]); SDXL `clip_l` ([vectors, 768])
+  and `clip_g` ([vectors, 1280]), the layout both read for SDXL and whose keys diffusers'
+  documented SDXL loading passes one by one (`state_dict["clip_g"]`, text_encoder_2, ...).
+  The name is the trigger to type in A1111 (the file's stem) or `embedding:<name>` in
+  ComfyUI. A1111's loader takes an SD file's only tensor (its `string_to_param` branch is for
+  .pt files), ComfyUI's `load_embed` reads the file's values when the per-encoder key is
+  absent, diffusers reads `emb_params`.
 
 An embedding folder also holds `base_model.json` (training/lora.py's BASE_FILE: the base it
 was trained on, the sampling scheduler, and the trigger), so a run's `best/` and `model/` say
@@ -30,15 +36,24 @@ A1111_KEY = "emb_params"
 BASE_FILE = "base_model.json"  # as training/lora.py's (one reader: lora_base)
 
 
+def diffusers_file(folder: Path, index: int = 0) -> Path:
+    """The diffusers file of the ``index``-th text encoder: learned_embeds(_2).safetensors."""
+    return folder / (DIFFUSERS_FILE if index == 0 else f"learned_embeds_{index + 1}.safetensors")
+
+
 def a1111_file(folder: Path, name: str) -> Path:
     return folder / f"{name}.safetensors"
 
 
-def save_embedding_files(folder: Path, trigger: str, name: str, vectors: torch.Tensor) -> None:
-    """Both files of one trigger's vectors ([n, width]) into ``folder``."""
-    vectors = vectors.detach().to("cpu", torch.float32).contiguous()
-    save_tensors({trigger: vectors}, folder / DIFFUSERS_FILE)
-    save_tensors({A1111_KEY: vectors.clone()}, a1111_file(folder, name))
+def save_embedding_files(
+    folder: Path, trigger: str, name: str, vectors: dict[str, torch.Tensor]
+) -> None:
+    """The files of one trigger's vectors (key -> [n, width], one per text encoder, in the
+    family's order) into ``folder``: a diffusers file per encoder, and the A1111 one."""
+    vectors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in vectors.items()}
+    for i, v in enumerate(vectors.values()):
+        save_tensors({trigger: v}, diffusers_file(folder, i))
+    save_tensors({k: v.clone() for k, v in vectors.items()}, a1111_file(folder, name))
 
 
 def write_base_info(folder: Path, base: str, trigger: str, num_vectors: int, scheduler=None):
@@ -61,21 +76,24 @@ def is_embedding_folder(folder: Path) -> bool:
 
 
 def with_embedding(components, folder: Path):
-    """``components`` with the folder's embedding (if any) loaded: a pivotal LoRA's."""
+    """``components`` with the folder's embedding (if any) loaded into each text encoder."""
+    from dreamsweep.models.families import family
     from dreamsweep.training.embeddings import placeholder_tokens, set_vectors
 
-    if (folder / DIFFUSERS_FILE).exists():
-        trigger, vectors = read_embedding(folder)
-        tokens = placeholder_tokens(trigger, vectors.shape[0])
-        set_vectors(components.tokenizer, components.text_encoder, tokens, vectors)
+    for i, (tokenizer, encoder) in enumerate(family(components).text_pairs(components)):
+        if diffusers_file(folder, i).exists():
+            trigger, vectors = read_embedding(folder, i)
+            tokens = placeholder_tokens(trigger, vectors.shape[0])
+            set_vectors(tokenizer, encoder, tokens, vectors)
     return components
 
 
-def read_embedding(folder: Path) -> tuple[str, torch.Tensor]:
-    """(trigger, vectors) of an embedding folder's diffusers file."""
-    tensors = load_file(str(folder / DIFFUSERS_FILE))
+def read_embedding(folder: Path, index: int = 0) -> tuple[str, torch.Tensor]:
+    """(trigger, vectors) of an embedding folder's diffusers file (of text encoder ``index``)."""
+    path = diffusers_file(folder, index)
+    tensors = load_file(str(path))
     if len(tensors) != 1:
-        raise ValueError(f"{folder / DIFFUSERS_FILE}: expected one trigger, found {list(tensors)}")
+        raise ValueError(f"{path}: expected one trigger, found {list(tensors)}")
     return next(iter(tensors.items()))
 
 
@@ -89,60 +107,68 @@ def load_embedding_components(folder: Path):
 
 
 def save_run_embedding(cfg, components, folder: Path, base: str, scheduler=None) -> None:
-    """A textual-inversion run's embedding (the vectors its text encoder holds now) and the
+    """A textual-inversion run's embedding (the vectors its text encoders hold now) and the
     base it goes on into ``folder`` (made by the caller)."""
-    from dreamsweep.training.embeddings import file_stem, learned_vectors, placeholder_tokens
+    trigger, n = _save_trigger(cfg, components, folder)
+    write_base_info(folder, base, trigger, n, scheduler)
+
+
+def _save_trigger(cfg, components, folder: Path) -> tuple[str, int]:
+    """The run's trigger's files in ``folder``; (the trigger, its number of vectors)."""
+    from dreamsweep.training.embeddings import file_stem, placeholder_tokens, trigger_vectors
 
     tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
-    vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
+    vectors = trigger_vectors(components, cfg.data.token, cfg.method.num_vectors)
     save_embedding_files(folder, tokens[0], file_stem(cfg.data.token), vectors)
-    write_base_info(folder, base, tokens[0], len(tokens), scheduler)
+    return tokens[0], len(tokens)
 
 
 def export_embedding(chosen, components, folder: Path) -> str:
-    """`dreamsweep export --format embedding`: the cell's vectors in both files, with the
-    run's settings (no local paths) and the cell in each file's metadata."""
+    """`dreamsweep export --format embedding`: the cell's vectors in the diffusers and A1111 /
+    ComfyUI files, with the run's settings (no local paths) and the cell in each file's
+    metadata."""
     from dreamsweep.config import load_config
     from dreamsweep.export.command import provenance
+    from dreamsweep.models.families import family
     from dreamsweep.models.saving import stamp_metadata
-    from dreamsweep.training.embeddings import file_stem, learned_vectors, placeholder_tokens
+    from dreamsweep.training.embeddings import file_stem
 
     cfg = load_config(chosen.run.config, check_machine=False)
-    tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
-    vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
-    name = file_stem(cfg.data.token)
     folder.mkdir(parents=True)
-    save_embedding_files(folder, tokens[0], name, vectors)
+    trigger, n = _save_trigger(cfg, components, folder)
     stamp_metadata(folder, provenance(chosen))
+    name, keys = file_stem(cfg.data.token), family(components).embedding_keys
+    files = ", ".join(diffusers_file(Path(), i).name for i in range(len(keys)))
     return (
-        f"the embedding of {tokens[0]} ({len(tokens)} vector(s) of {vectors.shape[1]}): "
-        f"{DIFFUSERS_FILE} for diffusers' load_textual_inversion, {name}.safetensors "
-        f"(emb_params) for A1111 (type {name}) and ComfyUI (embedding:{name})"
+        f"the embedding of {trigger} ({n} vector(s) per text encoder): {files} for diffusers' "
+        f"load_textual_inversion, {name}.safetensors ({', '.join(keys)}) for A1111 (type "
+        f"{name}) and ComfyUI (embedding:{name})"
     )
 
 
 def add_pivotal_embedding(cfg, components, folder: Path) -> None:
-    """Pivotal tuning's weights are a pipeline or a LoRA plus the embedding: its two files
-    beside them (nothing for other methods)."""
-    from dreamsweep.training.embeddings import file_stem, learned_vectors, placeholder_tokens
+    """Pivotal tuning's weights are a pipeline or a LoRA plus the embedding: its files beside
+    them (nothing for other methods)."""
     from dreamsweep.training.pivotal import is_pivotal
 
-    if not is_pivotal(cfg):
-        return
-    tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
-    vectors = learned_vectors(components.tokenizer, components.text_encoder, tokens)
-    save_embedding_files(folder, tokens[0], file_stem(cfg.data.token), vectors)
+    if is_pivotal(cfg):
+        _save_trigger(cfg, components, folder)
 
 
 def base_vocabulary(components):
-    """What a single file is written from: ``components`` with the text encoder's rows of the
+    """What a single file is written from: ``components`` with each text encoder's rows of the
     base vocabulary only. A1111 and ComfyUI load a checkpoint's token embedding into the
     base's shape (a longer one fails), so the trigger travels as the embedding file beside it."""
     from types import SimpleNamespace
 
-    state = components.text_encoder.state_dict()
-    key = next(k for k in state if k.endswith("token_embedding.weight"))
-    rows = components.tokenizer.vocab_size  # without added tokens
-    trimmed = {**state, key: state[key][:rows]}
-    text_encoder = SimpleNamespace(state_dict=lambda: trimmed)
-    return SimpleNamespace(unet=components.unet, vae=components.vae, text_encoder=text_encoder)
+    from dreamsweep.models.families import family
+
+    f, texts = family(components), {}
+    for name, (tokenizer, encoder) in zip(
+        f.text_encoder_names, f.text_pairs(components), strict=True
+    ):
+        state = encoder.state_dict()
+        key = next(k for k in state if k.endswith("token_embedding.weight"))
+        trimmed = {**state, key: state[key][: tokenizer.vocab_size]}  # without added tokens
+        texts[name] = SimpleNamespace(state_dict=lambda trimmed=trimmed: trimmed)
+    return SimpleNamespace(unet=components.unet, vae=components.vae, **texts)

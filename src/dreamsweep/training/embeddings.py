@@ -2,7 +2,8 @@
 the only weights that learn, as diffusers' examples/textual_inversion/textual_inversion.py does.
 
 The functions that touch a model take one (tokenizer, text_encoder) pair, so a family with two
-text encoders (SDXL) applies them to each. The trigger a prompt's `{token}` becomes is the
+text encoders (SDXL) applies them to each (`add_trigger`, `trigger_vectors`: every pair of the
+family, in its order). The trigger a prompt's `{token}` becomes is the
 placeholder `<word>` (plus `<word>_1`, ... for more vectors: diffusers' naming, which its
 `load_textual_inversion` expands a prompt's `<word>` into), never a word the tokenizer knows.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from dreamsweep.config import RunConfig
+from dreamsweep.models.families import family
 
 EMBEDDING_METHODS = ("textual_inversion", "pivotal")
 
@@ -90,6 +92,12 @@ def add_tokens(tokenizer, text_encoder, tokens: list[str], init: str) -> list[in
         raise ValueError(
             f"data.token: the tokenizer already knows {tokens[0]}; choose a trigger it does not"
         )
+    return init_rows(tokenizer, text_encoder, tokens, init)
+
+
+def init_rows(tokenizer, text_encoder, tokens: list[str], init: str) -> list[int]:
+    """The rows of ``tokens`` (in the tokenizer already) added to the text encoder and set
+    from ``init`` as add_tokens says; their ids."""
     init_ids = tokenizer.encode(init, add_special_tokens=False)
     if not init_ids:
         raise ValueError(f"method.init_word: '{init}' has no tokens; give a word, e.g. dog")
@@ -107,6 +115,7 @@ def set_vectors(tokenizer, text_encoder, tokens: list[str], vectors: torch.Tenso
     missing = [t for t in tokens if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing)
+    if text_encoder.get_input_embeddings().weight.shape[0] < len(tokenizer):
         text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
@@ -153,13 +162,34 @@ def train_only_embeddings(text_encoder) -> torch.nn.Parameter:
     return weight
 
 
-def add_trigger(cfg: RunConfig, tokenizer, text_encoder) -> list[int]:
-    """The run's trigger tokens added to one (tokenizer, text encoder) pair; their ids."""
+def add_trigger(cfg: RunConfig, components) -> list[list[int]]:
+    """The run's trigger tokens added to every (tokenizer, text encoder) pair of the family
+    (SDXL: both, each initialised from its own encoder's embedding of the init word); the new
+    ids of each, in the family's order."""
     tokens = placeholder_tokens(cfg.data.token, cfg.method.num_vectors)
-    return add_tokens(tokenizer, text_encoder, tokens, init_text(cfg))
+    ids, seen = [], []
+    for tokenizer, encoder in family(components).text_pairs(components):
+        if any(tokenizer is t for t in seen):  # one tokenizer in both slots (the tiny SDXL)
+            ids.append(init_rows(tokenizer, encoder, tokens, init_text(cfg)))
+        else:
+            ids.append(add_tokens(tokenizer, encoder, tokens, init_text(cfg)))
+            seen.append(tokenizer)
+    return ids
+
+
+def trigger_vectors(components, token: str, num_vectors: int) -> dict[str, torch.Tensor]:
+    """The trigger's learned rows of each text encoder, by the family's embedding-file key
+    (SD: `emb_params`; SDXL: `clip_l`, `clip_g`)."""
+    f = family(components)
+    tokens = placeholder_tokens(token, num_vectors)
+    pairs = zip(f.embedding_keys, f.text_pairs(components), strict=True)
+    return {key: learned_vectors(tok, encoder, tokens) for key, (tok, encoder) in pairs}
 
 
 def averaged_module(cfg: RunConfig, components) -> torch.nn.Module:
-    """What the EMA averages: the embeddings (in the text encoder) when only they learn, else
+    """What the EMA averages: the embeddings (in the text encoders) when only they learn, else
     the UNet."""
-    return components.text_encoder if embedding_only(cfg) else components.unet
+    if not embedding_only(cfg):
+        return components.unet
+    encoders = family(components).text_encoders(components)
+    return encoders[0] if len(encoders) == 1 else torch.nn.ModuleList(encoders)

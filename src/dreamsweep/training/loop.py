@@ -81,8 +81,8 @@ def train_step(s: TrainState, step: int) -> tuple[torch.Tensor, float]:
         losses = stacked if losses is None else losses + stacked
     clip_gradients(s)
     optimizer_step(s)
-    if s.frozen_rows is not None:  # textual inversion: only the new tokens' rows change
-        s.frozen_rows.restore()
+    for rows in s.frozen_rows:  # textual inversion: only the new tokens' rows change
+        rows.restore()
     s.lr_schedule.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.ema is not None:

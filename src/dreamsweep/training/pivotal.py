@@ -28,7 +28,8 @@ def phase_of(cfg: RunConfig, step: int) -> int:
 @dataclass
 class Phases:
     cfg: RunConfig
-    embedding: torch.nn.Parameter  # the token embedding matrix (FrozenRows keeps the old rows)
+    # the token embedding matrix of each text encoder (FrozenRows keeps their old rows)
+    embeddings: list[torch.nn.Parameter]
     second: list[torch.nn.Parameter]  # what phase 2 trains: the UNet's, or its adapters
     current: int = 0
 
@@ -38,6 +39,7 @@ class Phases:
         if phase != self.current:
             for p in self.second:
                 p.requires_grad_(phase == 2)
-            self.embedding.requires_grad_(phase == 1 or bool(self.cfg.method.train_embeddings))
+            for weight in self.embeddings:
+                weight.requires_grad_(phase == 1 or bool(self.cfg.method.train_embeddings))
             self.current = phase
         return phase

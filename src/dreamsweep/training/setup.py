@@ -13,7 +13,6 @@ from diffusers.training_utils import EMAModel
 from dreamsweep import prior
 from dreamsweep.choices import ATTENTION, METHODS
 from dreamsweep.config import RunConfig
-from dreamsweep.config_checks import ConfigError
 from dreamsweep.data.dataset import (
     class_examples,
     class_prompt,
@@ -64,7 +63,8 @@ class TrainState:
     # every trained text encoder, prepared, in the family's order (text_encoder first; SDXL:
     # text_encoder_2 next); empty when they are frozen
     text_encoders: tuple[torch.nn.Module, ...] = ()
-    frozen_rows: FrozenRows | None = None  # textual inversion: the embedding rows kept as are
+    # textual inversion: the embedding rows kept as they are, one FrozenRows per text encoder
+    frozen_rows: tuple[FrozenRows, ...] = ()
     phases: Phases | None = None  # pivotal tuning: which parameters a step trains
 
     @property
@@ -103,17 +103,12 @@ def configure_models(cfg: RunConfig, c: SDComponents, accelerator: Accelerator) 
             module.to(accelerator.device)
     for module in f.unread_text_modules(c):
         module.requires_grad_(False)
-    if trains_embeddings(cfg):  # of the text encoder, only the token embeddings learn
-        if len(f.text_encoders(c)) > 1:
-            raise ConfigError(
-                f"method={cfg.method.name}: textual inversion is written for one text encoder "
-                f"(SD 1.x/2.x); {f.name} has {len(f.text_encoders(c))}. Use method=dreambooth "
-                "or method=lora on this model"
-            )
+    if trains_embeddings(cfg):  # of each text encoder, only the token embeddings learn
         if embedding_only(cfg):
             c.unet.requires_grad_(False)
-        c.text_encoder.train().to(accelerator.device, torch.float32)
-        train_only_embeddings(c.text_encoder)
+        for encoder in f.text_encoders(c):
+            encoder.train().to(accelerator.device, torch.float32)
+            train_only_embeddings(encoder)
     if cfg.train.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         if cfg.train.text_encoder:
@@ -235,11 +230,12 @@ def build_state(
     c: SDComponents,
     accelerator: Accelerator,
     data: TrainingData,
-    trigger_ids: list[int] | None = None,
+    trigger_ids: list[list[int]] | None = None,
 ) -> TrainState:
     """Frozen-text-encoder embeddings (once, in the training dtype), optimiser, schedule and
     EMA, then Accelerate's prepare (DDP, device, autocast). ``trigger_ids``: textual
-    inversion's new tokens, the only embedding rows that learn. The accelerator must accumulate
+    inversion's new tokens in each text encoder (add_trigger), the only embedding rows that
+    learn. The accelerator must accumulate
     train.grad_accum micro-batches: its backward divides each micro-batch's loss by that."""
     if accelerator.gradient_accumulation_steps != cfg.train.grad_accum:
         raise ValueError(
@@ -288,18 +284,20 @@ def _embedding_state(
     c: SDComponents,
     accelerator: Accelerator,
     data: TrainingData,
-    trigger_ids: list[int] | None,
+    trigger_ids: list[list[int]] | None,
 ) -> TrainState:
-    """Textual inversion: the token embedding matrix (at optim.lr; pivotal: at method.ti_lr),
-    its other rows masked and restored (FrozenRows). Pivotal tuning adds the UNet's trained
-    parameters at optim.lr, switched on by its phases; textual inversion's frozen UNet is not
-    prepared (DDP wraps trained modules only). The EMA averages averaged_module's parameters."""
-    if not trigger_ids:
-        raise ValueError("textual inversion needs the ids of its new tokens (trigger_ids)")
-    frozen = FrozenRows.around(c.text_encoder, trigger_ids)
+    """Textual inversion: each text encoder's token embedding matrix (at optim.lr; pivotal: at
+    method.ti_lr), its other rows masked and restored (FrozenRows). Pivotal tuning adds the
+    UNet's trained parameters at optim.lr, switched on by its phases; textual inversion's frozen
+    UNet is not prepared (DDP wraps trained modules only). The EMA averages averaged_module's
+    parameters. The encoders are prepared in the family's order (SDXL: both)."""
+    encoders = family(c).text_encoders(c)
+    if not trigger_ids or len(trigger_ids) != len(encoders):
+        raise ValueError("textual inversion needs the new tokens' ids of each text encoder")
+    frozen = tuple(FrozenRows.around(e, ids) for e, ids in zip(encoders, trigger_ids, strict=True))
     pivotal = is_pivotal(cfg)
     lr = cfg.method.ti_lr if pivotal else cfg.optim.lr
-    groups = [{"params": [frozen.weight], "lr": lr}]
+    groups = [{"params": [rows.weight for rows in frozen], "lr": lr}]
     if pivotal:
         groups += param_groups(cfg, c.unet, None)
     optimizer = build_optimizer(cfg, groups)
@@ -308,20 +306,18 @@ def _embedding_state(
     ema = build_ema(cfg.ema, averaged_module(cfg, c)) if cfg.ema.enabled else None
     unet = c.unet
     if pivotal:
-        unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(
-            c.unet, c.text_encoder, optimizer, lr_schedule
+        unet, *texts, optimizer, lr_schedule = accelerator.prepare(
+            c.unet, *encoders, optimizer, lr_schedule
         )
     else:
-        text_encoder, optimizer, lr_schedule = accelerator.prepare(
-            c.text_encoder, optimizer, lr_schedule
-        )
+        *texts, optimizer, lr_schedule = accelerator.prepare(*encoders, optimizer, lr_schedule)
     return TrainState(
         cfg=cfg,
         accelerator=accelerator,
         components=c,
         unet=unet,
-        text_encoder=text_encoder,
-        text_encoders=(text_encoder,),
+        text_encoder=texts[0],
+        text_encoders=tuple(texts),
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         ema=ema,
@@ -329,7 +325,11 @@ def _embedding_state(
         trained=[p for group in optimizer.param_groups for p in group["params"]],
         ema_tracked=averaged if ema is not None else [],
         frozen_rows=frozen,
-        phases=Phases(cfg, frozen.weight, trained_parameters(c.unet)) if pivotal else None,
+        phases=(
+            Phases(cfg, [rows.weight for rows in frozen], trained_parameters(c.unet))
+            if pivotal
+            else None
+        ),
     )
 
 

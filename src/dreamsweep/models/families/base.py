@@ -68,6 +68,10 @@ class Family:
     # Components of the text side, in prepare/save order: what train.text_encoder and the
     # text-encoder LoRA targets reach.
     text_encoder_names: tuple[str, ...]
+    # Each text encoder's tokenizer (same order), and the key of its vectors in the A1111 /
+    # ComfyUI embedding file (SD: `emb_params`; SDXL: `clip_l`, `clip_g`).
+    tokenizer_names: tuple[str, ...]
+    embedding_keys: tuple[str, ...]
     # Parts of the text encoders the conditioning never reads (SDXL's first encoder: its last
     # layer and final norm, as it reads the penultimate states): kept frozen, so that nothing
     # trains without a gradient and DDP does not wait for one.
@@ -91,3 +95,8 @@ class Family:
 
     def text_encoders(self, c) -> tuple[torch.nn.Module, ...]:
         return tuple(getattr(c, name) for name in self.text_encoder_names)
+
+    def text_pairs(self, c) -> list[tuple]:
+        """(tokenizer, text encoder) of each text encoder, in the family's order."""
+        names = zip(self.tokenizer_names, self.text_encoder_names, strict=True)
+        return [(getattr(c, t), getattr(c, e)) for t, e in names]
