@@ -113,7 +113,7 @@ def test_load_textual_inversion_draws_what_was_scored(ti_run):
 def test_the_a1111_file_loads_in_diffusers_too(ti_run):
     from diffusers import StableDiffusionPipeline
 
-    from dreamsweep.export.embedding import load_embedding_components, read_embedding
+    from dreamsweep.models.embedding_files import load_embedding_components, read_embedding
     from dreamsweep.training.lora import lora_base
 
     pipe = StableDiffusionPipeline.from_pretrained(lora_base(ti_run / "best"))

@@ -100,7 +100,7 @@ def test_both_load_textual_inversion_calls_draw_what_was_scored(ti_xl_run):
     from dreamsweep.cells import Cell
     from dreamsweep.evaluation.evaluator import EvalSet, sample_spec
     from dreamsweep.evaluation.sampling import Job, generate
-    from dreamsweep.export.embedding import load_embedding_components
+    from dreamsweep.models.embedding_files import load_embedding_components
     from dreamsweep.models.loading import load_components, saved_model
     from dreamsweep.training.lora import lora_base
 

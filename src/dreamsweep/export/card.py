@@ -24,7 +24,7 @@ from dreamsweep.training.embeddings import typed_trigger
 # What an export holds, by kind: the name of the file or folder in the export.
 DIFFUSERS, DIFFUSERS_LORA, PEFT = "diffusers", "diffusers-lora", "peft"
 SINGLE_FILE, KOHYA = "single-file", "lora-kohya"
-EMBEDDING = "embedding"  # textual inversion: export/embedding.py's two files
+EMBEDDING = "embedding"  # textual inversion: models/embedding_files.py's files
 ADAPTER = "dreambooth"  # the adapter name the LoRA snippets load under
 SDXL_PIPELINE = "StableDiffusionXLPipeline"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # named: diffusers < 0.33 offline needs it

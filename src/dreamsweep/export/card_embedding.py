@@ -19,7 +19,7 @@ from dreamsweep.training.embeddings import typed_trigger
 def _embedding_calls(card: CardInput, folder: str, trigger: str) -> tuple[list[str], list[str]]:
     """(imports, lines) loading the embedding into the pipeline: SDXL, each encoder's key of the
     A1111/ComfyUI file into its text encoder and tokenizer (diffusers' documented way)."""
-    from dreamsweep.export.embedding import DIFFUSERS_FILE
+    from dreamsweep.models.embedding_files import DIFFUSERS_FILE
 
     if card.pipeline_class != SDXL_PIPELINE:
         return [], [

@@ -72,7 +72,7 @@ def _from_checkpoint(chosen: Chosen, folder: Path) -> SDComponents:
 
 def load_weights(folder: Path) -> SDComponents:
     """A saved pipeline folder, or a LoRA or embedding folder on its base."""
-    from dreamsweep.export.embedding import (
+    from dreamsweep.models.embedding_files import (
         is_embedding_folder,
         load_embedding_components,
         with_embedding,

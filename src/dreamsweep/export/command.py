@@ -185,7 +185,9 @@ def write_embedding(job: FormatJob) -> None:
 
     card, tmp = job.card, job.tmp
     card.kinds[EMBEDDING] = "embedding"
-    card.files["embedding/"] = export_embedding(job.chosen, job.components, tmp / "embedding")
+    card.files["embedding/"] = export_embedding(
+        job.chosen, job.components, tmp / "embedding", provenance(job.chosen)
+    )
     _copy_base(job.chosen, tmp)
     if (tmp / "base_model").is_dir():
         card.files["base_model/"] = "the base model the embedding goes on (built in code)"

@@ -21,8 +21,8 @@ from safetensors import safe_open
 
 from dreamsweep.atomic import new_folder
 from dreamsweep.config import ASSET_PREFIX, RunConfig, portable_location
-from dreamsweep.export.embedding import add_pivotal_embedding, save_run_embedding
 from dreamsweep.models.components import SDComponents
+from dreamsweep.models.embedding_files import add_pivotal_embedding, save_run_embedding
 from dreamsweep.models.pipeline import assemble_pipeline
 from dreamsweep.models.portable import make_portable
 from dreamsweep.training.ema import ema_weights
