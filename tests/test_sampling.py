@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamsweep.data.dataset import fill_prompt
+from dreamsweep.data.prompt_text import fill_prompt
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import Job, PromptEmbeddings, SampleSpec, generate, job_seed
 from dreamsweep.evaluation.schedulers import SCHEDULERS, make_scheduler

@@ -12,6 +12,7 @@ from pathlib import Path
 from dreamsweep.choices import DATA
 from dreamsweep.config import RunConfig
 from dreamsweep.data.images import TYPICAL_MAX_IMAGES, load_folder, log, read_caption
+from dreamsweep.data.prompt_text import fill_prompt
 from dreamsweep.registry import load, pick
 
 
@@ -19,15 +20,6 @@ from dreamsweep.registry import load, pick
 class Example:
     image: Path
     prompt: str
-
-
-def fill_prompt(template: str, token: str, class_name: str) -> str:
-    """The one filler of prompt templates (training captions, the evaluation suite, the class
-    prompt, the model card): `{token}` and `{class}` replaced as they are (not str.format, so a
-    caption's stray braces stay), then white space folded to one space between words and none
-    at the ends, so an empty token or a caption file's line break leaves no trace."""
-    filled = template.replace("{token}", token).replace("{class}", class_name)
-    return " ".join(filled.split())
 
 
 def instance_dir(cfg: RunConfig) -> Path:

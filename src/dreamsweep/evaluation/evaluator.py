@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from dreamsweep import atomic, cache
 from dreamsweep.cells import Cell, Sampling, eval_steps, samplings
 from dreamsweep.config import RunConfig
-from dreamsweep.data.dataset import fill_prompt
+from dreamsweep.data.prompt_text import fill_prompt
 from dreamsweep.evaluation import prompts
 from dreamsweep.evaluation.sampling import LOOP_VERSION, Job, PromptEmbeddings, SampleSpec, generate
 from dreamsweep.metrics.objective import objective

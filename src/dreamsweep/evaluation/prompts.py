@@ -5,7 +5,7 @@ Templates use `{token}` (the unique identifier) and `{class}` (the class noun).
 
 from __future__ import annotations
 
-from dreamsweep.data.dataset import fill_prompt
+from dreamsweep.data.prompt_text import fill_prompt
 
 SHARED_BACKGROUNDS = [
     "a {token} {class} in the jungle",

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from dreamsweep.data.dataset import fill_prompt
+from dreamsweep.data.prompt_text import fill_prompt
 from dreamsweep.export.choose import Chosen
 from dreamsweep.report.collect import format_value
 from dreamsweep.report.render import markdown_cell

@@ -17,7 +17,7 @@ from typing import Any
 
 from dreamsweep.choices import OPTIMIZERS
 from dreamsweep.config import ASSET_PREFIX, portable_location
-from dreamsweep.data.dataset import fill_prompt
+from dreamsweep.data.prompt_text import fill_prompt
 from dreamsweep.export.card import Base, py_str
 from dreamsweep.export.choose import Chosen
 
