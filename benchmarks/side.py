@@ -41,8 +41,8 @@ from side_common import (  # noqa: E402
     STEP_VARIANTS,
     XL_MODELS,
     autocast,
+    count_params,
     fastest_adamw,
-    params,
     run_overrides,
 )
 from side_xl import step_floor_xl  # noqa: E402
@@ -72,7 +72,7 @@ def step_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
         unet = sized_unet(product.tiny_components(args.resolution).unet, args.size)
     state = product.train_state(cfg, args.device, unet)
     counter = iter(range(1, 10**9))
-    return lambda: product.train_step(state, next(counter)), {"params": params(state.unet)}
+    return lambda: product.train_step(state, next(counter)), {"params": count_params(state.unet)}
 
 
 def step_floor(args: argparse.Namespace) -> tuple[Unit, dict]:
@@ -120,7 +120,7 @@ def step_floor(args: argparse.Namespace) -> tuple[Unit, dict]:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, {"params": params(unet)}
+    return step, {"params": count_params(unet)}
 
 
 def eval_overrides(args: argparse.Namespace) -> list[str]:

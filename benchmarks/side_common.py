@@ -67,5 +67,5 @@ def fastest_adamw(params: list[Any]) -> Any:
         return torch.optim.AdamW(params, lr=5e-6, weight_decay=0.01, foreach=True)
 
 
-def params(module: Any) -> int:
+def count_params(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())

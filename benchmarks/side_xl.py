@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import product
-from side_common import STEP_VARIANTS, autocast, fastest_adamw, params, run_overrides
+from side_common import STEP_VARIANTS, autocast, count_params, fastest_adamw, run_overrides
 
 # train_dreambooth_lora_sdxl.py's UNet adapter (rank 4 by default); conf/method/lora.yaml's too.
 SCRIPT_LORA = {"r": 4, "lora_alpha": 4, "init_lora_weights": "gaussian",
@@ -101,4 +101,6 @@ def step_floor_xl(args: argparse.Namespace) -> tuple[Callable[[], None], dict]:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, {"params": params(unet), "trained": sum(p.numel() for p in trained)}
+    n_trained = sum(p.numel() for p in trained)
+    base = count_params(unet) - (n_trained if args.variant == "lora" else 0)  # without the adapters
+    return step, {"params": base, "trained": n_trained}
