@@ -40,6 +40,28 @@ def trained_parameters(args: argparse.Namespace, c: Any) -> list[Any]:
     return [p for m in modules for p in m.parameters() if p.requires_grad]
 
 
+def prompt_encoder(c: Any, prompts: list[str], device: str) -> Callable[[], tuple[Any, Any]]:
+    """The script's encode_prompt on fixed prompts: (penultimate hidden states of both text
+    encoders concatenated, the second's pooled text_embeds)."""
+    import torch
+
+    encoders = (c.text_encoder, c.text_encoder_2)
+    ids = [
+        tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+            return_tensors="pt").input_ids.to(device)
+        for tok in (c.tokenizer, c.tokenizer_2)
+    ]  # fmt: skip
+
+    def encode() -> tuple[Any, Any]:
+        first, second = (
+            te(i, output_hidden_states=True) for te, i in zip(encoders, ids, strict=True)
+        )
+        hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        return hidden, second.text_embeds
+
+    return encode
+
+
 def step_floor_xl(args: argparse.Namespace) -> tuple[Callable[[], None], dict]:
     """The bare SDXL loop of step-ours' work (batch train.batch_size, doubled under prior)."""
     import torch
@@ -52,24 +74,9 @@ def step_floor_xl(args: argparse.Namespace) -> tuple[Callable[[], None], dict]:
         module.to(device)
     trained = trained_parameters(args, c)
     train_te, prior = args.variant in ("te", "prior"), args.variant == "prior"
-    n = train.batch_size * (2 if prior else 1)
-    prompts = ["a photo of sks toy"] * train.batch_size + ["a photo of toy"] * (
-        n - train.batch_size
-    )
-    ids = [
-        tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-            return_tensors="pt").input_ids.to(device)
-        for tok in (c.tokenizer, c.tokenizer_2)
-    ]  # fmt: skip
-    encoders = (c.text_encoder, c.text_encoder_2)
-
-    def encode() -> tuple[Any, Any]:
-        first, second = (
-            te(i, output_hidden_states=True) for te, i in zip(encoders, ids, strict=True)
-        )
-        hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-        return hidden, second.text_embeds
-
+    k = train.batch_size  # instance images; as many class images under prior
+    n = k * (2 if prior else 1)
+    encode = prompt_encoder(c, ["a photo of sks toy"] * k + ["a photo of toy"] * (n - k), device)
     with torch.no_grad():
         frozen = encode()
     r = cfg.data.resolution
@@ -92,7 +99,6 @@ def step_floor_xl(args: argparse.Namespace) -> tuple[Callable[[], None], dict]:
             hidden, pooled = encode() if train_te else frozen
             added = {"text_embeds": pooled, "time_ids": time_ids}
             pred = unet(noisy, t, hidden, added_cond_kwargs=added, return_dict=False)[0]
-        k = train.batch_size
         loss = F.mse_loss(pred[:k].float(), noise[:k])
         if prior:
             loss = loss + F.mse_loss(pred[k:].float(), noise[k:])
