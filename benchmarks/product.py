@@ -49,6 +49,14 @@ def save_tiny_pipeline(folder: Path, resolution: int) -> None:
     assemble_pipeline(tiny_components(resolution)).save_pretrained(str(folder))
 
 
+def save_pipeline(cfg: Any, folder: Path) -> None:
+    """The run's base model as its family's diffusers folder (a built-in model's copy), so a
+    plain pipeline can `from_pretrained` it."""
+    from dreamsweep.models.pipeline import assemble_pipeline
+
+    assemble_pipeline(load_model(cfg)).save_pretrained(str(folder))
+
+
 def train_state(cfg: Any, device: str, unet: Any = None) -> Any:
     """A TrainState set up as the worker sets it up; `unet` replaces the model's UNet after the
     data is prepared, so class images and latents come from the tiny model at every size."""

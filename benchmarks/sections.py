@@ -21,6 +21,7 @@ from processes import (
     run_overrides,
 )
 from rows import Row, Target, progress_line
+from sections_xl import XL_SECTIONS
 from sweep_folders import (
     best_of_study,
     compare_cells,
@@ -408,4 +409,5 @@ SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "adaptive": adaptive_rows,
     "next": next_rows,
     "workers": workers_rows,
+    **XL_SECTIONS,
 }

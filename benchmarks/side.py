@@ -7,24 +7,26 @@ peak memory is its own. Protocol: one JSON line per answer on the original stdou
 prints are sent to stderr): {"ready": ...} after set-up, {"seconds": ...} per "run",
 {"peak_mb": ...} after "quit".
 
-Kinds:
-  step-ours   the product's train_step on a TrainState set up as the worker does it
-  step-floor  a bare loop: precomputed latents (and embeddings), UNet (+ text encoder)
-              forward + backward + AdamW, nothing else
-  eval-ours   the product's evaluation sampling, generate(components, spec, jobs)
-  eval-plain  one StableDiffusionPipeline.__call__ per image, same scheduler/steps/guidance
-              (--model tiny: the tiny model; --model toyworld: the shipped toy world base)
-  save-tiny   write the tiny model as a diffusers folder (for the plain scripts), then exit
+Kinds (--model: tiny, toyworld, tiny_xl, toyworld_xl, or sdxl with --model-path):
+  step-ours      the product's train_step on a TrainState set up as the worker does it
+  step-floor     a bare loop: precomputed latents (and embeddings), UNet (+ text encoder)
+                 forward + backward + AdamW, nothing else (the tiny SD model, --size)
+  step-floor-xl  the same for an SDXL (side_xl.py): both text encoders, pooled embeds and
+                 time ids in the order of diffusers' train_dreambooth_lora_sdxl.py
+  eval-ours      the product's evaluation sampling, generate(components, spec, jobs)
+  eval-plain     one StableDiffusionPipeline.__call__ (StableDiffusionXLPipeline's) per
+                 image, same scheduler/steps/guidance, from the same weights
+  save-tiny      write the tiny model as a diffusers folder (for the plain scripts), then exit
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,42 +35,23 @@ from typing import Any, TextIO
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import product  # noqa: E402  (benchmarks/ is not a package)
+from side_common import (  # noqa: E402
+    MODELS,
+    SHIPPED,
+    STEP_VARIANTS,
+    XL_MODELS,
+    autocast,
+    count_params,
+    fastest_adamw,
+    run_overrides,
+)
+from side_xl import step_floor_xl  # noqa: E402
 
 # block_out_channels of the UNet per size; everything else is the tiny model's UNet config.
 # (32, 64) is the tiny UNet (0.79 M parameters); the others give ~10x and ~100x as many.
 UNET_WIDTHS = {"tiny": (32, 64), "10x": (104, 208), "100x": (320, 640)}
 
-# What each step variant trains; the floor does the same work without the product around it.
-STEP_VARIANTS = {
-    "unet": ["train.text_encoder=false", "prior.enabled=false"],
-    "te": ["train.text_encoder=true", "prior.enabled=false"],
-    "prior": ["train.text_encoder=true", "prior.enabled=true"],
-}
-
 Unit = Callable[[], Any]  # one unit of work; may return a value the parent compares
-
-
-def run_overrides(args: argparse.Namespace) -> list[str]:
-    """The train.py overrides every in-process side shares: size, precision, no tracking."""
-    return [
-        "model=tiny",  # the embedded model of models/tiny.py, whatever the default model is
-        "tracker=disk",
-        "ema.enabled=false",  # the floor has no EMA; EMA is a feature, not step overhead
-        "train.max_steps=100000",
-        f"data.resolution={args.resolution}",
-        f"model.sample_size={args.resolution}",
-        f"launcher.mixed_precision={args.precision}",
-    ]
-
-
-def autocast(args: argparse.Namespace) -> contextlib.AbstractContextManager:
-    """Mixed precision as Accelerate applies it: fp32 weights, autocast for the forward."""
-    import torch
-
-    if args.precision == "no":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if args.precision == "fp16" else torch.bfloat16
-    return torch.autocast(args.device, dtype=dtype)
 
 
 def sized_unet(tiny_unet: Any, size: str) -> Any:
@@ -82,17 +65,6 @@ def sized_unet(tiny_unet: Any, size: str) -> Any:
         return UNet2DConditionModel.from_config(config)
 
 
-def fastest_adamw(params: list[Any]) -> Any:
-    """AdamW with torch's fused kernel (CPU and CUDA, torch >= 2.4), else its foreach one: a
-    floor is the fastest plain loop, not the default for-loop over parameters."""
-    import torch
-
-    try:
-        return torch.optim.AdamW(params, lr=5e-6, weight_decay=0.01, fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(params, lr=5e-6, weight_decay=0.01, foreach=True)
-
-
 def step_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
     cfg = product.compose(run_overrides(args) + STEP_VARIANTS[args.variant])
     unet = None
@@ -100,11 +72,13 @@ def step_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
         unet = sized_unet(product.tiny_components(args.resolution).unet, args.size)
     state = product.train_state(cfg, args.device, unet)
     counter = iter(range(1, 10**9))
-    return lambda: product.train_step(state, next(counter)), {"params": _params(state.unet)}
+    return lambda: product.train_step(state, next(counter)), {"params": count_params(state.unet)}
 
 
 def step_floor(args: argparse.Namespace) -> tuple[Unit, dict]:
     """The bare loop of the same work (batch 1, or 1 + 1 class image under prior)."""
+    if args.variant == "lora":
+        raise SystemExit("step-floor: variant lora is measured on SDXL (step-floor-xl)")
     import torch
     import torch.nn.functional as F
 
@@ -146,25 +120,22 @@ def step_floor(args: argparse.Namespace) -> tuple[Unit, dict]:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, {"params": _params(unet)}
+    return step, {"params": count_params(unet)}
 
 
 def eval_overrides(args: argparse.Namespace) -> list[str]:
-    """The run whose first evaluation cell is sampled: the tiny model at the benchmark's
-    resolution, or the toy world (the default demo) exactly as it ships."""
-    if args.model == "toyworld":
-        return ["model=toyworld", "tracker=disk"]
+    """The run whose first evaluation cell is sampled: a tiny model (or a real SDXL) at the
+    benchmark's resolution, or a toy world (the default demo) exactly as it ships."""
+    if args.model in SHIPPED:
+        return [f"model={args.model}", "tracker=disk"]
     return run_overrides(args)
 
 
 def eval_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
     cfg = product.compose(eval_overrides(args))
     spec, jobs = product.eval_jobs(cfg)
-    if args.model == "toyworld":
-        components = product.load_model(cfg)
-    else:
-        components = product.tiny_components(args.resolution)
-    for module in (components.unet, components.vae, components.text_encoder):
+    components = product.load_model(cfg)
+    for module in components.modules():
         module.to(args.device)
 
     def sample() -> list[float]:
@@ -175,17 +146,35 @@ def eval_ours(args: argparse.Namespace) -> tuple[Unit, dict]:
     return sample, {"images": len(jobs), "spec": repr(spec)}
 
 
+# The plain pipeline of each family, as a user loads it (no safety checker, no watermark).
+PLAIN_PIPELINES = {
+    "sd": ("StableDiffusionPipeline", {"safety_checker": None, "requires_safety_checker": False}),
+    "sdxl": ("StableDiffusionXLPipeline", {"add_watermarker": False}),
+}
+
+
+def plain_pipeline(args: argparse.Namespace, cfg: Any) -> Any:
+    """The family's diffusers pipeline `from_pretrained` from the model's folder (a built-in
+    model's saved copy), on the device."""
+    import diffusers
+
+    class_name, kwargs = PLAIN_PIPELINES["sdxl" if args.model in XL_MODELS else "sd"]
+    load = getattr(diffusers, class_name).from_pretrained
+    if cfg.model.path:
+        return load(cfg.model.path, **kwargs).to(args.device)
+    with tempfile.TemporaryDirectory(prefix="dreamsweep-bench-model-") as folder:
+        product.save_pipeline(cfg, Path(folder))
+        return load(folder, **kwargs).to(args.device)
+
+
 def eval_plain(args: argparse.Namespace) -> tuple[Unit, dict]:
-    """StableDiffusionPipeline loaded from the saved model folder, one call per image."""
+    """The family's pipeline from the same weights, one `__call__` per image."""
     import diffusers
     import torch
 
     cfg = product.compose(eval_overrides(args))
     spec, jobs = product.eval_jobs(cfg)
-    folder = cfg.model.path if args.model == "toyworld" else args.model_dir
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        folder, safety_checker=None, requires_safety_checker=False
-    ).to(args.device)
+    pipe = plain_pipeline(args, cfg)
     class_name, extra = product.sampler_class_name(spec.scheduler)
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
     pipe.set_progress_bar_config(disable=True)
@@ -217,15 +206,12 @@ def _image_means(images: list[Any]) -> list[float]:
     return [round(float(np.asarray(image, dtype=np.float32).mean()), 3) for image in images]
 
 
-def _params(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 SIDES: dict[str, Callable[[argparse.Namespace], tuple[Unit, dict]]] = {
     "step-ours": step_ours,
     "step-floor": step_floor,
     "eval-ours": eval_ours,
     "eval-plain": eval_plain,
+    "step-floor-xl": step_floor_xl,
 }
 
 
@@ -282,8 +268,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--model-dir", help="the saved tiny pipeline (eval-plain, save-tiny)")
-    p.add_argument("--model", choices=["tiny", "toyworld"], default="tiny", help="eval-*")
+    p.add_argument("--model-dir", help="where save-tiny writes the tiny pipeline")
+    p.add_argument("--model", choices=MODELS, default="tiny", help="step-ours, *-xl, eval-*")
+    p.add_argument("--model-path", help="--model sdxl: a local SDXL diffusers folder")
     return p.parse_args(argv)
 
 
