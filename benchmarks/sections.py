@@ -21,6 +21,7 @@ from processes import (
     run_overrides,
 )
 from rows import Row, Target, progress_line
+from sampling_rows import sampling_rows
 from sections_xl import XL_SECTIONS
 from sweep_folders import (
     best_of_study,
@@ -139,29 +140,11 @@ def eval_rows(ctx: Context) -> list[Row]:
     the same jobs, one plain pipeline call each with the same scheduler class, steps, guidance,
     resolution and seeds, from the same weights.
     """
-    warmup, repeats = (0, 2) if ctx.quick else (1, 6)
-    rows = []
-    for model, label in (("tiny", f"tiny, {ctx.args.resolution} px"), ("toyworld", "toy world")):
-        sides = (Side(ctx, kind, f"--model={model}") for kind in ("eval-ours", "eval-plain"))
-        pair = interleaved(*sides, warmup, repeats)
-        images = pair.ours_info["images"]
-        ours, plain = (m / images for m in pair.medians)
-        a, b = pair.values
-        gap = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-        rows.append(
-            Row(
-                f"evaluation sampling per image vs plain pipeline calls ({label})",
-                "s/image",
-                ours,
-                plain,
-                Target("<=", 0.50),
-                pair.ours_peak_mb,
-                pair.baseline_peak_mb,
-                f"{images} images, {pair.ours_info['spec']}; median of {repeats} interleaved; "
-                f"same images: max |mean pixel diff| {gap:.3f}",
-            )
-        )
-    return rows
+    models = [
+        (["--model=tiny"], f"tiny, {ctx.args.resolution} px"),
+        (["--model=toyworld"], "toy world"),
+    ]
+    return sampling_rows(ctx, models, "evaluation sampling per image vs plain pipeline calls")
 
 
 def grid_rows(ctx: Context) -> list[Row]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from processes import Context, Side, interleaved
 from rows import Row, Target, progress_line
+from sampling_rows import sampling_rows
 
 XL_VARIANTS = {
     "unet": "UNet only",
@@ -74,29 +75,8 @@ def eval_xl_rows(ctx: Context) -> list[Row]:
     `StableDiffusionXLPipeline.__call__` each (from_pretrained of the same weights, no
     watermark) with the same scheduler class, steps, guidance, resolution and seeds.
     """
-    warmup, repeats = (0, 2) if ctx.quick else (1, 6)
-    rows = []
-    for model_args, label in xl_models(ctx):
-        sides = (Side(ctx, kind, *model_args) for kind in ("eval-ours", "eval-plain"))
-        pair = interleaved(*sides, warmup, repeats)
-        images = pair.ours_info["images"]
-        ours, plain = (m / images for m in pair.medians)
-        a, b = pair.values
-        gap = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-        rows.append(
-            Row(
-                f"SDXL evaluation sampling per image vs plain pipeline calls ({label})",
-                "s/image",
-                ours,
-                plain,
-                Target("<=", 0.50),
-                pair.ours_peak_mb,
-                pair.baseline_peak_mb,
-                f"{images} images, {pair.ours_info['spec']}; median of {repeats} interleaved; "
-                f"same images: max |mean pixel diff| {gap:.3f}",
-            )
-        )
-    return rows
+    models = xl_models(ctx)
+    return sampling_rows(ctx, models, "SDXL evaluation sampling per image vs plain pipeline calls")
 
 
 XL_SECTIONS: dict[str, Callable[[Context], Row | list[Row]]] = {

@@ -164,7 +164,10 @@ KILLED_METHODS = {
         for t in ("lora", "loha", "lokr")
     },
     "textual_inversion": ["method=textual_inversion", "method.num_vectors=2"],
-    "textual_inversion_xl": ["model=tiny_xl", "method=textual_inversion"],  # both encoders
+    # SDXL (tiny_xl): the full model, a LoRA, and textual inversion on both encoders
+    "dreambooth_xl": ["model=tiny_xl"],
+    "lora_xl": ["model=tiny_xl", "method=lora", "method.dropout=0.1"],
+    "textual_inversion_xl": ["model=tiny_xl", "method=textual_inversion"],
     # killed at step 4: in phase 1 (resumed across the boundary), and in phase 2
     "pivotal": ["method=pivotal", "method.ti_steps=6"],
     "pivotal_lora": [

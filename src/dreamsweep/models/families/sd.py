@@ -51,6 +51,12 @@ def from_pretrained(source: str, weights: dict, common: dict) -> SDComponents:
 
 def from_single_file(path: Path, local_files_only: bool) -> SDComponents:
     pipe = StableDiffusionPipeline.from_single_file(str(path), local_files_only=local_files_only)
+    return components_of(pipe)
+
+
+def components_of(pipe) -> SDComponents:
+    """The SD parts of a loaded pipeline (shared, not copied), with a DDPM noise scheduler from
+    its scheduler's config (same betas) for training."""
     return SDComponents(
         unet=pipe.unet,
         vae=pipe.vae,

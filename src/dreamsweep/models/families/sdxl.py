@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from diffusers import (
-    DDPMScheduler,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -163,12 +162,8 @@ def from_single_file(path: Path, local_files_only: bool) -> SDComponents:
 
 def components_of(pipe: StableDiffusionXLPipeline) -> SDComponents:
     """The components of a loaded StableDiffusionXLPipeline (shared, not copied)."""
-    return SDComponents(
-        unet=pipe.unet,
-        vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+    return replace(
+        sd.components_of(pipe),
         text_encoder_2=pipe.text_encoder_2,
         tokenizer_2=pipe.tokenizer_2,
         family="sdxl",
